@@ -59,14 +59,20 @@ async fn pods_become_ready_with_ips_and_a_watch_sees_it() -> anyhow::Result<()> 
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let svc = services.create(&PostParams::default(), &service("web", "web")).await?;
-    assert!(svc.spec.and_then(|s| s.cluster_ip).is_some_and(|ip| ip.starts_with("10.96.")), "ClusterIP from the v4 range");
+    assert!(
+        svc.spec.and_then(|s| s.cluster_ip).is_some_and(|ip| ip.starts_with("10.96.")),
+        "ClusterIP from the v4 range"
+    );
 
     // Watch first, so the test sees the transitions kwok makes.
     let stream = watcher(pods.clone(), watcher::Config::default()).applied_objects();
     let nodes = kwok::default_nodes();
     for (i, node) in nodes.iter().take(3).enumerate() {
-        pods.create(&PostParams::default(), &kwok::pod(&format!("web-{i}"), &node.name, &[("app", "web")], &[("http", 8080)]))
-            .await?;
+        pods.create(
+            &PostParams::default(),
+            &kwok::pod(&format!("web-{i}"), &node.name, &[("app", "web")], &[("http", 8080)]),
+        )
+        .await?;
     }
     let mut ready = std::collections::BTreeSet::new();
     let mut stream = std::pin::pin!(stream);
@@ -195,7 +201,13 @@ async fn kube_controller_manager_from_the_cache_collects_garbage() -> anyhow::Re
     let mut kcm = cp.start_kube_controller_manager(&["garbagecollector".to_string()], &[]).await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let owner = cms
-        .create(&PostParams::default(), &ConfigMap { metadata: ObjectMeta { name: Some("owner".into()), ..Default::default() }, ..Default::default() })
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta { name: Some("owner".into()), ..Default::default() },
+                ..Default::default()
+            },
+        )
         .await?;
     let dependent = ConfigMap {
         metadata: ObjectMeta {

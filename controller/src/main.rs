@@ -1,4 +1,49 @@
+//! The `epslice` binary.
 #![forbid(unsafe_code)]
-fn main() {
-    println!("epslice {}", env!("CARGO_PKG_VERSION"));
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[cfg(feature = "demo")]
+mod demo;
+
+/// Kubernetes endpoint controllers (EndpointSlice, Endpoints, mirroring) and a service-env webhook.
+#[derive(Debug, Parser)]
+#[command(name = "epslice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a local control plane (etcd, kube-apiserver, kwok nodes in three zones) with a
+    /// sample workload, print how to reach it with kubectl, and run until Ctrl-C.
+    #[cfg(feature = "demo")]
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("epslice: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            #[cfg(feature = "demo")]
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("epslice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

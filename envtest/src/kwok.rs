@@ -81,9 +81,12 @@ pub fn node(spec: &NodeSpec) -> Node {
             name: Some(spec.name.clone()),
             labels: Some(labels),
             annotations: Some(
-                [(NODE_ANNOTATION.to_string(), "fake".to_string()), ("node.alpha.kubernetes.io/ttl".into(), "0".into())]
-                    .into_iter()
-                    .collect(),
+                [
+                    (NODE_ANNOTATION.to_string(), "fake".to_string()),
+                    ("node.alpha.kubernetes.io/ttl".into(), "0".into()),
+                ]
+                .into_iter()
+                .collect(),
             ),
             ..Default::default()
         },
@@ -110,9 +113,7 @@ pub async fn create_node(client: &kube::Client, spec: &NodeSpec) -> Result<(), E
 pub async fn node_ready(client: &kube::Client, name: &str) -> bool {
     let api: Api<Node> = Api::all(client.clone());
     let Ok(n) = api.get(name).await else { return false };
-    n.status
-        .and_then(|s| s.conditions)
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    n.status.and_then(|s| s.conditions).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// A minimal Pod bound to `node` with one container exposing `ports` (`(name, port)`).

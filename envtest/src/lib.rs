@@ -187,12 +187,8 @@ impl ControlPlane {
 
     async fn existing(kubeconfig: PathBuf, opts: Options) -> Result<Self, Error> {
         let kc = Kubeconfig::read_from(&kubeconfig).map_err(|e| Error::Client(e.to_string()))?;
-        let server = kc
-            .clusters
-            .first()
-            .and_then(|c| c.cluster.as_ref())
-            .and_then(|c| c.server.clone())
-            .unwrap_or_default();
+        let server =
+            kc.clusters.first().and_then(|c| c.cluster.as_ref()).and_then(|c| c.server.clone()).unwrap_or_default();
         let mut wanted = vec![Binary::Kubectl];
         if opts.kwok {
             wanted.push(Binary::Kwok);
@@ -405,7 +401,8 @@ impl ControlPlane {
         controllers: &[String],
         extra_args: &[String],
     ) -> Result<Component, Error> {
-        let pki = self.pki.clone().ok_or_else(|| Error::Client("kube-controller-manager needs the envtest PKI".into()))?;
+        let pki =
+            self.pki.clone().ok_or_else(|| Error::Client("kube-controller-manager needs the envtest PKI".into()))?;
         let bin_dir = tokio::task::spawn_blocking(|| binaries::ensure(&[Binary::KubeControllerManager]))
             .await
             .map_err(|e| Error::Install(format!("installer task: {e}")))??;
@@ -550,8 +547,7 @@ fn not_ready(c: &Component, reason: String) -> Error {
 
 async fn http_get_ok(addr: &str, path: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
-    else {
+    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await else {
         return false;
     };
     let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
@@ -560,7 +556,8 @@ async fn http_get_ok(addr: &str, path: &str) -> bool {
     }
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).starts_with("HTTP/1.0 200") || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200")
+    String::from_utf8_lossy(&buf).starts_with("HTTP/1.0 200")
+        || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200")
 }
 
 /// Is a TLS port accepting connections (the certificate is not checked: the process is ours)?
@@ -600,10 +597,12 @@ static NS_COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Creates a namespace with a unique name starting with `prefix` and returns its name.
 pub async fn create_namespace(client: &kube::Client, prefix: &str) -> Result<String, Error> {
     let n = NS_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let prefix: String = prefix.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
     let name = format!("{}-{}-{n}-{:x}", prefix.to_ascii_lowercase(), std::process::id(), nanos & 0xffff);
-    let ns = Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+    let ns =
+        Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
     Ok(name)
 }

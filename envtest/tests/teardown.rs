@@ -17,7 +17,9 @@ fn run_and_collect(arg: &str) -> (Vec<u32>, String) {
     let pids: Vec<u32> = stdout
         .lines()
         .find_map(|l| l.strip_prefix("pids: "))
-        .unwrap_or_else(|| panic!("no pids printed; stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr)))
+        .unwrap_or_else(|| {
+            panic!("no pids printed; stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+        })
         .split_whitespace()
         .map(|p| p.parse().expect("pid"))
         .collect();
@@ -30,7 +32,11 @@ fn assert_all_gone(pids: &[u32], kubeconfig: &str) {
     assert_eq!(pids.len(), 4, "{pids:?}");
     let deadline = Instant::now() + Duration::from_secs(15);
     while pids.iter().any(|p| alive(*p)) {
-        assert!(Instant::now() < deadline, "still running 15 s after the parent exited: {:?}", pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "still running 15 s after the parent exited: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let dir = Path::new(kubeconfig).parent().expect("kubeconfig in the control plane's directory");
