@@ -1,3 +1,12 @@
 //! epslice: Kubernetes endpoint controllers (EndpointSlice, Endpoints, mirroring) and a
 //! service-discovery env-var webhook, built as a functional core and an imperative shell.
+//!
+//! The functional core (`podutil`, `endpointslice`, `envvars`, …) is plain functions of
+//! snapshots of API objects: no client, no clock, no I/O. The shell watches, indexes, queues
+//! and applies the plans the core computes.
 #![forbid(unsafe_code)]
+
+pub mod endpointslice;
+pub mod envvars;
+pub mod podutil;
+pub mod runtime;

@@ -1,0 +1,349 @@
+//! AdmissionReview bytes in, HTTP status and bytes out. Pure: the caller supplies the Services
+//! through a closure and does the I/O.
+//!
+//! * Body over the limit → 413; not JSON, not an `admission.k8s.io/v1` (or `v1beta1`)
+//!   AdmissionReview, no `request` or no `request.uid` → 400. Error bodies are `meta/v1 Status`.
+//! * Everything else → 200 with an AdmissionReview echoing `apiVersion`, `kind` and `uid`,
+//!   `allowed: true` always (an injector fails open), and a base64 `patch` with
+//!   `patchType: JSONPatch` only when something changes.
+//! * Only `CREATE` of core `pods` (no subresource) is acted on, matched on `request.resource`,
+//!   not on the object's kind. Others are allowed untouched.
+//! * A pod object that cannot be read, or a request without a namespace, is allowed untouched
+//!   with a warning.
+//! * `dryRun` gives the same answer (we have no side effects); it is passed to the closure and
+//!   reported back so the shell can skip metrics or events.
+//!
+//! The response is written by hand rather than through `kube::core::admission`, whose
+//! `AdmissionResponse` serializes `patch` as an array of numbers (kube-rs#1781) instead of the
+//! documented base64 string, and whose request type rejects reviews lacking fields we do not
+//! need (`userInfo`, `kind`).
+
+use std::borrow::Borrow;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use serde_json::{Map, Value, json};
+
+use super::generate::Mode;
+use super::patch::{PatchOptions, mutate};
+use super::warning;
+
+/// Default request-body limit: room for a misrouted UPDATE (object and oldObject, each up to
+/// the API server's 3 MiB request cap) plus the envelope.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Default number of warnings returned; the rest are summarised in one line.
+pub const DEFAULT_MAX_WARNINGS: usize = 16;
+
+const API_VERSION_V1: &str = "admission.k8s.io/v1";
+const API_VERSION_V1BETA1: &str = "admission.k8s.io/v1beta1";
+const KIND: &str = "AdmissionReview";
+
+/// Limits and patch knobs for [`review`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewConfig {
+    pub max_body_bytes: usize,
+    pub max_warnings: usize,
+    pub patch: PatchOptions,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_warnings: DEFAULT_MAX_WARNINGS,
+            patch: PatchOptions::default(),
+        }
+    }
+}
+
+/// What the caller's policy closure sees.
+#[derive(Clone, Copy, Debug)]
+pub struct PodRequest<'a> {
+    pub uid: &'a str,
+    /// `request.namespace`, or the object's namespace when that is empty.
+    pub namespace: &'a str,
+    /// `request.name`; empty on CREATE with `generateName`.
+    pub name: &'a str,
+    pub pod: &'a Pod,
+    pub dry_run: bool,
+}
+
+/// The caller's answer: mode and candidate Services (see [`super::visible_services`] for how
+/// they are filtered: pass the namespace's Services, policy-filtered, plus `default/kubernetes`).
+#[derive(Clone, Debug)]
+pub struct Decision<S> {
+    pub mode: Mode,
+    pub services: Vec<S>,
+    /// Passed through to the response (each cut to 120 characters).
+    pub warnings: Vec<String>,
+}
+
+impl<S> Decision<S> {
+    /// No injection.
+    pub fn off() -> Self {
+        Self {
+            mode: Mode::Off,
+            services: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// How a review ended, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// 413.
+    TooLarge,
+    /// 400.
+    BadRequest,
+    /// Not a pod CREATE: allowed, untouched.
+    Ignored,
+    /// Pod CREATE we could not read: allowed, untouched, with a warning.
+    Unreadable,
+    /// Pod CREATE needing no change.
+    Unchanged,
+    /// Pod CREATE answered with a patch.
+    Patched,
+}
+
+/// HTTP answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reviewed {
+    pub status: u16,
+    /// JSON: an AdmissionReview for 200, a `Status` otherwise.
+    pub body: Vec<u8>,
+    pub outcome: Outcome,
+    pub dry_run: bool,
+    /// Env entries added by the patch, summed over containers.
+    pub injected: usize,
+}
+
+fn status_error(code: u16, reason: &str, message: String, outcome: Outcome) -> Reviewed {
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    });
+    Reviewed {
+        status: code,
+        body: serde_json::to_vec(&body).unwrap_or_default(),
+        outcome,
+        dry_run: false,
+        injected: 0,
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Reviewed {
+    status_error(400, "BadRequest", message.into(), Outcome::BadRequest)
+}
+
+/// Standard base64 (RFC 4648, with padding), as Go's `[]byte` JSON encoding expects.
+pub(crate) fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let sextet = |shift: u32| char::from(ALPHABET[((n >> shift) & 0x3f) as usize]);
+        out.push(sextet(18));
+        out.push(sextet(12));
+        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
+        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
+    }
+    out
+}
+
+fn cap_warnings(mut warnings: Vec<String>, max: usize) -> Vec<String> {
+    if warnings.len() > max {
+        let keep = max.saturating_sub(1);
+        let omitted = warnings.len() - keep;
+        warnings.truncate(keep);
+        if max > 0 {
+            warnings.push(warning(format!("{omitted} more service env warnings omitted")));
+        }
+    }
+    warnings
+}
+
+struct Echo {
+    api_version: String,
+    kind: String,
+    uid: String,
+}
+
+impl Echo {
+    fn respond(
+        &self,
+        patch: Option<Vec<u8>>,
+        warnings: Vec<String>,
+        max_warnings: usize,
+        outcome: Outcome,
+        dry_run: bool,
+        injected: usize,
+    ) -> Reviewed {
+        let mut response = Map::new();
+        response.insert("uid".to_owned(), Value::String(self.uid.clone()));
+        response.insert("allowed".to_owned(), Value::Bool(true));
+        if let Some(p) = patch {
+            response.insert("patchType".to_owned(), Value::String("JSONPatch".to_owned()));
+            response.insert("patch".to_owned(), Value::String(base64(&p)));
+        }
+        let warnings = cap_warnings(warnings, max_warnings);
+        if !warnings.is_empty() {
+            let list = warnings.into_iter().map(Value::String).collect();
+            response.insert("warnings".to_owned(), Value::Array(list));
+        }
+        let review = json!({
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "response": Value::Object(response),
+        });
+        match serde_json::to_vec(&review) {
+            Ok(body) => Reviewed {
+                status: 200,
+                body,
+                outcome,
+                dry_run,
+                injected,
+            },
+            Err(e) => status_error(
+                500,
+                "InternalError",
+                format!("cannot encode response: {e}"),
+                Outcome::BadRequest,
+            ),
+        }
+    }
+}
+
+fn str_field<'v>(obj: &'v Map<String, Value>, key: &str) -> Option<&'v str> {
+    obj.get(key).and_then(Value::as_str)
+}
+
+/// Handles one AdmissionReview. `decide` is called once, only for a readable pod CREATE, and
+/// supplies the policy mode and candidate Services. Never panics.
+pub fn review<S, F>(body: &[u8], config: &ReviewConfig, decide: F) -> Reviewed
+where
+    S: Borrow<Service>,
+    F: FnOnce(&PodRequest<'_>) -> Decision<S>,
+{
+    if body.len() > config.max_body_bytes {
+        return status_error(
+            413,
+            "RequestEntityTooLarge",
+            format!(
+                "request body of {} bytes exceeds the limit of {} bytes",
+                body.len(),
+                config.max_body_bytes
+            ),
+            Outcome::TooLarge,
+        );
+    }
+    let mut doc: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(format!("malformed JSON: {e}")),
+    };
+    let Some(top) = doc.as_object_mut() else {
+        return bad_request("body is not a JSON object");
+    };
+    let api_version = match str_field(top, "apiVersion") {
+        Some(v @ (API_VERSION_V1 | API_VERSION_V1BETA1)) => v.to_owned(),
+        _ => return bad_request(format!("apiVersion must be {API_VERSION_V1}")),
+    };
+    let kind = match str_field(top, "kind") {
+        Some(KIND) => KIND.to_owned(),
+        _ => return bad_request(format!("kind must be {KIND}")),
+    };
+    let Some(request) = top.get_mut("request").and_then(Value::as_object_mut) else {
+        return bad_request("missing request");
+    };
+    let Some(uid) = str_field(request, "uid").filter(|u| !u.is_empty()) else {
+        return bad_request("missing request.uid");
+    };
+    let echo = Echo {
+        api_version,
+        kind,
+        uid: uid.to_owned(),
+    };
+    let dry_run = request.get("dryRun").and_then(Value::as_bool).unwrap_or(false);
+    let max_warnings = config.max_warnings;
+    let allow = |outcome: Outcome, warnings: Vec<String>| {
+        echo.respond(None, warnings, max_warnings, outcome, dry_run, 0)
+    };
+
+    let is_create = str_field(request, "operation") == Some("CREATE");
+    let resource = request.get("resource").and_then(Value::as_object);
+    let group = resource.and_then(|r| r.get("group")).map_or(Some(""), Value::as_str);
+    let res = resource.and_then(|r| str_field(r, "resource"));
+    let sub = request.get("subResource").map_or(Some(""), |v| match v {
+        Value::Null => Some(""),
+        other => other.as_str(),
+    });
+    if !is_create || group != Some("") || res != Some("pods") || sub != Some("") {
+        return allow(Outcome::Ignored, Vec::new());
+    }
+
+    let request_ns = str_field(request, "namespace").unwrap_or("").to_owned();
+    let name = str_field(request, "name").unwrap_or("").to_owned();
+    let object = request.get_mut("object").map(Value::take).unwrap_or(Value::Null);
+    let pod: Pod = match serde_json::from_value(object) {
+        Ok(p) => p,
+        Err(_) => {
+            return allow(
+                Outcome::Unreadable,
+                vec![warning("pod object unreadable: no service env vars injected")],
+            );
+        }
+    };
+    let namespace = if request_ns.is_empty() {
+        pod.metadata.namespace.clone().unwrap_or_default()
+    } else {
+        request_ns
+    };
+    if namespace.is_empty() {
+        return allow(
+            Outcome::Unreadable,
+            vec![warning("request has no namespace: no service env vars injected")],
+        );
+    }
+
+    let decision = decide(&PodRequest {
+        uid: &echo.uid,
+        namespace: &namespace,
+        name: &name,
+        pod: &pod,
+        dry_run,
+    });
+    let mutation = mutate(
+        &pod,
+        &namespace,
+        decision.mode,
+        &decision.services,
+        &config.patch,
+    );
+    let mut warnings: Vec<String> = decision.warnings.into_iter().map(warning).collect();
+    warnings.extend(mutation.warnings);
+    let Some(patch) = mutation.patch else {
+        return allow(Outcome::Unchanged, warnings);
+    };
+    match serde_json::to_vec(&patch) {
+        Ok(bytes) => echo.respond(
+            Some(bytes),
+            warnings,
+            max_warnings,
+            Outcome::Patched,
+            dry_run,
+            mutation.injected,
+        ),
+        Err(_) => {
+            warnings.push(warning("patch could not be encoded: no service env vars injected"));
+            allow(Outcome::Unchanged, warnings)
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The imperative shell: caches, indexes, the work queue, metrics and the admin HTTP server.
+//! Nothing here decides what a slice should contain; that is the functional core's job.
+
+pub mod cache;
+pub mod index;
+pub mod queue;
