@@ -6,6 +6,8 @@
 //! and applies the plans the core computes.
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod controllers;
 pub mod endpointslice;
 pub mod envvars;
 pub mod podutil;

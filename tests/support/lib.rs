@@ -1,1 +1,184 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: run epslice's controllers in-process against the
+//! test binary's control plane, scoped to one namespace, and wait for what they write.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use epslice::controllers::{self, Handles, Options};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, ListParams, ObjectMeta};
+
+/// How long a test waits for the controller to converge.
+pub const CONVERGE: Duration = Duration::from_secs(30);
+
+/// epslice's controllers running in this process for one namespace; stopped on drop.
+pub struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Metrics and readiness.
+    pub handles: Handles,
+}
+
+impl Running {
+    /// Stops the controllers and waits for them to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// The value of a counter or gauge line in the metrics output (`name{labels}` exact prefix).
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.handles.metrics.encode();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Slice writes so far (`endpoint_slice_controller_changes_total`), by operation.
+    pub fn writes(&self) -> (f64, f64, f64) {
+        let m = |op: &str| self.metric(&format!("endpoint_slice_controller_changes_total{{operation=\"{op}\"}}"));
+        (m("create"), m("update"), m("delete"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts the controllers for namespace `ns` (EndpointSlice controller by default), after `tweak`
+/// adjusts the options, and waits until their caches are synced.
+pub async fn start(client: &kube::Client, ns: &str, tweak: impl FnOnce(&mut Options)) -> Running {
+    let mut options = Options::default();
+    options.endpointslice.namespace = Some(ns.to_string());
+    tweak(&mut options);
+    let handles = Handles::default();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(controllers::run(client.clone(), options, handles.clone(), async move {
+        let _ = rx.await;
+    }));
+    let t0 = Instant::now();
+    while !handles.ready.failing().is_empty() {
+        assert!(t0.elapsed() < CONVERGE, "controllers not ready: {:?}", handles.ready.failing());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Running { stop: Some(tx), task: Some(task), handles }
+}
+
+/// A ClusterIP Service selecting `app=<app>` with the given ports `(name, port, targetPort)`.
+pub fn service(name: &str, app: &str, ports: &[(&str, i32, IntOrString)]) -> Service {
+    Service {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        spec: Some(ServiceSpec {
+            selector: Some([("app".to_string(), app.to_string())].into()),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(n, p, t)| ServicePort {
+                        name: (!n.is_empty()).then(|| n.to_string()),
+                        port: *p,
+                        target_port: Some(t.clone()),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The slices of a Service (by the `kubernetes.io/service-name` label).
+pub async fn slices(client: &kube::Client, ns: &str, svc: &str) -> Vec<EndpointSlice> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let mut v = api.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"))).await.unwrap().items;
+    v.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    v
+}
+
+/// Waits until `pred` holds for the Service's slices; panics with the last state on timeout.
+pub async fn wait_slices(
+    client: &kube::Client,
+    ns: &str,
+    svc: &str,
+    what: &str,
+    pred: impl Fn(&[EndpointSlice]) -> bool,
+) -> Vec<EndpointSlice> {
+    let t0 = Instant::now();
+    loop {
+        let s = slices(client, ns, svc).await;
+        if pred(&s) {
+            return s;
+        }
+        if t0.elapsed() > CONVERGE {
+            panic!("{what}: not reached after {CONVERGE:?}; slices of {ns}/{svc}:\n{}", describe(&s));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A compact text form of slices for failure messages.
+pub fn describe(slices: &[EndpointSlice]) -> String {
+    slices
+        .iter()
+        .map(|s| {
+            let eps: Vec<String> = s
+                .endpoints
+                .iter()
+                .flatten()
+                .map(|e| {
+                    let c = e.conditions.clone().unwrap_or_default();
+                    format!(
+                        "{}[r={:?},s={:?},t={:?}]",
+                        e.addresses.join("|"),
+                        c.ready,
+                        c.serving,
+                        c.terminating
+                    )
+                })
+                .collect();
+            let ports: Vec<String> = s
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| format!("{}:{}", p.name.clone().unwrap_or_default(), p.port.unwrap_or(0)))
+                .collect();
+            format!("  {} {} ports={ports:?} endpoints={eps:?}", s.metadata.name.clone().unwrap_or_default(), s.address_type)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// All endpoint addresses across slices.
+pub fn addresses(slices: &[EndpointSlice]) -> Vec<String> {
+    let mut v: Vec<String> = slices.iter().flat_map(|s| s.endpoints.iter().flatten().flat_map(|e| e.addresses.clone())).collect();
+    v.sort();
+    v
+}
+
+/// Total endpoints across slices.
+pub fn endpoint_count(slices: &[EndpointSlice]) -> usize {
+    slices.iter().map(|s| s.endpoints.as_ref().map_or(0, Vec::len)).sum()
+}
+
+/// Pod IPs by pod name, once every named pod is Ready.
+pub async fn wait_ready_ips(pods: &Api<Pod>, names: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for n in names {
+        let p = envtest::kwok::wait_pod(pods, n, CONVERGE, envtest::kwok::is_ready).await.unwrap().unwrap();
+        out.insert(n.clone(), p.status.and_then(|s| s.pod_ip).unwrap());
+    }
+    out
+}

@@ -18,8 +18,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::topology::{
-    self, CpuRatios, REASON_TOPOLOGY_AWARE_HINTS_DISABLED, ServiceHintsState,
-    TOPOLOGY_AWARE_HINTS_DISABLED,
+    self, CpuRatios, REASON_TOPOLOGY_AWARE_HINTS_DISABLED, ServiceHintsState, TOPOLOGY_AWARE_HINTS_DISABLED,
 };
 use super::trafficdist;
 
@@ -104,16 +103,10 @@ pub fn plan_hints(
     state: &ServiceHintsState,
 ) -> HintsOutcome {
     let annotations = service.metadata.annotations.as_ref();
-    let traffic_distribution = service
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.traffic_distribution.as_deref());
+    let traffic_distribution = service.spec.as_ref().and_then(|spec| spec.traffic_distribution.as_deref());
     let hints_on = topology::hints_enabled(annotations);
-    let can_use_traffic_distribution = !hints_on
-        && trafficdist::valid_traffic_distribution(
-            traffic_distribution,
-            prefer_same_traffic_distribution,
-        );
+    let can_use_traffic_distribution =
+        !hints_on && trafficdist::valid_traffic_distribution(traffic_distribution, prefer_same_traffic_distribution);
 
     if let (Some(ratios), true) = (topology, hints_on) {
         return topology::add_hints(si, ratios, state);
@@ -126,29 +119,18 @@ pub fn plan_hints(
             events.push(HintsEvent {
                 event_type: EventType::Warning,
                 reason: REASON_TOPOLOGY_AWARE_HINTS_DISABLED,
-                message: topology::format_with_address_type(
-                    TOPOLOGY_AWARE_HINTS_DISABLED,
-                    &si.address_type,
-                ),
+                message: topology::format_with_address_type(TOPOLOGY_AWARE_HINTS_DISABLED, &si.address_type),
             });
         }
         state = state.remove_hints(&si.address_type);
     }
 
     let slices = if can_use_traffic_distribution {
-        trafficdist::reconcile_hints(
-            si,
-            traffic_distribution,
-            prefer_same_traffic_distribution,
-        )
+        trafficdist::reconcile_hints(si, traffic_distribution, prefer_same_traffic_distribution)
     } else {
         topology::remove_hints_from_slices(si)
     };
-    HintsOutcome {
-        slices,
-        events,
-        state,
-    }
+    HintsOutcome { slices, events, state }
 }
 
 /// The `topology` label of `endpoint_slice_controller_endpointslices_changed_per_sync`:
@@ -157,11 +139,7 @@ pub fn topology_metric_label(
     annotations: Option<&BTreeMap<String, String>>,
     topology_cache_enabled: bool,
 ) -> &'static str {
-    if topology_cache_enabled && topology::hints_enabled(annotations) {
-        "Auto"
-    } else {
-        "Disabled"
-    }
+    if topology_cache_enabled && topology::hints_enabled(annotations) { "Auto" } else { "Disabled" }
 }
 
 /// The `traffic_distribution` label of `endpointslices_changed_per_sync`, and the Service's
@@ -175,9 +153,8 @@ pub fn traffic_distribution_metric_label<'a>(
     if topology::hints_enabled(annotations) {
         return None;
     }
-    traffic_distribution.filter(|td| {
-        trafficdist::valid_traffic_distribution(Some(td), prefer_same_traffic_distribution)
-    })
+    traffic_distribution
+        .filter(|td| trafficdist::valid_traffic_distribution(Some(td), prefer_same_traffic_distribution))
 }
 
 #[cfg(test)]
@@ -187,13 +164,9 @@ mod tests {
     //! `TestReconcile_TrafficDistribution` (the planner owns the client/metrics parts).
 
     use super::*;
-    use crate::endpointslice::topology::{
-        DEPRECATED_ANNOTATION_TOPOLOGY_AWARE_HINTS, LABEL_TOPOLOGY_ZONE,
-    };
+    use crate::endpointslice::topology::{DEPRECATED_ANNOTATION_TOPOLOGY_AWARE_HINTS, LABEL_TOPOLOGY_ZONE};
     use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, ServiceSpec};
-    use k8s_openapi::api::discovery::v1::{
-        Endpoint, EndpointConditions, EndpointHints, ForNode, ForZone,
-    };
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointHints, ForNode, ForZone};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -222,22 +195,16 @@ mod tests {
             addresses: vec![ip.into()],
             zone: Some(zone.into()),
             node_name: Some(node.into()),
-            conditions: Some(EndpointConditions {
-                ready: Some(true),
-                ..Default::default()
-            }),
+            conditions: Some(EndpointConditions { ready: Some(true), ..Default::default() }),
             ..Default::default()
         }
     }
 
     fn slice(name: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
         EndpointSlice {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
             address_type: "IPv4".into(),
-            endpoints,
+            endpoints: Some(endpoints),
             ..Default::default()
         }
     }
@@ -248,18 +215,11 @@ mod tests {
                 name: Some("foo".into()),
                 namespace: Some("testing".into()),
                 annotations: Some(
-                    [(
-                        DEPRECATED_ANNOTATION_TOPOLOGY_AWARE_HINTS.to_string(),
-                        annotation.to_string(),
-                    )]
-                    .into(),
+                    [(DEPRECATED_ANNOTATION_TOPOLOGY_AWARE_HINTS.to_string(), annotation.to_string())].into(),
                 ),
                 ..Default::default()
             },
-            spec: Some(ServiceSpec {
-                traffic_distribution: td.map(Into::into),
-                ..Default::default()
-            }),
+            spec: Some(ServiceSpec { traffic_distribution: td.map(Into::into), ..Default::default() }),
             ..Default::default()
         }
     }
@@ -278,11 +238,7 @@ mod tests {
     /// Pod `i*100+j` runs on node `j` of zone `i` (TestReconcileTopology).
     fn topo_ep(pod: usize) -> Endpoint {
         let zone = ["zone-a", "zone-b", "zone-c"][pod / 10];
-        ep(
-            &format!("10.0.{}.{}", pod / 10, pod % 10),
-            zone,
-            &format!("node-{zone}-{}", pod % 10),
-        )
+        ep(&format!("10.0.{}.{}", pod / 10, pod % 10), zone, &format!("node-{zone}-{}", pod % 10))
     }
 
     /// (hints by zone, cross-zone hints, endpoints without zone hint) over create+update+unchanged.
@@ -290,13 +246,8 @@ mod tests {
         let mut by_zone = BTreeMap::new();
         let (mut cross, mut none) = (0, 0);
         for s in si.to_create.iter().chain(&si.to_update).chain(&si.unchanged) {
-            for e in &s.endpoints {
-                match e
-                    .hints
-                    .as_ref()
-                    .and_then(|h| h.for_zones.as_ref())
-                    .map(Vec::as_slice)
-                {
+            for e in s.endpoints.iter().flatten() {
+                match e.hints.as_ref().and_then(|h| h.for_zones.as_ref()).map(Vec::as_slice) {
                     Some([z]) => {
                         *by_zone.entry(z.name.clone()).or_default() += 1;
                         if e.zone.as_deref() != Some(z.name.as_str()) {
@@ -322,13 +273,7 @@ mod tests {
             unchanged: vec![slice("zone-c", vec![topo_ep(27), topo_ep(28), topo_ep(29)])],
             ..Default::default()
         };
-        let out = plan_hints(
-            si.clone(),
-            &service("auto", None),
-            true,
-            None,
-            &Default::default(),
-        );
+        let out = plan_hints(si.clone(), &service("auto", None), true, None, &Default::default());
         assert_eq!(out.slices, si, "no hints, no update");
         assert!(out.events.is_empty());
         assert!(out.state.is_empty());
@@ -343,20 +288,11 @@ mod tests {
             unchanged: vec![slice("zone-c", vec![topo_ep(27), topo_ep(28), topo_ep(29)])],
             ..Default::default()
         };
-        let out = plan_hints(
-            si,
-            &service("auto", None),
-            true,
-            Some(&ratios),
-            &Default::default(),
-        );
+        let out = plan_hints(si, &service("auto", None), true, Some(&ratios), &Default::default());
         assert_eq!(out.slices.to_update.len(), 1);
         assert!(out.slices.to_create.is_empty() && out.slices.unchanged.is_empty());
         let (by_zone, cross, none) = hint_counts(&out.slices);
-        assert_eq!(
-            by_zone,
-            counts(&[("zone-a", 1), ("zone-b", 1), ("zone-c", 1)])
-        );
+        assert_eq!(by_zone, counts(&[("zone-a", 1), ("zone-b", 1), ("zone-c", 1)]));
         assert_eq!((cross, none), (2, 0));
         assert_eq!(
             out.events,
@@ -376,19 +312,10 @@ mod tests {
         let ratios = CpuRatios::from_nodes(&thirty_nodes());
         let si = SliceInfo {
             address_type: "IPv4".into(),
-            unchanged: vec![slice(
-                "zone-a-c",
-                vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)],
-            )],
+            unchanged: vec![slice("zone-a-c", vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)])],
             ..Default::default()
         };
-        let out = plan_hints(
-            si.clone(),
-            &service("auto", None),
-            true,
-            Some(&ratios),
-            &Default::default(),
-        );
+        let out = plan_hints(si.clone(), &service("auto", None), true, Some(&ratios), &Default::default());
         assert_eq!(out.slices, si, "no hints and no update");
         assert_eq!(out.events.len(), 1);
         assert_eq!(
@@ -405,30 +332,15 @@ mod tests {
         let si = SliceInfo {
             address_type: "IPv4".into(),
             unchanged: vec![
-                slice(
-                    "zone-a-c",
-                    vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)],
-                ),
-                slice(
-                    "zone-a-b",
-                    vec![topo_ep(7), topo_ep(8), topo_ep(16), topo_ep(17), topo_ep(18)],
-                ),
+                slice("zone-a-c", vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)]),
+                slice("zone-a-b", vec![topo_ep(7), topo_ep(8), topo_ep(16), topo_ep(17), topo_ep(18)]),
             ],
             ..Default::default()
         };
-        let out = plan_hints(
-            si,
-            &service("Auto", None),
-            true,
-            Some(&ratios),
-            &Default::default(),
-        );
+        let out = plan_hints(si, &service("Auto", None), true, Some(&ratios), &Default::default());
         assert_eq!(out.slices.to_update.len(), 2);
         let (by_zone, cross, none) = hint_counts(&out.slices);
-        assert_eq!(
-            by_zone,
-            counts(&[("zone-a", 3), ("zone-b", 3), ("zone-c", 3)])
-        );
+        assert_eq!(by_zone, counts(&[("zone-a", 3), ("zone-b", 3), ("zone-c", 3)]));
         assert_eq!((cross, none), (1, 0));
     }
 
@@ -438,19 +350,10 @@ mod tests {
         let ratios = CpuRatios::from_nodes(&thirty_nodes());
         let si = SliceInfo {
             address_type: "IPv4".into(),
-            unchanged: vec![slice(
-                "zone-a-c",
-                vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)],
-            )],
+            unchanged: vec![slice("zone-a-c", vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)])],
             ..Default::default()
         };
-        let out = plan_hints(
-            si.clone(),
-            &service("disabled", None),
-            true,
-            Some(&ratios),
-            &Default::default(),
-        );
+        let out = plan_hints(si.clone(), &service("disabled", None), true, Some(&ratios), &Default::default());
         assert_eq!(out.slices, si);
         assert!(out.events.is_empty());
     }
@@ -463,25 +366,10 @@ mod tests {
             unchanged: vec![slice("zone-c", vec![topo_ep(27), topo_ep(28), topo_ep(29)])],
             ..Default::default()
         };
-        let on = plan_hints(
-            si,
-            &service("Auto", None),
-            true,
-            Some(&ratios),
-            &Default::default(),
-        );
-        let hinted = SliceInfo {
-            address_type: "IPv4".into(),
-            unchanged: on.slices.to_update.clone(),
-            ..Default::default()
-        };
-        let off = plan_hints(
-            hinted.clone(),
-            &service("Disabled", None),
-            true,
-            Some(&ratios),
-            &on.state,
-        );
+        let on = plan_hints(si, &service("Auto", None), true, Some(&ratios), &Default::default());
+        let hinted =
+            SliceInfo { address_type: "IPv4".into(), unchanged: on.slices.to_update.clone(), ..Default::default() };
+        let off = plan_hints(hinted.clone(), &service("Disabled", None), true, Some(&ratios), &on.state);
         assert_eq!(
             off.events,
             vec![HintsEvent {
@@ -494,59 +382,28 @@ mod tests {
         assert_eq!(off.slices.to_update.len(), 1);
         assert_eq!(hint_counts(&off.slices).2, 3, "all hints removed");
         // A second sync with the returned state emits nothing more.
-        let again = plan_hints(
-            hinted,
-            &service("Disabled", None),
-            true,
-            Some(&ratios),
-            &off.state,
-        );
+        let again = plan_hints(hinted, &service("Disabled", None), true, Some(&ratios), &off.state);
         assert!(again.events.is_empty());
     }
 
     /// TestReconcile_TrafficDistribution topology: node-0/zone-a {pod-0},
     /// node-1/zone-b {pod-1..3}, node-2/zone-c {pod-4, pod-5}; one new slice.
-    fn td_case(
-        td: Option<&str>,
-        annotation: &str,
-        prefer_same: bool,
-    ) -> (HintsOutcome, BTreeMap<String, usize>) {
-        let nodes: Vec<Node> = (0..3)
-            .map(|i| {
-                node(
-                    &format!("node-{i}"),
-                    &format!("zone-{}", ['a', 'b', 'c'][i]),
-                    "100m",
-                )
-            })
-            .collect();
+    fn td_case(td: Option<&str>, annotation: &str, prefer_same: bool) -> (HintsOutcome, BTreeMap<String, usize>) {
+        let nodes: Vec<Node> =
+            (0..3).map(|i| node(&format!("node-{i}"), &format!("zone-{}", ['a', 'b', 'c'][i]), "100m")).collect();
         let ratios = CpuRatios::from_nodes(&nodes);
         let placement = [0usize, 1, 1, 1, 2, 2];
         let endpoints = placement
             .iter()
             .enumerate()
             .map(|(pod, &n)| {
-                ep(
-                    &format!("10.0.0.{pod}"),
-                    &format!("zone-{}", ['a', 'b', 'c'][n]),
-                    &format!("node-{n}"),
-                )
+                ep(&format!("10.0.0.{pod}"), &format!("zone-{}", ['a', 'b', 'c'][n]), &format!("node-{n}"))
             })
             .collect();
-        let si = SliceInfo {
-            address_type: "IPv4".into(),
-            to_create: vec![slice("", endpoints)],
-            ..Default::default()
-        };
-        let out = plan_hints(
-            si,
-            &service(annotation, td),
-            prefer_same,
-            Some(&ratios),
-            &Default::default(),
-        );
+        let si = SliceInfo { address_type: "IPv4".into(), to_create: vec![slice("", endpoints)], ..Default::default() };
+        let out = plan_hints(si, &service(annotation, td), prefer_same, Some(&ratios), &Default::default());
         let mut by_node = BTreeMap::new();
-        for e in &out.slices.to_create[0].endpoints {
+        for e in out.slices.to_create[0].endpoints.iter().flatten() {
             if let Some(nodes) = e.hints.as_ref().and_then(|h| h.for_nodes.as_ref()) {
                 for n in nodes {
                     *by_node.entry(n.name.clone()).or_default() += 1;
@@ -560,10 +417,7 @@ mod tests {
     fn traffic_distribution_prefer_close_topology_disabled() {
         let (out, by_node) = td_case(Some("PreferClose"), "Disabled", false);
         let (by_zone, cross, none) = hint_counts(&out.slices);
-        assert_eq!(
-            by_zone,
-            counts(&[("zone-a", 1), ("zone-b", 3), ("zone-c", 2)])
-        );
+        assert_eq!(by_zone, counts(&[("zone-a", 1), ("zone-b", 3), ("zone-c", 2)]));
         assert_eq!((cross, none), (0, 0));
         assert!(by_node.is_empty());
         assert!(out.events.is_empty());
@@ -573,10 +427,7 @@ mod tests {
     fn traffic_distribution_prefer_close_topology_auto_takes_precedence() {
         let (out, _) = td_case(Some("PreferClose"), "Auto", false);
         let (by_zone, cross, none) = hint_counts(&out.slices);
-        assert_eq!(
-            by_zone,
-            counts(&[("zone-a", 2), ("zone-b", 2), ("zone-c", 2)])
-        );
+        assert_eq!(by_zone, counts(&[("zone-a", 2), ("zone-b", 2), ("zone-c", 2)]));
         assert_eq!((cross, none), (1, 0));
         assert_eq!(out.events.len(), 1);
         assert_eq!(out.events[0].reason, "TopologyAwareHintsEnabled");
@@ -592,15 +443,9 @@ mod tests {
     fn traffic_distribution_prefer_same_node_gate_enabled() {
         let (out, by_node) = td_case(Some("PreferSameNode"), "Disabled", true);
         let (by_zone, cross, _) = hint_counts(&out.slices);
-        assert_eq!(
-            by_zone,
-            counts(&[("zone-a", 1), ("zone-b", 3), ("zone-c", 2)])
-        );
+        assert_eq!(by_zone, counts(&[("zone-a", 1), ("zone-b", 3), ("zone-c", 2)]));
         assert_eq!(cross, 0);
-        assert_eq!(
-            by_node,
-            counts(&[("node-0", 1), ("node-1", 3), ("node-2", 2)])
-        );
+        assert_eq!(by_node, counts(&[("node-0", 1), ("node-1", 3), ("node-2", 2)]));
     }
 
     #[test]
@@ -615,18 +460,10 @@ mod tests {
         // slice with correct hints stays unchanged.
         let mut e = ep("10.0.0.1", "zone-a", "node-1");
         e.hints = Some(EndpointHints {
-            for_zones: Some(vec![ForZone {
-                name: "zone-a".into(),
-            }]),
-            for_nodes: Some(vec![ForNode {
-                name: "node-1".into(),
-            }]),
+            for_zones: Some(vec![ForZone { name: "zone-a".into() }]),
+            for_nodes: Some(vec![ForNode { name: "node-1".into() }]),
         });
-        let si = SliceInfo {
-            address_type: "IPv4".into(),
-            unchanged: vec![slice("a", vec![e])],
-            ..Default::default()
-        };
+        let si = SliceInfo { address_type: "IPv4".into(), unchanged: vec![slice("a", vec![e])], ..Default::default() };
         let out = plan_hints(
             si.clone(),
             &service("", Some("PreferSameNode")),
@@ -639,33 +476,15 @@ mod tests {
 
     #[test]
     fn metric_labels() {
-        let auto: BTreeMap<String, String> = [(
-            "service.kubernetes.io/topology-mode".to_string(),
-            "Auto".to_string(),
-        )]
-        .into();
+        let auto: BTreeMap<String, String> =
+            [("service.kubernetes.io/topology-mode".to_string(), "Auto".to_string())].into();
         assert_eq!(topology_metric_label(Some(&auto), true), "Auto");
         assert_eq!(topology_metric_label(Some(&auto), false), "Disabled");
         assert_eq!(topology_metric_label(None, true), "Disabled");
-        assert_eq!(
-            traffic_distribution_metric_label(None, Some("PreferClose"), false),
-            Some("PreferClose")
-        );
-        assert_eq!(
-            traffic_distribution_metric_label(Some(&auto), Some("PreferClose"), true),
-            None
-        );
-        assert_eq!(
-            traffic_distribution_metric_label(None, Some("PreferSameNode"), false),
-            None
-        );
-        assert_eq!(
-            traffic_distribution_metric_label(None, Some("PreferSameNode"), true),
-            Some("PreferSameNode")
-        );
-        assert_eq!(
-            traffic_distribution_metric_label(None, Some("Bogus"), true),
-            None
-        );
+        assert_eq!(traffic_distribution_metric_label(None, Some("PreferClose"), false), Some("PreferClose"));
+        assert_eq!(traffic_distribution_metric_label(Some(&auto), Some("PreferClose"), true), None);
+        assert_eq!(traffic_distribution_metric_label(None, Some("PreferSameNode"), false), None);
+        assert_eq!(traffic_distribution_metric_label(None, Some("PreferSameNode"), true), Some("PreferSameNode"));
+        assert_eq!(traffic_distribution_metric_label(None, Some("Bogus"), true), None);
     }
 }

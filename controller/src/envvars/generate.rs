@@ -219,6 +219,15 @@ where
     }
 }
 
+/// Whether `service` is a namespace's own `kubernetes` Service that would shadow the master
+/// Service for pods in `pod_namespace`.
+pub(crate) fn shadows_master(service: &Service, pod_namespace: &str) -> bool {
+    pod_namespace != MASTER_NAMESPACE
+        && svc_namespace(service) == pod_namespace
+        && svc_name(service) == MASTER_NAME
+        && is_service_ip_set(service)
+}
+
 /// Policy helper for `mode: Selected`: the Services of one namespace that are named in `names`
 /// or accepted by `label_selector_match`, sorted by name. Warns about listed names that do not
 /// exist or have no ClusterIP (headless, ExternalName), since those produce no variables.

@@ -40,6 +40,10 @@
 //! * A Service whose name or port names would not give `[A-Z_][A-Z0-9_]*` variable names is
 //!   skipped with a warning (validation prevents it too; an invalid name would make the API
 //!   server reject the mutated pod).
+//! * A namespace's own `kubernetes` Service shadows the API server's variables, as in the
+//!   kubelet, except when we also switch the kubelet's links off: then it is not injected
+//!   (warning), because the kubelet would still add the real master's variables and the two
+//!   sets would mix (`KUBERNETES_PORT_443_TCP` next to `KUBERNETES_PORT_8443_TCP`).
 //! * Values are frozen at admission; the variables go *before* the user's `env` entries, so they
 //!   beat `envFrom` keys of the same name (the kubelet lets `envFrom` win). A warning says so.
 

@@ -15,6 +15,7 @@
 //! patched pod finds nothing missing and the same marker, and returns no patch. A container
 //! added by a later webhook (re-invocation) gets the missing variables; nothing is duplicated.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
 
 use json_patch::jsonptr::PointerBuf;
@@ -23,7 +24,9 @@ use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Map, Value};
 
-use super::generate::{Generated, Mode, ServiceEnvVar, generate, visible_services};
+use super::generate::{
+    Generated, Mode, ServiceEnvVar, generate, shadows_master, visible_services,
+};
 use super::warning;
 
 /// Annotation recording what was injected.
@@ -309,7 +312,11 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
 /// this webhook may itself have set it to false on an earlier pass, a pod that says false but
 /// carries a marker matching the links-enabled variable set is treated as links-enabled; that
 /// keeps re-invocation from flipping the marker.
-pub fn mutate<S: std::borrow::Borrow<Service>>(
+///
+/// With `disable_kubelet_service_links`, a `kubernetes` Service in the pod's own namespace is not
+/// injected (warning): the kubelet would still add the real master Service's variables, and the
+/// two sets would mix. The master Service, if among `services`, is used instead.
+pub fn mutate<S: Borrow<Service>>(
     pod: &Pod,
     namespace: &str,
     mode: Mode,
@@ -324,8 +331,21 @@ pub fn mutate<S: std::borrow::Borrow<Service>>(
         .as_ref()
         .and_then(|s| s.enable_service_links)
         .unwrap_or(true);
+    let drop_shadow = options.disable_kubelet_service_links;
     let run = |links: bool| -> (Generated, Vec<String>) {
         let visible = visible_services(namespace, links, services);
+        if drop_shadow && visible.services.iter().any(|s| shadows_master(s, namespace)) {
+            // With the kubelet's links off it still adds the real master Service's variables;
+            // the shadow's would mix with them (different port names). Use the master instead.
+            let without = services
+                .iter()
+                .filter(|s| !shadows_master((*s).borrow(), namespace));
+            let visible = visible_services(namespace, links, without);
+            let note = warning(format!(
+                "service {namespace}/kubernetes not injected: it would mix with the API server's KUBERNETES_* vars"
+            ));
+            return (generate(&visible.services), vec![note]);
+        }
         (generate(&visible.services), visible.warnings)
     };
     let (mut generated, mut warnings) = run(links);

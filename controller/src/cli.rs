@@ -1,0 +1,207 @@
+//! Command-line flags of `epslice run`, with kube-controller-manager's names where one exists.
+//! Every value is range-checked here, so a bad flag is refused with a clear message at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::controllers::{self, Options, parse_controllers};
+
+/// Flags of `epslice run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Path to a kubeconfig. Without it: $KUBECONFIG, ~/.kube/config, then the in-cluster config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Controllers to run, kube-controller-manager style: `*` for all, `name` to enable,
+    /// `-name` to disable. Names: endpointslice-controller, endpoints-controller,
+    /// endpointslice-mirroring-controller.
+    #[arg(long, value_delimiter = ',', default_value = "endpointslice-controller")]
+    pub controllers: Vec<String>,
+
+    /// Maximum endpoints per EndpointSlice (1–1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub max_endpoints_per_slice: u16,
+
+    /// Services synced at once by the EndpointSlice controller (1–50).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub concurrent_service_endpoint_syncs: u16,
+
+    /// Delay of pod-triggered EndpointSlice syncs, to batch changes (Go duration: 0s, 500ms, 1m).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub endpointslice_updates_batch_period: Duration,
+
+    /// Value of the `endpointslice.kubernetes.io/managed-by` label written and owned. The default
+    /// takes over kube-controller-manager's slices in place; use another value to run side by side.
+    #[arg(long, default_value = "endpointslice-controller.k8s.io", value_parser = parse_label_value)]
+    pub managed_by: String,
+
+    /// Watch and manage only this namespace (all namespaces when unset). Not a kube-controller-manager
+    /// flag: for tests, tenants of virtual control planes, and staged roll-outs.
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// Field manager name of every write.
+    #[arg(long, default_value = "epslice")]
+    pub field_manager: String,
+
+    /// Address of the admin server (/metrics, /healthz, /readyz); `0` disables it.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub admin_bind_address: String,
+
+    /// Allow `trafficDistribution: PreferSameZone / PreferSameNode` (feature gate
+    /// PreferSameTrafficDistribution, GA in Kubernetes 1.35).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub prefer_same_traffic_distribution: bool,
+
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive such as `epslice=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl RunArgs {
+    /// Validated controller options.
+    pub fn options(&self) -> Result<Options, String> {
+        let admin_addr = match self.admin_bind_address.as_str() {
+            "0" | "" => None,
+            a => Some(a.parse::<SocketAddr>().map_err(|e| format!("--admin-bind-address {a:?}: {e}"))?),
+        };
+        let mut core = crate::endpointslice::Config::default();
+        core.max_endpoints_per_slice = usize::from(self.max_endpoints_per_slice);
+        core.managed_by = self.managed_by.clone();
+        core.prefer_same_traffic_distribution = self.prefer_same_traffic_distribution;
+        Ok(Options {
+            controllers: parse_controllers(&self.controllers)?,
+            endpointslice: controllers::endpointslice::Settings {
+                core,
+                workers: usize::from(self.concurrent_service_endpoint_syncs),
+                batch_period: self.endpointslice_updates_batch_period,
+                namespace: self.namespace.clone(),
+            },
+            admin_addr,
+            field_manager: self.field_manager.clone(),
+        })
+    }
+}
+
+/// Parses a Go-style duration (`0`, `1.5s`, `500ms`, `1m30s`, `2h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!("invalid duration {s:?}: expected a number at {rest:?}"));
+        }
+        let n: f64 = rest[..num_len].parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let secs = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err(format!("invalid duration {s:?}: missing unit (ns, us, ms, s, m, h)")),
+            u => return Err(format!("invalid duration {s:?}: unknown unit {u:?}")),
+        };
+        total += n * secs;
+    }
+    if !total.is_finite() || total > 86_400.0 * 365.0 {
+        return Err(format!("invalid duration {s:?}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Checks a label value (≤ 63 characters, alphanumerics, `-`, `_`, `.`, alphanumeric at both ends).
+pub fn parse_label_value(s: &str) -> Result<String, String> {
+    let ok = s.len() <= 63
+        && !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok { Ok(s.to_string()) } else { Err(format!("{s:?} is not a valid label value (≤ 63 characters: a-z, 0-9, '-', '_', '.')")) }
+}
+
+/// Installs the tracing subscriber.
+pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("--log-level {filter:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let r = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    r.map_err(|e| format!("logging: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn out_of_range_flags_are_refused_with_the_range() {
+        let err = T::try_parse_from(["x", "--max-endpoints-per-slice", "1001"]).unwrap_err().to_string();
+        assert!(err.contains("1..=1000"), "{err}");
+        let err = T::try_parse_from(["x", "--concurrent-service-endpoint-syncs", "0"]).unwrap_err().to_string();
+        assert!(err.contains("1..=50"), "{err}");
+        let err = T::try_parse_from(["x", "--managed-by", "not valid!"]).unwrap_err().to_string();
+        assert!(err.contains("not a valid label value"), "{err}");
+        let t = T::try_parse_from(["x", "--controllers", "nope"]).unwrap();
+        assert!(t.run.options().unwrap_err().contains("unknown controller"));
+        let t = T::try_parse_from(["x", "--admin-bind-address", "nope"]).unwrap();
+        assert!(t.run.options().unwrap_err().contains("--admin-bind-address"));
+    }
+
+    #[test]
+    fn defaults_match_kube_controller_manager() {
+        let t = T::try_parse_from(["x"]).unwrap();
+        let o = t.run.options().unwrap();
+        assert_eq!(o.endpointslice.core.max_endpoints_per_slice, 100);
+        assert_eq!(o.endpointslice.workers, 5);
+        assert_eq!(o.endpointslice.batch_period, Duration::ZERO);
+        assert_eq!(o.endpointslice.core.managed_by, "endpointslice-controller.k8s.io");
+    }
+}

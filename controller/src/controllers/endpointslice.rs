@@ -1,0 +1,814 @@
+//! The EndpointSlice controller's shell: watches Services, Pods, Nodes and EndpointSlices, maps
+//! events to Service keys with upstream's enqueue rules, and for each key takes a snapshot, asks
+//! the pure planner ([`crate::endpointslice`]) for a plan and applies it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio::sync::watch;
+
+use crate::endpointslice as core;
+use crate::runtime::admin::Readiness;
+use crate::runtime::cache::{Cache, Handler, run_cache};
+use crate::runtime::index::{GroupIndex, SelectorIndex};
+use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels, ResultLabels, WriterLabels};
+use crate::runtime::queue::{RateLimit, WorkQueue};
+
+use super::prune;
+
+/// The label naming the Service of a slice.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// The label naming the controller managing a slice.
+pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+/// Upstream's `maxRetries`: after this many failures in a row a key is dropped until its next event.
+pub const MAX_RETRIES: u32 = 15;
+/// Upstream's `endpointSliceChangeMinSyncDelay`.
+pub const SLICE_CHANGE_MIN_SYNC_DELAY: Duration = Duration::from_secs(1);
+
+/// EndpointSlice controller settings (validated flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The pure planner's configuration (max endpoints per slice, managed-by value …).
+    pub core: core::Config,
+    /// Workers (`--concurrent-service-endpoint-syncs`, 1–50).
+    pub workers: usize,
+    /// Delay of pod-triggered syncs (`--endpointslice-updates-batch-period`).
+    pub batch_period: Duration,
+    /// Watch only this namespace (`--namespace`); all namespaces when `None`.
+    pub namespace: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { core: core::Config::default(), workers: 5, batch_period: Duration::ZERO, namespace: None }
+    }
+}
+
+type Key = (String, String);
+
+fn key_of<K: Resource>(o: &K) -> Key {
+    (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
+}
+
+/// Indexes kept consistent under one lock (see [`Indexes`]).
+#[derive(Debug, Default)]
+struct IndexState {
+    /// (namespace, service) → pods it selects.
+    pods_of_service: HashMap<Key, BTreeSet<String>>,
+    /// (namespace, pod) → services selecting it.
+    services_of_pod: HashMap<Key, BTreeSet<String>>,
+    /// namespace → pods.
+    pods_by_ns: HashMap<String, BTreeSet<String>>,
+}
+
+/// Pod ↔ Service membership. Service and pod handlers run on different tasks; one lock orders
+/// them so that a pod and a Service that arrive together always end up linked (the store is
+/// written before handlers run, and whichever handler runs second sees the other's object).
+#[derive(Default)]
+struct Indexes {
+    selectors: SelectorIndex,
+    state: Mutex<IndexState>,
+    slices: GroupIndex,
+}
+
+impl Indexes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IndexState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-evaluates a pod's memberships; returns the services it belonged to before and now.
+    fn update_pod(&self, ns: &str, name: &str, labels: Option<&BTreeMap<String, String>>) -> (BTreeSet<String>, BTreeSet<String>) {
+        let now = labels.map(|l| self.selectors.matching(ns, l)).unwrap_or_default();
+        let mut s = self.lock();
+        let pk = (ns.to_string(), name.to_string());
+        let before = s.services_of_pod.remove(&pk).unwrap_or_default();
+        for svc in before.difference(&now) {
+            if let Some(set) = s.pods_of_service.get_mut(&(ns.to_string(), svc.clone())) {
+                set.remove(name);
+            }
+        }
+        for svc in &now {
+            s.pods_of_service.entry((ns.to_string(), svc.clone())).or_default().insert(name.to_string());
+        }
+        if labels.is_some() {
+            s.pods_by_ns.entry(ns.to_string()).or_default().insert(name.to_string());
+            s.services_of_pod.insert(pk, now.clone());
+        } else if let Some(set) = s.pods_by_ns.get_mut(ns) {
+            set.remove(name);
+        }
+        (before, now)
+    }
+
+    /// Records a Service's selector and recomputes which pods it selects.
+    fn update_service(&self, ns: &str, name: &str, selector: Option<&BTreeMap<String, String>>, pods: &Cache<Pod>) {
+        let mut s = self.lock();
+        self.selectors.set(ns, name, selector);
+        let sk = (ns.to_string(), name.to_string());
+        let old = s.pods_of_service.remove(&sk).unwrap_or_default();
+        for p in &old {
+            if let Some(set) = s.services_of_pod.get_mut(&(ns.to_string(), p.clone())) {
+                set.remove(name);
+            }
+        }
+        let Some(sel) = selector.filter(|m| !m.is_empty()) else { return };
+        let candidates: Vec<String> = s.pods_by_ns.get(ns).map(|set| set.iter().cloned().collect()).unwrap_or_default();
+        let mut members = BTreeSet::new();
+        for p in candidates {
+            let Some(pod) = pods.get(Some(ns), &p) else { continue };
+            let labels = pod.metadata.labels.as_ref();
+            if sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
+                s.services_of_pod.entry((ns.to_string(), p.clone())).or_default().insert(name.to_string());
+                members.insert(p);
+            }
+        }
+        s.pods_of_service.insert(sk, members);
+    }
+
+    fn remove_service(&self, ns: &str, name: &str) {
+        let mut s = self.lock();
+        self.selectors.remove(ns, name);
+        if let Some(old) = s.pods_of_service.remove(&(ns.to_string(), name.to_string())) {
+            for p in old {
+                if let Some(set) = s.services_of_pod.get_mut(&(ns.to_string(), p)) {
+                    set.remove(name);
+                }
+            }
+        }
+    }
+
+    fn pods_of(&self, ns: &str, svc: &str) -> Vec<String> {
+        self.lock().pods_of_service.get(&(ns.to_string(), svc.to_string())).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
+struct Shared {
+    client: kube::Client,
+    settings: Settings,
+    field_manager: String,
+    queue: WorkQueue<Key>,
+    indexes: Indexes,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// Services whose hints depend on Nodes (topology-mode Auto or trafficDistribution).
+    hinted: Mutex<HashSet<Key>>,
+    trigger_times: Mutex<TriggerTimeTracker>,
+    hints_state: Mutex<HashMap<Key, core::topology::ServiceHintsState>>,
+    /// Node CPU ratios by zone for topology hints; `None` after a node change (recomputed on use).
+    cpu_ratios: Mutex<Option<Arc<core::topology::CpuRatios>>>,
+    /// Desired endpoints and slices per Service, for the gauges.
+    gauges: Mutex<HashMap<Key, (i64, i64, i64)>>,
+    /// Field managers already reported as competing writers.
+    reported_writers: Mutex<HashSet<String>>,
+    started_at: DateTime<Utc>,
+}
+
+/// The controller.
+pub struct Controller {
+    shared: Arc<Shared>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Controller {
+    /// A controller using `client`; registers its readiness check.
+    pub fn new(
+        client: kube::Client,
+        settings: Settings,
+        field_manager: String,
+        metrics: Arc<Metrics>,
+        ready: &Readiness,
+    ) -> Self {
+        let recorder = Recorder::new(client.clone(), Reporter { controller: "endpoint-slice-controller".into(), instance: std::env::var("HOSTNAME").ok() });
+        let shared = Arc::new(Shared {
+            client,
+            settings,
+            field_manager,
+            queue: WorkQueue::new("endpoint_slice", RateLimit::ENDPOINTSLICE),
+            indexes: Indexes::default(),
+            metrics,
+            recorder,
+            hinted: Mutex::default(),
+            trigger_times: Mutex::default(),
+            hints_state: Mutex::default(),
+            cpu_ratios: Mutex::default(),
+            gauges: Mutex::default(),
+            reported_writers: Mutex::default(),
+            started_at: Utc::now(),
+        });
+        Controller { shared, ready: ready.check("endpointslice-controller caches") }
+    }
+
+    /// Runs until `stop` turns true: starts the watches, waits for the caches, then the workers.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let s = self.shared.clone();
+        let client = s.client.clone();
+        let pods_slot: Arc<std::sync::OnceLock<Cache<Pod>>> = Arc::default();
+        let nodes_slot: Arc<std::sync::OnceLock<Cache<Node>>> = Arc::default();
+        fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
+        where
+            K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+            K::DynamicType: Default,
+        {
+            match ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            }
+        }
+        let ns = s.settings.namespace.as_deref();
+
+        let (pods, pods_fut) = run_cache(
+            api::<Pod>(&client, ns),
+            watcher::Config::default(),
+            prune::pod,
+            vec![Arc::new(PodEvents(s.clone()))],
+        );
+        let _ = pods_slot.set(pods.clone());
+        let (services, services_fut) = run_cache(
+            api::<Service>(&client, ns),
+            watcher::Config::default(),
+            prune::managed_fields,
+            vec![Arc::new(ServiceEvents(s.clone(), pods_slot.clone()))],
+        );
+        let (nodes, nodes_fut) = run_cache(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            prune::managed_fields,
+            vec![Arc::new(NodeEvents(s.clone()))],
+        );
+        let _ = nodes_slot.set(nodes.clone());
+        let (slices, slices_fut) = run_cache(
+            api::<EndpointSlice>(&client, ns),
+            watcher::Config::default().labels(LABEL_SERVICE_NAME),
+            prune::endpoint_slice,
+            vec![Arc::new(SliceEvents(s.clone()))],
+        );
+        let watches = tokio::spawn(async move {
+            tokio::join!(pods_fut, services_fut, nodes_fut, slices_fut);
+        });
+
+        tokio::select! {
+            _ = async { tokio::join!(pods.wait_synced(), services.wait_synced(), nodes.wait_synced(), slices.wait_synced()) } => {}
+            _ = stop.wait_for(|v| *v) => { watches.abort(); return; }
+        }
+        self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(workers = s.settings.workers, "endpointslice-controller caches synced; starting workers");
+
+        let snap = Snapshot { services, pods, nodes, slices };
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..s.settings.workers.max(1) {
+            let (s, snap) = (s.clone(), snap.clone());
+            workers.spawn(async move {
+                while let Some(key) = s.queue.get().await {
+                    let t0 = Instant::now();
+                    let result = sync(&s, &snap, &key).await;
+                    tracing::debug!(namespace = %key.0, service = %key.1, elapsed = ?t0.elapsed(), ok = result.is_ok(), "synced");
+                    handle_result(&s, &key, result);
+                    s.queue.done(&key);
+                    s.metrics.queue.depth.get_or_create(&QueueLabels { name: "endpoint_slice".into() }).set(s.queue.len() as i64);
+                }
+            });
+        }
+        let _ = stop.wait_for(|v| *v).await;
+        s.queue.shut_down();
+        while workers.join_next().await.is_some() {}
+        watches.abort();
+    }
+}
+
+#[derive(Clone)]
+struct Snapshot {
+    services: Cache<Service>,
+    pods: Cache<Pod>,
+    nodes: Cache<Node>,
+    slices: Cache<EndpointSlice>,
+}
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The cache lags behind the apiserver (a write conflicted): retry after backoff.
+    #[error("stale cache: {0}")]
+    Stale(String),
+    /// An API call failed.
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+    /// The plan was applied but something needs another pass (e.g. a pod's Node is not cached yet).
+    #[error("{0}")]
+    Retry(String),
+}
+
+fn handle_result(s: &Shared, key: &Key, result: Result<(), SyncError>) {
+    let label = match &result {
+        Ok(()) => "success",
+        Err(SyncError::Stale(_)) => "stale",
+        Err(SyncError::Api(_) | SyncError::Retry(_)) => "error",
+    };
+    s.metrics.endpointslice.syncs.get_or_create(&ResultLabels { result: label.into() }).inc();
+    match result {
+        Ok(()) => s.queue.forget(key),
+        Err(e) => {
+            if s.queue.failures(key) < MAX_RETRIES {
+                let n = s.queue.add_rate_limited(key.clone());
+                s.metrics.queue.retries.get_or_create(&QueueLabels { name: "endpoint_slice".into() }).inc();
+                tracing::info!(namespace = %key.0, service = %key.1, attempt = n, error = %e, "sync failed; retrying with backoff");
+            } else {
+                s.queue.forget(key);
+                tracing::error!(namespace = %key.0, service = %key.1, error = %e, "sync failed {MAX_RETRIES} times; dropping the key until the next event");
+            }
+        }
+    }
+}
+
+fn enqueue(s: &Shared, key: Key, delay: Duration) {
+    s.metrics.queue.adds.get_or_create(&QueueLabels { name: "endpoint_slice".into() }).inc();
+    if delay.is_zero() {
+        s.queue.add(key);
+    } else {
+        s.queue.add_after(key, delay);
+    }
+}
+
+struct ServiceEvents(Arc<Shared>, Arc<std::sync::OnceLock<Cache<Pod>>>);
+
+impl Handler<Service> for ServiceEvents {
+    fn applied(&self, _old: Option<Arc<Service>>, new: Arc<Service>) {
+        let (ns, name) = key_of(&*new);
+        let selector = new.spec.as_ref().and_then(|s| s.selector.as_ref());
+        if let Some(pods) = self.1.get() {
+            self.0.indexes.update_service(&ns, &name, selector, pods);
+        }
+        let hinted = core::topology::hints_enabled(new.metadata.annotations.as_ref())
+            || new.spec.as_ref().and_then(|s| s.traffic_distribution.as_ref()).is_some();
+        {
+            let mut h = self.0.hinted.lock().unwrap_or_else(|e| e.into_inner());
+            if hinted {
+                h.insert((ns.clone(), name.clone()));
+            } else {
+                h.remove(&(ns.clone(), name.clone()));
+            }
+        }
+        enqueue(&self.0, (ns, name), Duration::ZERO);
+    }
+
+    fn deleted(&self, old: Arc<Service>) {
+        let (ns, name) = key_of(&*old);
+        self.0.indexes.remove_service(&ns, &name);
+        self.0.hinted.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.clone(), name.clone()));
+        enqueue(&self.0, (ns, name), Duration::ZERO);
+    }
+}
+
+struct PodEvents(Arc<Shared>);
+
+impl Handler<Pod> for PodEvents {
+    fn applied(&self, old: Option<Arc<Pod>>, new: Arc<Pod>) {
+        let (ns, name) = key_of(&*new);
+        let s = &self.0;
+        let (before, now) = s.indexes.update_pod(&ns, &name, Some(new.labels()));
+        let delay = s.settings.batch_period;
+        let targets: BTreeSet<String> = match old {
+            None => now,
+            Some(old) => {
+                if old.metadata.resource_version == new.metadata.resource_version {
+                    return;
+                }
+                let (pod_changed, labels_changed) = crate::podutil::pod_endpoints_changed(&old, &new);
+                match (pod_changed, labels_changed) {
+                    (false, false) => return,
+                    (true, false) => now,
+                    (false, true) => before.symmetric_difference(&now).cloned().collect(),
+                    (true, true) => before.union(&now).cloned().collect(),
+                }
+            }
+        };
+        for svc in targets {
+            enqueue(s, (ns.clone(), svc), delay);
+        }
+    }
+
+    fn deleted(&self, old: Arc<Pod>) {
+        let (ns, name) = key_of(&*old);
+        let (before, _) = self.0.indexes.update_pod(&ns, &name, None);
+        for svc in before {
+            enqueue(&self.0, (ns.clone(), svc), self.0.settings.batch_period);
+        }
+    }
+}
+
+struct NodeEvents(Arc<Shared>);
+
+impl NodeEvents {
+    fn requeue_hinted(&self) {
+        *self.0.cpu_ratios.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let keys: Vec<Key> = self.0.hinted.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        for k in keys {
+            enqueue(&self.0, k, Duration::ZERO);
+        }
+    }
+}
+
+impl Handler<Node> for NodeEvents {
+    fn applied(&self, old: Option<Arc<Node>>, new: Arc<Node>) {
+        if old.is_none_or(|o| core::topology::node_topology_changed(&o, &new)) {
+            self.requeue_hinted();
+        }
+    }
+
+    fn deleted(&self, _old: Arc<Node>) {
+        self.requeue_hinted();
+    }
+}
+
+struct SliceEvents(Arc<Shared>);
+
+impl SliceEvents {
+    fn service_of(slice: &EndpointSlice) -> Option<Key> {
+        let svc = slice.labels().get(LABEL_SERVICE_NAME)?;
+        Some((slice.namespace().unwrap_or_default(), svc.clone()))
+    }
+
+    fn ours(&self, slice: &EndpointSlice) -> bool {
+        slice.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(self.0.settings.core.managed_by.as_str())
+    }
+
+    fn delay(&self) -> Duration {
+        self.0.settings.batch_period.max(SLICE_CHANGE_MIN_SYNC_DELAY)
+    }
+
+    /// Reports (once per manager) a write to one of our slices by another field manager.
+    fn check_foreign_writer(&self, slice: &EndpointSlice) {
+        let s = &self.0;
+        let Some(mf) = slice.metadata.managed_fields.as_ref() else { return };
+        for e in mf {
+            let manager = e.manager.clone().unwrap_or_default();
+            let recent = e.time.as_ref().is_some_and(|t| to_chrono(t.0) > s.started_at);
+            if manager.is_empty() || manager == s.field_manager || !recent {
+                continue;
+            }
+            s.metrics.endpointslice.foreign_writes.get_or_create(&WriterLabels { manager: manager.clone() }).inc();
+            let first = s.reported_writers.lock().unwrap_or_else(|e| e.into_inner()).insert(manager.clone());
+            if first {
+                tracing::warn!(
+                    slice = %slice.name_any(), namespace = %slice.namespace().unwrap_or_default(), %manager,
+                    "another writer changed an EndpointSlice managed by {}: is kube-controller-manager's endpointslice-controller still running? Disable it with --controllers=*,-endpointslice-controller",
+                    s.settings.core.managed_by
+                );
+                if let Some((ns, svc)) = Self::service_of(slice) {
+                    let reference = ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Service".into()),
+                        namespace: Some(ns),
+                        name: Some(svc),
+                        ..Default::default()
+                    };
+                    let recorder = s.recorder.clone();
+                    let note = format!(
+                        "EndpointSlice {} (managed-by {}) was written by field manager {manager:?} too; two controllers may be fighting",
+                        slice.name_any(),
+                        s.settings.core.managed_by
+                    );
+                    tokio::spawn(async move {
+                        let ev = KubeEvent { type_: EventType::Warning, reason: "CompetingEndpointSliceWriter".into(), note: Some(note), action: "Detect".into(), secondary: None };
+                        let _ = recorder.publish(&ev, &reference).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Handler<EndpointSlice> for SliceEvents {
+    fn applied(&self, old: Option<Arc<EndpointSlice>>, new: Arc<EndpointSlice>) {
+        let s = &self.0;
+        let ns = new.namespace().unwrap_or_default();
+        let group = new.labels().get(LABEL_SERVICE_NAME).cloned();
+        s.indexes.slices.set(&ns, &new.name_any(), group.as_deref());
+        if self.ours(&new) {
+            self.check_foreign_writer(&new);
+        }
+        match old {
+            None => {
+                if self.ours(&new) {
+                    if let Some(k) = Self::service_of(&new) {
+                        enqueue(s, k, self.delay());
+                    }
+                }
+            }
+            Some(old) => {
+                if old.metadata.resource_version == new.metadata.resource_version {
+                    return;
+                }
+                let (ko, kn) = (Self::service_of(&old), Self::service_of(&new));
+                if ko != kn {
+                    for k in [ko, kn].into_iter().flatten() {
+                        enqueue(s, k, self.delay());
+                    }
+                } else if self.ours(&old) != self.ours(&new) || self.ours(&new) {
+                    if let Some(k) = kn {
+                        enqueue(s, k, self.delay());
+                    }
+                }
+            }
+        }
+    }
+
+    fn deleted(&self, old: Arc<EndpointSlice>) {
+        let s = &self.0;
+        s.indexes.slices.set(&old.namespace().unwrap_or_default(), &old.name_any(), None);
+        if self.ours(&old) {
+            if let Some(k) = Self::service_of(&old) {
+                enqueue(s, k, self.delay());
+            }
+        }
+    }
+}
+
+/// k8s-openapi's timestamps (jiff) as chrono's.
+pub fn to_chrono(t: k8s_openapi::jiff::Timestamp) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).unwrap_or(0)).unwrap_or_default()
+}
+
+/// Upstream's `TriggerTimeTracker`: the time of the earliest change (pod Ready transition or
+/// Service creation) not yet reflected in the slices.
+#[derive(Debug, Default)]
+pub struct TriggerTimeTracker {
+    states: HashMap<Key, (Option<DateTime<Utc>>, HashMap<String, DateTime<Utc>>)>,
+}
+
+impl TriggerTimeTracker {
+    /// The `endpoints.kubernetes.io/last-change-trigger-time` for this sync.
+    pub fn compute(&mut self, service: &Service, pods: &[Arc<Pod>]) -> Option<DateTime<Utc>> {
+        let key = key_of(service);
+        let known = self.states.contains_key(&key);
+        let state = self.states.entry(key).or_default();
+        let mut min: Option<DateTime<Utc>> = None;
+        let mut now_times = HashMap::new();
+        for p in pods {
+            let t = crate::podutil::pod_ready_condition(p).and_then(|c| c.last_transition_time.as_ref()).map(|t| to_chrono(t.0));
+            if let Some(t) = t {
+                let name = p.name_any();
+                if state.1.get(&name).is_none_or(|prev| t > *prev) {
+                    min = Some(min.map_or(t, |m| m.min(t)));
+                }
+                now_times.insert(name, t);
+            }
+        }
+        let svc_time = service.metadata.creation_timestamp.as_ref().map(|t| to_chrono(t.0));
+        if let Some(t) = svc_time {
+            if state.0.is_none_or(|prev| t > prev) {
+                min = Some(min.map_or(t, |m| m.min(t)));
+            }
+        }
+        state.1 = now_times;
+        state.0 = svc_time;
+        if !known {
+            return svc_time;
+        }
+        min
+    }
+
+    /// Forgets a deleted Service.
+    pub fn delete(&mut self, key: &Key) {
+        self.states.remove(key);
+    }
+}
+
+async fn sync(s: &Shared, snap: &Snapshot, key: &Key) -> Result<(), SyncError> {
+    let (ns, name) = key;
+    let Some(service) = snap.services.get(Some(ns), name) else {
+        s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).delete(key);
+        s.hints_state.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        s.gauges.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        update_gauges(s);
+        // The slices go with the Service through their ownerReference (garbage collector).
+        return Ok(());
+    };
+    let spec = service.spec.clone().unwrap_or_default();
+    if spec.type_.as_deref() == Some("ExternalName") || spec.selector.is_none() {
+        return Ok(());
+    }
+    let pods: Vec<Arc<Pod>> =
+        s.indexes.pods_of(ns, name).iter().filter_map(|p| snap.pods.get(Some(ns), p)).collect();
+    let slices: Vec<Arc<EndpointSlice>> = s
+        .indexes
+        .slices
+        .members(ns, name)
+        .iter()
+        .filter_map(|n| snap.slices.get(Some(ns), n))
+        .collect();
+    let trigger_time = s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).compute(&service, &pods);
+    let hints_state = s.hints_state.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
+    let ratios = cpu_ratios(s, snap);
+
+    // Only the nodes of this Service's pods are looked up.
+    let nodes: BTreeMap<String, Arc<Node>> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .filter_map(|n| snap.nodes.get(None, &n).map(|node| (n, node)))
+        .collect();
+    let plan = {
+        let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+        let slice_refs: Vec<&EndpointSlice> = slices.iter().map(|p| &**p).collect();
+        let input = core::Input {
+            service: &service,
+            pods: &pod_refs,
+            nodes: &nodes,
+            existing_slices: &slice_refs,
+            trigger_time,
+            topology: Some(&*ratios),
+            hints_state: hints_state.as_ref(),
+        };
+        core::plan(&input, &s.settings.core)
+    };
+    for w in &plan.warnings {
+        tracing::warn!(namespace = %ns, service = %name, "{w}");
+    }
+    s.hints_state.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), plan.hints_state.clone());
+    let sum = |f: fn(&core::AddressTypeStats) -> usize| plan.stats.iter().map(f).sum::<usize>();
+    s.gauges.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        key.clone(),
+        (sum(|a| a.desired_endpoints) as i64, sum(|a| a.desired_slices) as i64, sum(|a| a.actual_slices) as i64),
+    );
+    update_gauges(s);
+    s.metrics.endpointslice.endpoints_added_per_sync.observe(sum(|a| a.endpoints_added) as f64);
+    s.metrics.endpointslice.endpoints_removed_per_sync.observe(sum(|a| a.endpoints_removed) as f64);
+
+    let service_ref = service.object_ref(&());
+    for ev in &plan.events {
+        let e = KubeEvent {
+            type_: if ev.event_type == core::hints::EventType::Warning { EventType::Warning } else { EventType::Normal },
+            reason: ev.reason.to_string(),
+            note: Some(ev.message.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = s.recorder.publish(&e, &service_ref).await {
+            tracing::debug!(error = %err, "could not record event");
+        }
+    }
+
+    let mut result = apply(s, ns, &plan).await;
+    if result.is_ok() {
+        if let Some(w) = plan.warnings.iter().find(|w| w.requires_retry()) {
+            result = Err(SyncError::Retry(w.to_string()));
+        }
+    }
+    if let Err(e) = &result {
+        if !matches!(e, SyncError::Stale(_)) {
+            let ev = KubeEvent {
+                type_: EventType::Warning,
+                reason: "FailedToUpdateEndpointSlices".into(),
+                note: Some(format!("Error updating Endpoint Slices for Service {ns}/{name}: {e}")),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            let _ = s.recorder.publish(&ev, &service_ref).await;
+        }
+    }
+    result
+}
+
+fn cpu_ratios(s: &Shared, snap: &Snapshot) -> Arc<core::topology::CpuRatios> {
+    let mut guard = s.cpu_ratios.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = guard.as_ref() {
+        return r.clone();
+    }
+    let nodes = snap.nodes.store.state();
+    let r = Arc::new(core::topology::CpuRatios::from_nodes(nodes.iter().map(|n| &**n)));
+    *guard = Some(r.clone());
+    r
+}
+
+fn update_gauges(s: &Shared) {
+    let g = s.gauges.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut e, mut d, mut a) = (0, 0, 0);
+    for (x, y, z) in g.values() {
+        e += x;
+        d += y;
+        a += z;
+    }
+    s.metrics.endpointslice.endpoints_desired.set(e);
+    s.metrics.endpointslice.desired_endpoint_slices.set(d);
+    s.metrics.endpointslice.num_endpoint_slices.set(a);
+}
+
+fn count(s: &Shared, op: &str) {
+    s.metrics.endpointslice.changes.get_or_create(&OperationLabels { operation: op.into() }).inc();
+}
+
+fn is_namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
+}
+
+/// Applies a plan: deletes and updates first (they free names and capacity), then creates.
+async fn apply(s: &Shared, ns: &str, plan: &core::Plan) -> Result<(), SyncError> {
+    let api: Api<EndpointSlice> = Api::namespaced(s.client.clone(), ns);
+    let pp = PostParams { field_manager: Some(s.field_manager.clone()), ..Default::default() };
+    for slice in &plan.update {
+        let name = slice.name_any();
+        match api.replace(&name, &pp, slice).await {
+            Ok(_) => count(s, "update"),
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                return Err(SyncError::Stale(format!("update of EndpointSlice {name}: {}", e.message)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for slice in &plan.delete {
+        let name = slice.name_any();
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => count(s, "delete"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for slice in &plan.create {
+        match api.create(&pp, slice).await {
+            Ok(_) => count(s, "create"),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Err(SyncError::Stale(format!("EndpointSlice {} already exists: {}", slice.name_any(), e.message)));
+            }
+            Err(e) if is_namespace_terminating(&e) => {
+                tracing::debug!(namespace = %ns, "namespace is terminating; not creating EndpointSlices");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn jt(secs: i64) -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()
+    }
+
+    fn svc(created: i64) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some("s".into()),
+                namespace: Some("ns".into()),
+                creation_timestamp: Some(Time(jt(created))),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn pod(name: &str, ready_at: i64) -> Arc<Pod> {
+        Arc::new(Pod {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(Time(jt(ready_at))),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    // Ported from upstream trigger_time_tracker_test.go.
+    #[test]
+    fn trigger_time_first_sync_is_service_creation() {
+        let mut tr = TriggerTimeTracker::default();
+        assert_eq!(tr.compute(&svc(10), &[pod("a", 20)]), Some(t(10)));
+    }
+
+    #[test]
+    fn trigger_time_is_the_earliest_new_change() {
+        let mut tr = TriggerTimeTracker::default();
+        tr.compute(&svc(10), &[pod("a", 20), pod("b", 30)]);
+        assert_eq!(tr.compute(&svc(10), &[pod("a", 20), pod("b", 30)]), None, "nothing changed");
+        assert_eq!(tr.compute(&svc(10), &[pod("a", 50), pod("b", 40)]), Some(t(40)));
+        assert_eq!(tr.compute(&svc(10), &[pod("a", 50), pod("b", 40), pod("c", 45)]), Some(t(45)), "a new pod counts");
+        tr.delete(&("ns".into(), "s".into()));
+        assert_eq!(tr.compute(&svc(10), &[pod("a", 50)]), Some(t(10)), "forgotten service starts over");
+    }
+
+    #[test]
+    fn trigger_time_service_recreated() {
+        let mut tr = TriggerTimeTracker::default();
+        tr.compute(&svc(10), &[pod("a", 20)]);
+        assert_eq!(tr.compute(&svc(60), &[pod("a", 20)]), Some(t(60)));
+    }
+}

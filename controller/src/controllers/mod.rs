@@ -1,0 +1,185 @@
+//! The controllers' shell: shared watch caches, the enabled controllers' workers, and the admin
+//! server. Everything that decides *what* to write lives in the functional core modules.
+
+pub mod endpointslice;
+pub mod prune;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::runtime::admin::Readiness;
+use crate::runtime::metrics::Metrics;
+
+/// The controllers epslice can run (kube-controller-manager's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControllerName {
+    /// `endpointslice-controller`.
+    EndpointSlice,
+    /// `endpoints-controller`.
+    Endpoints,
+    /// `endpointslice-mirroring-controller`.
+    EndpointSliceMirroring,
+}
+
+impl ControllerName {
+    /// All controllers, in kube-controller-manager's naming.
+    pub const ALL: [ControllerName; 3] =
+        [ControllerName::EndpointSlice, ControllerName::Endpoints, ControllerName::EndpointSliceMirroring];
+
+    /// The kube-controller-manager name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControllerName::EndpointSlice => "endpointslice-controller",
+            ControllerName::Endpoints => "endpoints-controller",
+            ControllerName::EndpointSliceMirroring => "endpointslice-mirroring-controller",
+        }
+    }
+
+    /// Whether epslice implements it yet.
+    pub fn implemented(self) -> bool {
+        matches!(self, ControllerName::EndpointSlice)
+    }
+}
+
+/// Parses a kube-controller-manager style `--controllers` list: `*` (all), `name`, `-name`.
+pub fn parse_controllers(list: &[String]) -> Result<Vec<ControllerName>, String> {
+    let mut enabled: Vec<ControllerName> = Vec::new();
+    let mut star = false;
+    let mut disabled = Vec::new();
+    for item in list.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        if item == "*" {
+            star = true;
+            continue;
+        }
+        let (neg, name) = match item.strip_prefix('-') {
+            Some(n) => (true, n),
+            None => (false, item),
+        };
+        let c = ControllerName::ALL.iter().copied().find(|c| c.as_str() == name).ok_or_else(|| {
+            format!(
+                "unknown controller {name:?} in --controllers (known: {})",
+                ControllerName::ALL.map(ControllerName::as_str).join(", ")
+            )
+        })?;
+        if neg {
+            disabled.push(c);
+        } else if !enabled.contains(&c) {
+            enabled.push(c);
+        }
+    }
+    if star {
+        for c in ControllerName::ALL {
+            if !enabled.contains(&c) {
+                enabled.push(c);
+            }
+        }
+    }
+    enabled.retain(|c| !disabled.contains(c));
+    Ok(enabled)
+}
+
+/// Settings of the controllers (validated flags).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Enabled controllers.
+    pub controllers: Vec<ControllerName>,
+    /// EndpointSlice controller settings.
+    pub endpointslice: endpointslice::Settings,
+    /// Admin server address (`/metrics`, `/healthz`, `/readyz`); `None` disables it.
+    pub admin_addr: Option<SocketAddr>,
+    /// Field manager used for every write.
+    pub field_manager: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            controllers: vec![ControllerName::EndpointSlice],
+            endpointslice: endpointslice::Settings::default(),
+            admin_addr: None,
+            field_manager: "epslice".into(),
+        }
+    }
+}
+
+/// Handles to a running set of controllers, shared with the caller (tests read metrics).
+#[derive(Debug, Clone, Default)]
+pub struct Handles {
+    /// Metrics (also served on `/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Readiness (also served on `/readyz`).
+    pub ready: Arc<Readiness>,
+}
+
+/// Runs the enabled controllers until `shutdown` resolves, then stops taking work, finishes the
+/// syncs in flight and returns.
+pub async fn run(
+    client: kube::Client,
+    options: Options,
+    handles: Handles,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Handles { metrics, ready } = handles;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = options.admin_addr {
+        let (m, r) = (metrics.clone(), ready.clone());
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::runtime::admin::serve(addr, m, r, stop).await {
+                tracing::error!(%addr, error = %e, "admin server failed");
+            }
+        });
+    }
+    for c in &options.controllers {
+        if !c.implemented() {
+            anyhow::bail!("controller {} is not implemented yet; disable it with --controllers=-{}", c.as_str(), c.as_str());
+        }
+    }
+    if options.controllers.contains(&ControllerName::EndpointSlice) {
+        let ctl = endpointslice::Controller::new(
+            client.clone(),
+            options.endpointslice.clone(),
+            options.field_manager.clone(),
+            metrics.clone(),
+            &ready,
+        );
+        let rx = stop_rx.clone();
+        tasks.spawn(async move { ctl.run(rx).await });
+    }
+    let mut rx = stop_rx;
+    let _ = rx.wait_for(|s| *s).await;
+    let grace = Duration::from_secs(30);
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+        tracing::warn!("controllers did not stop within {grace:?}; exiting anyway");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Vec<&'static str>, String> {
+        parse_controllers(&[s.to_string()]).map(|v| v.into_iter().map(ControllerName::as_str).collect())
+    }
+
+    #[test]
+    fn controllers_flag_follows_kcm_syntax() {
+        assert_eq!(p("*").unwrap().len(), 3);
+        assert_eq!(p("*,-endpoints-controller").unwrap(), vec!["endpointslice-controller", "endpointslice-mirroring-controller"]);
+        assert_eq!(p("endpointslice-controller").unwrap(), vec!["endpointslice-controller"]);
+        assert!(p("").unwrap().is_empty());
+        let err = p("endpointslice").unwrap_err();
+        assert!(err.contains("unknown controller \"endpointslice\""), "{err}");
+    }
+}

@@ -1,0 +1,450 @@
+//! Properties over arbitrary bodies, pods and Services.
+
+use std::collections::{BTreeMap, HashSet};
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapEnvSource, Container, EnvFromSource, EnvVar, EphemeralContainer, Pod, PodSpec,
+    Service,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::super::{
+    Decision, MARKER_ANNOTATION, MAX_WARNING_CHARS, Mode, Outcome, PatchOptions, ReviewConfig,
+    generate, mutate, review, visible_services,
+};
+use super::{kubelet_env, svc, unbase64};
+
+// ---------- strategies ----------
+
+fn arb_service() -> impl Strategy<Value = Service> {
+    let name = prop::sample::select(vec![
+        "foo",
+        "foo-port-80-tcp",
+        "redis",
+        "redis-service",
+        "kubernetes",
+        "a",
+        "a-b",
+        "web",
+    ]);
+    let ns = prop::sample::select(vec!["default", "ns1", "ns2"]);
+    let ip = prop::sample::select(vec!["10.0.0.1", "10.0.0.2", "fd00::1", "None", ""]);
+    let port = (
+        prop::sample::select(vec!["", "http", "u-d-p", "80-tcp", "metrics"]),
+        prop::sample::select(vec![80, 443, 8080, 6379]),
+        prop::sample::select(vec!["", "TCP", "UDP", "SCTP"]),
+    );
+    (ns, name, ip, prop::collection::vec(port, 0..3)).prop_map(|(ns, name, ip, ports)| {
+        let ports: Vec<(&str, i32, &str)> = ports.into_iter().collect();
+        svc(ns, name, ip, &ports)
+    })
+}
+
+fn arb_env_var() -> impl Strategy<Value = EnvVar> {
+    let name = prop::sample::select(vec![
+        "APP",
+        "FOO_SERVICE_HOST",
+        "REDIS_PORT",
+        "KUBERNETES_SERVICE_HOST",
+        "WEB_PORT_80_TCP",
+        "X",
+        "A_SERVICE_PORT",
+    ]);
+    let value = prop::option::of("[a-z$()_]{0,8}");
+    (name, value).prop_map(|(n, v)| EnvVar {
+        name: n.to_owned(),
+        value: v,
+        value_from: None,
+    })
+}
+
+fn arb_env() -> impl Strategy<Value = Option<Vec<EnvVar>>> {
+    prop::option::of(prop::collection::vec(arb_env_var(), 0..4))
+}
+
+fn arb_container(i: usize) -> impl Strategy<Value = Container> {
+    (arb_env(), any::<bool>()).prop_map(move |(env, env_from)| Container {
+        name: format!("c{i}"),
+        env,
+        env_from: env_from.then(|| {
+            vec![EnvFromSource {
+                config_map_ref: Some(ConfigMapEnvSource {
+                    name: "cm".to_owned(),
+                    optional: None,
+                }),
+                ..EnvFromSource::default()
+            }]
+        }),
+        ..Container::default()
+    })
+}
+
+fn arb_containers(max: usize) -> impl Strategy<Value = Vec<Container>> {
+    prop::collection::vec(arb_container(0), 0..max).prop_map(|mut v| {
+        for (i, c) in v.iter_mut().enumerate() {
+            c.name = format!("c{i}");
+        }
+        v
+    })
+}
+
+fn arb_annotations() -> impl Strategy<Value = Option<BTreeMap<String, String>>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(BTreeMap::new())),
+        Just(Some([("a/b~c".to_owned(), "x".to_owned())].into())),
+        "[a-z0-9;]{0,20}".prop_map(|m| Some([(MARKER_ANNOTATION.to_owned(), m)].into())),
+    ]
+}
+
+fn arb_pod() -> impl Strategy<Value = Pod> {
+    (
+        prop::sample::select(vec!["default", "ns1"]),
+        arb_annotations(),
+        any::<bool>(),
+        prop::option::of(any::<bool>()),
+        arb_containers(3),
+        prop::option::of(arb_containers(2)),
+        prop::option::of(prop::collection::vec(arb_env(), 0..2)),
+    )
+        .prop_map(|(ns, annotations, empty_meta, links, containers, inits, ephemeral)| {
+            let metadata = if empty_meta && annotations.is_none() {
+                ObjectMeta::default()
+            } else {
+                ObjectMeta {
+                    name: Some("p".to_owned()),
+                    namespace: Some(ns.to_owned()),
+                    annotations,
+                    ..ObjectMeta::default()
+                }
+            };
+            Pod {
+                metadata,
+                spec: Some(PodSpec {
+                    containers,
+                    init_containers: inits,
+                    ephemeral_containers: ephemeral.map(|envs| {
+                        envs.into_iter()
+                            .enumerate()
+                            .map(|(i, env)| EphemeralContainer {
+                                name: format!("e{i}"),
+                                env,
+                                ..EphemeralContainer::default()
+                            })
+                            .collect()
+                    }),
+                    enable_service_links: links,
+                    ..PodSpec::default()
+                }),
+                status: None,
+            }
+        })
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        "[a-zA-Z0-9/._-]{0,12}".prop_map(Value::String),
+        prop::sample::select(vec![
+            "CREATE",
+            "UPDATE",
+            "pods",
+            "",
+            "v1",
+            "Pod",
+            "admission.k8s.io/v1",
+        ])
+        .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop::sample::select(vec![
+                    "spec",
+                    "containers",
+                    "env",
+                    "name",
+                    "value",
+                    "metadata",
+                    "annotations",
+                    "enableServiceLinks",
+                    "x",
+                ]),
+                inner,
+                0..4,
+            )
+            .prop_map(|m| {
+                Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+            }),
+        ]
+    })
+}
+
+/// AdmissionReview-shaped documents where every field may be missing, mistyped or valid.
+fn arb_review() -> impl Strategy<Value = Value> {
+    let maybe = |s: BoxedStrategy<Value>| prop::option::of(s);
+    let api_version = prop_oneof![
+        Just(json!("admission.k8s.io/v1")),
+        Just(json!("admission.k8s.io/v1beta1")),
+        arb_json(),
+    ]
+    .boxed();
+    let kind = prop_oneof![Just(json!("AdmissionReview")), arb_json()].boxed();
+    let uid = prop_oneof![Just(json!("u-1")), Just(json!("")), arb_json()].boxed();
+    let operation = prop_oneof![Just(json!("CREATE")), Just(json!("UPDATE")), arb_json()].boxed();
+    let resource = prop_oneof![
+        Just(json!({"group": "", "version": "v1", "resource": "pods"})),
+        Just(json!({"resource": "pods"})),
+        arb_json(),
+    ]
+    .boxed();
+    let object = prop_oneof![
+        arb_pod().prop_map(|p| serde_json::to_value(p).unwrap_or(Value::Null)),
+        arb_json(),
+        arb_json().prop_map(|spec| json!({"metadata": {"namespace": "ns1"}, "spec": spec})),
+    ]
+    .boxed();
+    (
+        maybe(api_version),
+        maybe(kind),
+        maybe(uid),
+        maybe(operation),
+        maybe(resource),
+        maybe(object),
+        maybe(prop_oneof![Just(json!("ns1")), arb_json()].boxed()),
+        maybe(prop_oneof![Just(json!(true)), arb_json()].boxed()),
+        maybe(arb_json().boxed()),
+    )
+        .prop_map(|(av, k, uid, op, res, obj, ns, dry, sub)| {
+            let mut req = serde_json::Map::new();
+            for (key, v) in [
+                ("uid", uid),
+                ("operation", op),
+                ("resource", res),
+                ("object", obj),
+                ("namespace", ns),
+                ("dryRun", dry),
+                ("subResource", sub),
+            ] {
+                if let Some(v) = v {
+                    req.insert(key.to_owned(), v);
+                }
+            }
+            let mut top = serde_json::Map::new();
+            if let Some(v) = av {
+                top.insert("apiVersion".to_owned(), v);
+            }
+            if let Some(v) = k {
+                top.insert("kind".to_owned(), v);
+            }
+            top.insert("request".to_owned(), Value::Object(req));
+            Value::Object(top)
+        })
+}
+
+// ---------- helpers ----------
+
+fn all_envs(p: &Pod) -> Vec<Vec<EnvVar>> {
+    let Some(spec) = p.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut out: Vec<Vec<EnvVar>> = Vec::new();
+    for c in spec.init_containers.iter().flatten() {
+        out.push(c.env.clone().unwrap_or_default());
+    }
+    for c in &spec.containers {
+        out.push(c.env.clone().unwrap_or_default());
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        out.push(c.env.clone().unwrap_or_default());
+    }
+    out
+}
+
+fn apply_json(doc: &Value, patch: &json_patch::Patch) -> Result<Value, String> {
+    let mut d = doc.clone();
+    json_patch::patch(&mut d, &patch.0).map_err(|e| e.to_string())?;
+    Ok(d)
+}
+
+fn check_response_shape(body: &[u8]) -> Result<(), TestCaseError> {
+    let r = review(body, &ReviewConfig::default(), |_| Decision::<Service>::off());
+    prop_assert!(matches!(r.status, 200 | 400 | 413));
+    let v: Value = serde_json::from_slice(&r.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    if r.status == 200 {
+        prop_assert_eq!(&v["kind"], "AdmissionReview");
+        prop_assert!(v["response"]["uid"].as_str().is_some_and(|u| !u.is_empty()));
+        prop_assert_eq!(&v["response"]["allowed"], true);
+    } else {
+        prop_assert_eq!(&v["kind"], "Status");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes never panic and always get a well-formed answer.
+    #[test]
+    fn review_survives_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..256)) {
+        check_response_shape(&body)?;
+    }
+
+    /// Arbitrary AdmissionReview-ish JSON never panics; 200s echo a non-empty uid and
+    /// apiVersion; every warning is at most 120 characters.
+    #[test]
+    fn review_survives_arbitrary_reviews(doc in arb_review(), services in prop::collection::vec(arb_service(), 0..6)) {
+        let body = serde_json::to_vec(&doc).unwrap();
+        check_response_shape(&body)?;
+        let r = review(&body, &ReviewConfig::default(), |_| Decision {
+            mode: Mode::All,
+            services: services.iter().collect(),
+            warnings: Vec::new(),
+        });
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        if r.status == 200 {
+            prop_assert_eq!(&v["apiVersion"], &doc["apiVersion"]);
+            prop_assert_eq!(&v["response"]["uid"], &doc["request"]["uid"]);
+            for w in v["response"]["warnings"].as_array().into_iter().flatten() {
+                prop_assert!(w.as_str().is_some_and(|w| w.chars().count() <= MAX_WARNING_CHARS));
+            }
+            if let Some(p) = v["response"]["patch"].as_str() {
+                prop_assert_eq!(&v["response"]["patchType"], "JSONPatch");
+                let bytes = unbase64(p).unwrap();
+                let ops: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+                // The patch applies to the object as sent.
+                prop_assert!(apply_json(&doc["request"]["object"], &ops).is_ok());
+            }
+        }
+    }
+
+    /// Core invariants of `mutate` on arbitrary pods and Services.
+    #[test]
+    fn mutate_invariants(
+        pod in arb_pod(),
+        services in prop::collection::vec(arb_service(), 0..6),
+        disable_links in any::<bool>(),
+        selected in any::<bool>(),
+    ) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "ns1".to_owned());
+        let mode = if selected { Mode::Selected } else { Mode::All };
+        let opts = PatchOptions { disable_kubelet_service_links: disable_links, ..PatchOptions::default() };
+        let m = mutate(&pod, &ns, mode, &services, &opts);
+        for w in &m.warnings {
+            prop_assert!(w.chars().count() <= MAX_WARNING_CHARS, "{}", w);
+        }
+        let doc = serde_json::to_value(&pod).unwrap();
+        let Some(patch) = m.patch.as_ref() else {
+            prop_assert_eq!(m.injected, 0);
+            return Ok(());
+        };
+        let patched_doc = apply_json(&doc, patch).map_err(TestCaseError::fail)?;
+        let patched: Pod = serde_json::from_value(patched_doc).unwrap();
+
+        // What should have been injected (links as the pod says; random markers never match).
+        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+        let visible = visible_services(&ns, links, &services);
+        let desired = generate(&visible.services).vars;
+        let desired_names: Vec<&str> = desired.iter().map(|v| v.name.as_str()).collect();
+
+        let mut injected = 0;
+        for (old, new) in all_envs(&pod).iter().zip(all_envs(&patched).iter()) {
+            prop_assert!(new.len() >= old.len());
+            let added = new.len() - old.len();
+            injected += added;
+            // User entries untouched, after ours.
+            prop_assert_eq!(&new[added..], &old[..]);
+            let old_names: HashSet<&str> = old.iter().map(|e| e.name.as_str()).collect();
+            // Ours: exactly the desired names the user did not declare, in desired order.
+            let expect: Vec<&str> = desired_names.iter().copied().filter(|n| !old_names.contains(n)).collect();
+            let got: Vec<&str> = new[..added].iter().map(|e| e.name.as_str()).collect();
+            prop_assert_eq!(&got, &expect);
+            // Every desired name present exactly once unless the user repeated it.
+            for n in &desired_names {
+                let before = old.iter().filter(|e| e.name == *n).count();
+                let after = new.iter().filter(|e| e.name == *n).count();
+                prop_assert_eq!(after, before.max(1), "{}", n);
+            }
+        }
+        prop_assert_eq!(injected, m.injected);
+        if disable_links {
+            prop_assert_eq!(patched.spec.as_ref().unwrap().enable_service_links, Some(false));
+        }
+
+        // Idempotent.
+        let again = mutate(&patched, &ns, mode, &services, &opts);
+        prop_assert!(again.patch.is_none(), "second pass: {:?}", again.patch);
+
+        // With the kubelet's links disabled by us and no collisions, the final runtime env of
+        // every regular container is what the kubelet alone would have produced.
+        let collisions = generate(&visible_services(&ns, true, &services).services).collisions;
+        let plain_values = pod.spec.as_ref().unwrap().containers.iter()
+            .flat_map(|c| c.env.iter().flatten())
+            .all(|e| !e.value.as_deref().unwrap_or("").contains('$'));
+        // (A namespace's own `kubernetes` Service is the documented exception.)
+        let shadow = links && services.iter().any(|s| {
+            s.metadata.name.as_deref() == Some("kubernetes")
+                && s.metadata.namespace.as_deref() == Some(ns.as_str())
+                && ns != "default"
+                && super::super::is_service_ip_set(s)
+        });
+        if disable_links && collisions.is_empty() && plain_values && !shadow {
+            let before_spec = pod.spec.as_ref().unwrap();
+            let after_spec = patched.spec.as_ref().unwrap();
+            for (b, a) in before_spec.containers.iter().zip(after_spec.containers.iter()) {
+                let original = kubelet_env(&ns, links, &services, b.env.as_deref().unwrap_or_default());
+                let now = kubelet_env(&ns, false, &services, a.env.as_deref().unwrap_or_default());
+                prop_assert_eq!(original, now);
+            }
+        }
+    }
+
+    /// Through the wire: the patch from `review` applies to the object it came with, and a
+    /// second review of the result has no patch.
+    #[test]
+    fn review_round_trip_is_idempotent(
+        pod in arb_pod(),
+        services in prop::collection::vec(arb_service(), 0..6),
+        disable_links in any::<bool>(),
+    ) {
+        let object = serde_json::to_value(&pod).unwrap();
+        let cfg = ReviewConfig {
+            patch: PatchOptions { disable_kubelet_service_links: disable_links, ..PatchOptions::default() },
+            ..ReviewConfig::default()
+        };
+        let wrap = |object: &Value| serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE",
+                "namespace": "ns1",
+                "object": object,
+            }
+        })).unwrap();
+        let decide = |_: &super::super::PodRequest<'_>| Decision {
+            mode: Mode::All,
+            services: services.iter().collect(),
+            warnings: Vec::new(),
+        };
+        let r = review(&wrap(&object), &cfg, decide);
+        prop_assert_eq!(r.status, 200);
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let Some(p) = v["response"]["patch"].as_str() else {
+            prop_assert_ne!(r.outcome, Outcome::Patched);
+            return Ok(());
+        };
+        let ops: json_patch::Patch = serde_json::from_slice(&unbase64(p).unwrap()).unwrap();
+        let patched = apply_json(&object, &ops).map_err(TestCaseError::fail)?;
+        let r2 = review(&wrap(&patched), &cfg, decide);
+        let v2: Value = serde_json::from_slice(&r2.body).unwrap();
+        prop_assert_eq!(r2.outcome, Outcome::Unchanged);
+        prop_assert!(v2["response"].get("patch").is_none());
+    }
+}

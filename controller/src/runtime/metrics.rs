@@ -1,0 +1,211 @@
+//! Prometheus metrics with upstream's names (kube-controller-manager's endpoint controllers).
+//!
+//! Served in the OpenMetrics text format, which appends `_total` to counter names:
+//! upstream's `endpoint_slice_controller_changes` is exposed as
+//! `endpoint_slice_controller_changes_total` (the name upstream itself moves to in 1.38), and
+//! likewise `…_syncs` → `…_syncs_total`. Gauges and histograms keep their names exactly.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `operation` label of `…_changes`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// create, update or delete.
+    pub operation: String,
+}
+
+/// `result` label of `…_syncs`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// success, stale or error.
+    pub result: String,
+}
+
+/// `topology` and `traffic_distribution` labels of `…_endpointslices_changed_per_sync`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SliceChangeLabels {
+    /// Auto or Disabled.
+    pub topology: String,
+    /// The Service's trafficDistribution, or empty.
+    pub traffic_distribution: String,
+}
+
+/// `traffic_distribution` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficDistributionLabels {
+    /// The trafficDistribution value.
+    pub traffic_distribution: String,
+}
+
+/// `name` label of the workqueue metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// The queue name (`endpoint_slice`, `endpoint`, `endpoint_slice_mirroring`).
+    pub name: String,
+}
+
+/// `kind` label of the competing-writer metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriterLabels {
+    /// The field manager that wrote an object we manage.
+    pub manager: String,
+}
+
+/// EndpointSlice controller metrics (subsystem `endpoint_slice_controller`).
+#[derive(Debug, Clone)]
+pub struct EndpointSliceMetrics {
+    /// Endpoints added per sync.
+    pub endpoints_added_per_sync: Histogram,
+    /// Endpoints removed per sync.
+    pub endpoints_removed_per_sync: Histogram,
+    /// Desired endpoints, summed over Services.
+    pub endpoints_desired: Gauge,
+    /// Actual slices, placeholders included.
+    pub num_endpoint_slices: Gauge,
+    /// Desired slices.
+    pub desired_endpoint_slices: Gauge,
+    /// Slice writes by operation.
+    pub changes: Family<OperationLabels, Counter>,
+    /// Slices changed per sync.
+    pub endpointslices_changed_per_sync: Family<SliceChangeLabels, Histogram>,
+    /// Syncs by result.
+    pub syncs: Family<ResultLabels, Counter>,
+    /// Services by trafficDistribution.
+    pub services_count_by_traffic_distribution: Family<TrafficDistributionLabels, Gauge>,
+    /// epslice only: writes to slices carrying our managed-by label by another field manager.
+    pub foreign_writes: Family<WriterLabels, Counter>,
+}
+
+fn per_sync_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(2.0, 2.0, 15))
+}
+
+fn default_histogram() -> Histogram {
+    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+}
+
+impl EndpointSliceMetrics {
+    fn new() -> Self {
+        EndpointSliceMetrics {
+            endpoints_added_per_sync: per_sync_histogram(),
+            endpoints_removed_per_sync: per_sync_histogram(),
+            endpoints_desired: Gauge::default(),
+            num_endpoint_slices: Gauge::default(),
+            desired_endpoint_slices: Gauge::default(),
+            changes: Family::default(),
+            endpointslices_changed_per_sync: Family::new_with_constructor(default_histogram),
+            syncs: Family::default(),
+            services_count_by_traffic_distribution: Family::default(),
+            foreign_writes: Family::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        let s = r.sub_registry_with_prefix("endpoint_slice_controller");
+        s.register("endpoints_added_per_sync", "Number of endpoints added on each Service sync", self.endpoints_added_per_sync.clone());
+        s.register(
+            "endpoints_removed_per_sync",
+            "Number of endpoints removed on each Service sync",
+            self.endpoints_removed_per_sync.clone(),
+        );
+        s.register("endpoints_desired", "Number of endpoints desired", self.endpoints_desired.clone());
+        s.register("num_endpoint_slices", "Number of EndpointSlices", self.num_endpoint_slices.clone());
+        s.register(
+            "desired_endpoint_slices",
+            "Number of EndpointSlices that would exist with perfect endpoint allocation",
+            self.desired_endpoint_slices.clone(),
+        );
+        s.register("changes", "Number of EndpointSlice changes", self.changes.clone());
+        s.register(
+            "endpointslices_changed_per_sync",
+            "Number of EndpointSlices changed on each Service sync",
+            self.endpointslices_changed_per_sync.clone(),
+        );
+        s.register("syncs", "Number of EndpointSlice syncs", self.syncs.clone());
+        s.register(
+            "services_count_by_traffic_distribution",
+            "Number of Services using some specific trafficDistribution",
+            self.services_count_by_traffic_distribution.clone(),
+        );
+        s.register(
+            "foreign_writes",
+            "Writes to EndpointSlices carrying our managed-by label by another field manager (a second controller?)",
+            self.foreign_writes.clone(),
+        );
+    }
+}
+
+/// Work queue metrics (`workqueue_*{name}`), as client-go exposes them.
+#[derive(Debug, Clone, Default)]
+pub struct QueueMetrics {
+    /// Keys waiting.
+    pub depth: Family<QueueLabels, Gauge>,
+    /// Keys added.
+    pub adds: Family<QueueLabels, Counter>,
+    /// Retries (rate-limited re-adds).
+    pub retries: Family<QueueLabels, Counter>,
+}
+
+/// All metrics of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The registry served on `/metrics`.
+    pub registry: Registry,
+    /// EndpointSlice controller.
+    pub endpointslice: EndpointSliceMetrics,
+    /// Work queues.
+    pub queue: QueueMetrics,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let endpointslice = EndpointSliceMetrics::new();
+        endpointslice.register(&mut registry);
+        let queue = QueueMetrics::default();
+        let w = registry.sub_registry_with_prefix("workqueue");
+        w.register("depth", "Current depth of workqueue", queue.depth.clone());
+        w.register("adds", "Total number of adds handled by workqueue", queue.adds.clone());
+        w.register("retries", "Total number of retries handled by workqueue", queue.retries.clone());
+        Metrics { registry, endpointslice, queue }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_names_are_exposed() {
+        let m = Metrics::default();
+        m.endpointslice.changes.get_or_create(&OperationLabels { operation: "create".into() }).inc();
+        m.endpointslice.syncs.get_or_create(&ResultLabels { result: "success".into() }).inc();
+        m.endpointslice.endpoints_desired.set(7);
+        m.endpointslice.endpoints_added_per_sync.observe(3.0);
+        let text = m.encode();
+        for want in [
+            "endpoint_slice_controller_changes_total{operation=\"create\"} 1",
+            "endpoint_slice_controller_syncs_total{result=\"success\"} 1",
+            "endpoint_slice_controller_endpoints_desired 7",
+            "endpoint_slice_controller_endpoints_added_per_sync_bucket{le=\"4.0\"} 1",
+            "endpoint_slice_controller_num_endpoint_slices 0",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}

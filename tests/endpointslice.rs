@@ -1,0 +1,236 @@
+//! The EndpointSlice controller against a real kube-apiserver, with kwok driving pod lifecycle.
+//! Each test runs its own controller scoped to its own namespace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use envtest::kwok;
+use epslice_integration_tests::*;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+fn node(i: usize) -> String {
+    let nodes = kwok::default_nodes();
+    nodes[i % nodes.len()].name.clone()
+}
+
+async fn setup(prefix: &str) -> (kube::Client, String, Api<Service>, Api<Pod>) {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, prefix).await.unwrap();
+    let svcs = Api::namespaced(client.clone(), &ns);
+    let pods = Api::namespaced(client.clone(), &ns);
+    (client, ns, svcs, pods)
+}
+
+async fn create_pods(pods: &Api<Pod>, app: &str, n: usize, ports: &[(&str, i32)]) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 0..n {
+        let name = format!("{app}-{i}");
+        pods.create(&PostParams::default(), &kwok::pod(&name, &node(i), &[("app", app)], ports)).await.unwrap();
+        names.push(name);
+    }
+    names
+}
+
+fn conditions(s: &[EndpointSlice], ip: &str) -> (Option<bool>, Option<bool>, Option<bool>) {
+    let e = s.iter().flat_map(|s| s.endpoints.iter().flatten()).find(|e| e.addresses.iter().any(|a| a == ip));
+    let c = e.and_then(|e| e.conditions.clone()).unwrap_or_default();
+    (c.ready, c.serving, c.terminating)
+}
+
+#[tokio::test]
+async fn pod_lifecycle_add_ready_not_ready_terminating_delete() {
+    let (client, ns, svcs, pods) = setup("es-lifecycle").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("web", "web", &[("http", 80, IntOrString::String("http".into()))]))
+        .await
+        .unwrap();
+    // A Service selecting nothing gets one placeholder slice: no endpoints, no ports.
+    let s = wait_slices(&client, &ns, "web", "placeholder", |s| s.len() == 1).await;
+    assert!(s[0].endpoints.as_ref().is_none_or(|e| e.is_empty()) && s[0].ports.as_ref().is_none_or(|p| p.is_empty()), "{}", describe(&s));
+    let labels = s[0].metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("endpointslice.kubernetes.io/managed-by").map(String::as_str), Some("endpointslice-controller.k8s.io"));
+    let owner = &s[0].metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("Service", "web", Some(true)));
+
+    // Ready pods appear as ready endpoints, with their node, zone and targetRef.
+    let names = create_pods(&pods, "web", 3, &[("http", 8080)]).await;
+    let ips = wait_ready_ips(&pods, &names).await;
+    let want: BTreeSet<String> = ips.values().cloned().collect();
+    let s = wait_slices(&client, &ns, "web", "3 ready endpoints", |s| {
+        addresses(s).into_iter().collect::<BTreeSet<_>>() == want
+            && s.iter().flat_map(|s| s.endpoints.iter().flatten()).all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+    })
+    .await;
+    assert_eq!(s.len(), 1, "one slice replaces the placeholder: {}", describe(&s));
+    let port = &s[0].ports.as_ref().unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("http"), Some(8080)));
+    for e in s[0].endpoints.iter().flatten() {
+        let tr = e.target_ref.as_ref().unwrap();
+        assert_eq!(tr.kind.as_deref(), Some("Pod"));
+        assert!(tr.uid.is_some() && tr.resource_version.is_none());
+        let node_name = e.node_name.clone().unwrap();
+        let zone = kwok::default_nodes().into_iter().find(|n| n.name == node_name).unwrap().zone;
+        assert_eq!(e.zone.as_deref(), Some(zone.as_str()));
+    }
+    let trigger = s[0].metadata.annotations.as_ref().and_then(|a| a.get("endpoints.kubernetes.io/last-change-trigger-time"));
+    assert!(trigger.is_some(), "trigger-time annotation");
+
+    // Not ready: take over the status of web-0 and flip Ready off.
+    let ip0 = ips["web-0"].clone();
+    pods.patch(
+        "web-0",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {kwok::STATUS_ANNOTATION: "custom"}}})),
+    )
+    .await
+    .unwrap();
+    kwok::set_pod_status(&pods, "web-0", kwok::running_status(&[&ip0], false)).await.unwrap();
+    wait_slices(&client, &ns, "web", "web-0 not ready", |s| conditions(s, &ip0) == (Some(false), Some(false), Some(false)))
+        .await;
+
+    // Terminating (held by a finalizer): ready=false, serving follows readiness, terminating=true.
+    pods.create(&PostParams::default(), &kwok::with_test_finalizer(kwok::pod("web-held", &node(1), &[("app", "web")], &[("http", 8080)])))
+        .await
+        .unwrap();
+    let held = wait_ready_ips(&pods, &["web-held".to_string()]).await["web-held"].clone();
+    wait_slices(&client, &ns, "web", "web-held ready", |s| conditions(s, &held).0 == Some(true)).await;
+    kwok::hold_terminating(&pods, "web-held").await.unwrap();
+    wait_slices(&client, &ns, "web", "web-held terminating", |s| conditions(s, &held) == (Some(false), Some(true), Some(true)))
+        .await;
+    kwok::release(&pods, "web-held").await.unwrap();
+
+    // Delete: the endpoint goes.
+    let ip2 = ips["web-2"].clone();
+    pods.delete("web-2", &DeleteParams::default()).await.unwrap();
+    let s = wait_slices(&client, &ns, "web", "web-2 and web-held gone", |s| {
+        let a = addresses(s);
+        !a.contains(&ip2) && !a.contains(&held) && a.len() == 2
+    })
+    .await;
+    assert_eq!(s.len(), 1, "{}", describe(&s));
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn port_change_updates_in_place() {
+    let (client, ns, svcs, pods) = setup("es-ports").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("api", "api", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    let names = create_pods(&pods, "api", 2, &[("http", 8080)]).await;
+    wait_ready_ips(&pods, &names).await;
+    let before = wait_slices(&client, &ns, "api", "2 endpoints", |s| endpoint_count(s) == 2).await;
+    let (c0, _, d0) = ctl.writes();
+    svcs.patch(
+        "api",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"ports": [{"name": "http", "port": 80, "targetPort": 9090}]}})),
+    )
+    .await
+    .unwrap();
+    let after = wait_slices(&client, &ns, "api", "port 9090", |s| {
+        s.len() == 1 && s[0].ports.as_ref().is_some_and(|p| p.len() == 1 && p[0].port == Some(9090))
+    })
+    .await;
+    assert_eq!(before[0].metadata.name, after[0].metadata.name, "same slice, updated in place");
+    let (c1, _, d1) = ctl.writes();
+    assert_eq!((c1 - c0, d1 - d0), (0.0, 0.0), "no create or delete for a port change");
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn two_hundred_fifty_pods_give_100_100_50() {
+    let (client, ns, svcs, pods) = setup("es-250").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("big", "big", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    create_pods(&pods, "big", 250, &[("http", 8080)]).await;
+    let s = wait_slices(&client, &ns, "big", "250 ready endpoints", |s| {
+        endpoint_count(s) == 250
+            && s.iter().flat_map(|s| s.endpoints.iter().flatten()).all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+    })
+    .await;
+    let mut sizes: Vec<usize> = s.iter().map(|s| s.endpoints.as_ref().map_or(0, Vec::len)).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![50, 100, 100], "{}", describe(&s));
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn deleted_slice_is_recreated_and_edited_slice_reverted() {
+    let (client, ns, svcs, pods) = setup("es-repair").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("rep", "rep", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    let names = create_pods(&pods, "rep", 2, &[("http", 8080)]).await;
+    let ips = wait_ready_ips(&pods, &names).await;
+    let s = wait_slices(&client, &ns, "rep", "2 endpoints", |s| endpoint_count(s) == 2).await;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+
+    // Edit: drop an endpoint by hand; the controller puts it back.
+    let mut edited = s[0].clone();
+    edited.endpoints.as_mut().unwrap().truncate(1);
+    slices.replace(&edited.metadata.name.clone().unwrap(), &PostParams::default(), &edited).await.unwrap();
+    let want: BTreeSet<String> = ips.values().cloned().collect();
+    wait_slices(&client, &ns, "rep", "edit reverted", |s| addresses(s).into_iter().collect::<BTreeSet<_>>() == want && s.len() == 1).await;
+
+    // Delete: the controller recreates it.
+    slices.delete(&s[0].metadata.name.clone().unwrap(), &DeleteParams::default()).await.unwrap();
+    wait_slices(&client, &ns, "rep", "recreated", |s| {
+        s.len() == 1 && s[0].metadata.uid != edited.metadata.uid && addresses(s).len() == 2
+    })
+    .await;
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn externalname_and_selectorless_services_are_left_alone() {
+    let (client, ns, svcs, _pods) = setup("es-skip").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    let mut ext = service("ext", "x", &[]);
+    if let Some(spec) = ext.spec.as_mut() {
+        spec.type_ = Some("ExternalName".into());
+        spec.external_name = Some("example.invalid".into());
+        spec.ports = None;
+    }
+    svcs.create(&PostParams::default(), &ext).await.unwrap();
+    let mut bare = service("bare", "x", &[("http", 80, IntOrString::Int(80))]);
+    bare.spec.as_mut().unwrap().selector = None;
+    svcs.create(&PostParams::default(), &bare).await.unwrap();
+    // Give the controller time to (not) act, measured by a Service that does get a slice.
+    svcs.create(&PostParams::default(), &service("marker", "m", &[("http", 80, IntOrString::Int(80))])).await.unwrap();
+    wait_slices(&client, &ns, "marker", "marker placeholder", |s| s.len() == 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(slices(&client, &ns, "ext").await.is_empty());
+    assert!(slices(&client, &ns, "bare").await.is_empty());
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn kubectl_lists_the_slices() {
+    let (client, ns, svcs, pods) = setup("es-kubectl").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("shop", "shop", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    let names = create_pods(&pods, "shop", 3, &[("http", 8080)]).await;
+    let ips = wait_ready_ips(&pods, &names).await;
+    let s = wait_slices(&client, &ns, "shop", "3 endpoints", |s| endpoint_count(s) == 3).await;
+    let out = envtest::shared()
+        .kubectl()
+        .args(["get", "endpointslices", "-n", &ns, "-l", "kubernetes.io/service-name=shop", "--no-headers"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text.lines().next().unwrap_or_default();
+    // NAME ADDRESSTYPE PORTS ENDPOINTS AGE
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[0], s[0].metadata.name.as_deref().unwrap());
+    assert_eq!(cols[1], "IPv4");
+    assert_eq!(cols[2], "8080");
+    let listed: BTreeSet<&str> = cols[3].split(',').collect();
+    let want: BTreeSet<&str> = ips.values().map(String::as_str).collect();
+    assert_eq!(listed, want, "{text}");
+    ctl.stop().await;
+}
