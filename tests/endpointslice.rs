@@ -78,7 +78,7 @@ async fn pod_lifecycle_add_ready_not_ready_terminating_delete() {
         assert_eq!(e.zone.as_deref(), Some(zone.as_str()));
     }
     let trigger = s[0].metadata.annotations.as_ref().and_then(|a| a.get("endpoints.kubernetes.io/last-change-trigger-time"));
-    assert!(trigger.is_some(), "trigger-time annotation");
+    assert!(trigger.is_some(), "trigger-time annotation: {:?} writes={:?}", s[0].metadata, ctl.writes());
 
     // Not ready: take over the status of web-0 and flip Ready off.
     let ip0 = ips["web-0"].clone();
@@ -232,5 +232,173 @@ async fn kubectl_lists_the_slices() {
     let listed: BTreeSet<&str> = cols[3].split(',').collect();
     let want: BTreeSet<&str> = ips.values().map(String::as_str).collect();
     assert_eq!(listed, want, "{text}");
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn selector_change_switches_endpoints() {
+    let (client, ns, svcs, pods) = setup("es-selector").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("sel", "blue", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    let blue = wait_ready_ips(&pods, &create_pods(&pods, "blue", 2, &[("http", 8080)]).await).await;
+    let green = wait_ready_ips(&pods, &create_pods(&pods, "green", 3, &[("http", 8080)]).await).await;
+    let want_blue: BTreeSet<String> = blue.values().cloned().collect();
+    wait_slices(&client, &ns, "sel", "blue endpoints", |s| addresses(s).into_iter().collect::<BTreeSet<_>>() == want_blue).await;
+    svcs.patch("sel", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"selector": {"app": "green"}}})))
+        .await
+        .unwrap();
+    let want_green: BTreeSet<String> = green.values().cloned().collect();
+    wait_slices(&client, &ns, "sel", "green endpoints", |s| addresses(s).into_iter().collect::<BTreeSet<_>>() == want_green).await;
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn named_port_resolving_differently_gives_separate_slices() {
+    let (client, ns, svcs, pods) = setup("es-named").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("np", "np", &[("web", 80, IntOrString::String("web".into()))])).await.unwrap();
+    pods.create(&PostParams::default(), &kwok::pod("np-a", &node(0), &[("app", "np")], &[("web", 8080)])).await.unwrap();
+    pods.create(&PostParams::default(), &kwok::pod("np-b", &node(1), &[("app", "np")], &[("web", 9090)])).await.unwrap();
+    // A pod without the named port has no endpoint for it... but still appears with no ports set? No:
+    // upstream omits unresolvable ports, so it lands in a slice whose port set is empty.
+    pods.create(&PostParams::default(), &kwok::pod("np-c", &node(2), &[("app", "np")], &[("other", 7070)])).await.unwrap();
+    let ips = wait_ready_ips(&pods, &["np-a".into(), "np-b".into(), "np-c".into()]).await;
+    let s = wait_slices(&client, &ns, "np", "three port sets", |s| s.len() == 3 && endpoint_count(s) == 3).await;
+    let port_of = |ip: &str| {
+        s.iter()
+            .find(|sl| sl.endpoints.iter().flatten().any(|e| e.addresses.iter().any(|a| a == ip)))
+            .and_then(|sl| sl.ports.clone())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.port)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(port_of(&ips["np-a"]), vec![8080], "{}", describe(&s));
+    assert_eq!(port_of(&ips["np-b"]), vec![9090], "{}", describe(&s));
+    assert_eq!(port_of(&ips["np-c"]), Vec::<i32>::new(), "{}", describe(&s));
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn dual_stack_service_gets_a_slice_per_family() {
+    let (client, ns, svcs, pods) = setup("es-dual").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    let mut svc = service("dual", "dual", &[("http", 80, IntOrString::Int(8080))]);
+    let spec = svc.spec.as_mut().unwrap();
+    spec.ip_family_policy = Some("RequireDualStack".into());
+    spec.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
+    svcs.create(&PostParams::default(), &svc).await.unwrap();
+    for (i, (v4, v6)) in [("10.250.1.1", "fd00:250::1"), ("10.250.1.2", "fd00:250::2")].iter().enumerate() {
+        let name = format!("dual-{i}");
+        let p = kwok::with_custom_status(kwok::pod(&name, &node(i), &[("app", "dual")], &[("http", 8080)]));
+        pods.create(&PostParams::default(), &p).await.unwrap();
+        kwok::set_pod_status(&pods, &name, kwok::running_status(&[v4, v6], true)).await.unwrap();
+    }
+    let s = wait_slices(&client, &ns, "dual", "v4 and v6 slices", |s| s.len() == 2 && endpoint_count(s) == 4).await;
+    let by_type = |t: &str| {
+        let mut a: Vec<String> = s.iter().filter(|x| x.address_type == t).flat_map(|x| x.endpoints.iter().flatten().flat_map(|e| e.addresses.clone())).collect();
+        a.sort();
+        a
+    };
+    assert_eq!(by_type("IPv4"), vec!["10.250.1.1", "10.250.1.2"]);
+    assert_eq!(by_type("IPv6"), vec!["fd00:250::1", "fd00:250::2"]);
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn headless_service_with_hostnames_and_publish_not_ready() {
+    let (client, ns, svcs, pods) = setup("es-headless").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    let mut svc = service("db", "db", &[]);
+    let spec = svc.spec.as_mut().unwrap();
+    spec.cluster_ip = Some("None".into());
+    spec.ports = None;
+    spec.publish_not_ready_addresses = Some(true);
+    svcs.create(&PostParams::default(), &svc).await.unwrap();
+    for i in 0..2 {
+        let name = format!("db-{i}");
+        let mut p = kwok::with_custom_status(kwok::pod(&name, &node(i), &[("app", "db")], &[]));
+        let ps = p.spec.as_mut().unwrap();
+        ps.hostname = Some(name.clone());
+        ps.subdomain = Some("db".into());
+        pods.create(&PostParams::default(), &p).await.unwrap();
+        // db-1 is not ready: publishNotReadyAddresses still makes it a ready endpoint.
+        kwok::set_pod_status(&pods, &name, kwok::running_status(&[&format!("10.250.2.{}", i + 1)], i == 0)).await.unwrap();
+    }
+    let s = wait_slices(&client, &ns, "db", "2 endpoints", |s| endpoint_count(s) == 2).await;
+    assert_eq!(s[0].metadata.labels.as_ref().unwrap().get("service.kubernetes.io/headless").map(String::as_str), Some(""));
+    assert!(s[0].ports.as_ref().is_none_or(|p| p.is_empty()), "headless without ports: {}", describe(&s));
+    let mut hosts: Vec<(String, Option<bool>)> = s
+        .iter()
+        .flat_map(|x| x.endpoints.iter().flatten())
+        .map(|e| (e.hostname.clone().unwrap_or_default(), e.conditions.as_ref().and_then(|c| c.ready)))
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, vec![("db-0".to_string(), Some(true)), ("db-1".to_string(), Some(true))]);
+    ctl.stop().await;
+}
+
+#[tokio::test]
+async fn service_deletion_removes_slices_through_the_garbage_collector() {
+    let (client, ns, svcs, pods) = setup("es-gc").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    let mut gc = envtest::shared().start_kube_controller_manager(&["garbagecollector".to_string()], &[]).await.unwrap();
+    svcs.create(&PostParams::default(), &service("gone", "gone", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    wait_ready_ips(&pods, &create_pods(&pods, "gone", 2, &[("http", 8080)]).await).await;
+    wait_slices(&client, &ns, "gone", "2 endpoints", |s| endpoint_count(s) == 2).await;
+    svcs.delete("gone", &DeleteParams::default()).await.unwrap();
+    wait_slices(&client, &ns, "gone", "slices collected", |s| s.is_empty()).await;
+    gc.stop();
+    ctl.stop().await;
+}
+
+/// A lagging cache cannot create a duplicate: new slices have deterministic names, so a create
+/// planned from a cache that misses our own earlier create is refused by the apiserver (409).
+/// The lag is simulated with an object the controller's cache cannot see (it lacks the
+/// service-name label the slice watch selects on) holding the name the planner will choose.
+#[tokio::test]
+async fn stale_cache_cannot_create_a_duplicate() {
+    let (client, ns, svcs, pods) = setup("es-stale").await;
+    let created = svcs.create(&PostParams::default(), &service("st", "st", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let name = epslice::endpointslice::naming::slice_name("st", &uid, "IPv4", 0);
+    let ghost = EndpointSlice {
+        metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        address_type: "IPv4".into(),
+        endpoints: Some(vec![]),
+        ports: None,
+    };
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    slices_api.create(&PostParams::default(), &ghost).await.unwrap();
+    let ctl = start(&client, &ns, |_| {}).await;
+    wait_ready_ips(&pods, &create_pods(&pods, "st", 1, &[("http", 8080)]).await).await;
+    // The controller keeps hitting the name it cannot see: stale syncs, and no second object.
+    let t0 = std::time::Instant::now();
+    while ctl.metric("endpoint_slice_controller_syncs_total{result=\"stale\"}") < 1.0 {
+        assert!(t0.elapsed() < CONVERGE, "no stale sync recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = slices_api.list(&Default::default()).await.unwrap().items;
+    assert_eq!(all.len(), 1, "only the ghost exists: {}", describe(&all));
+    // Once the cache can see it (the label arrives, as the watch event of a real create would),
+    // the controller adopts it in place instead of creating another.
+    slices_api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {
+                "kubernetes.io/service-name": "st",
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
+            }}})),
+        )
+        .await
+        .unwrap();
+    // The ghost is not owned by the Service, so the controller replaces it; never two at once.
+    let s = wait_slices(&client, &ns, "st", "one owned slice with the endpoint", |s| {
+        s.len() == 1 && endpoint_count(s) == 1 && s[0].metadata.owner_references.is_some()
+    })
+    .await;
+    assert_ne!(s[0].metadata.name.as_deref(), Some(name.as_str()), "the ghost's name stays reserved until it is gone");
+    assert_eq!(slices_api.list(&Default::default()).await.unwrap().items.len(), 1);
     ctl.stop().await;
 }

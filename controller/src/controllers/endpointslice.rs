@@ -165,6 +165,8 @@ struct Shared {
     cpu_ratios: Mutex<Option<Arc<core::topology::CpuRatios>>>,
     /// Desired endpoints and slices per Service, for the gauges.
     gauges: Mutex<HashMap<Key, (i64, i64, i64)>>,
+    /// Our own recent writes the slice cache has not caught up with yet.
+    written: Mutex<RecentWrites>,
     /// Field managers already reported as competing writers.
     reported_writers: Mutex<HashSet<String>>,
     started_at: DateTime<Utc>,
@@ -200,6 +202,7 @@ impl Controller {
             cpu_ratios: Mutex::default(),
             gauges: Mutex::default(),
             reported_writers: Mutex::default(),
+            written: Mutex::default(),
             started_at: Utc::now(),
         });
         Controller { shared, ready: ready.check("endpointslice-controller caches") }
@@ -490,6 +493,7 @@ impl Handler<EndpointSlice> for SliceEvents {
         let ns = new.namespace().unwrap_or_default();
         let group = new.labels().get(LABEL_SERVICE_NAME).cloned();
         s.indexes.slices.set(&ns, &new.name_any(), group.as_deref());
+        s.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
         if self.ours(&new) {
             self.check_foreign_writer(&new);
         }
@@ -522,6 +526,7 @@ impl Handler<EndpointSlice> for SliceEvents {
     fn deleted(&self, old: Arc<EndpointSlice>) {
         let s = &self.0;
         s.indexes.slices.set(&old.namespace().unwrap_or_default(), &old.name_any(), None);
+        s.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
         if self.ours(&old) {
             if let Some(k) = Self::service_of(&old) {
                 enqueue(s, k, self.delay());
@@ -537,46 +542,142 @@ pub fn to_chrono(t: k8s_openapi::jiff::Timestamp) -> DateTime<Utc> {
 
 /// Upstream's `TriggerTimeTracker`: the time of the earliest change (pod Ready transition or
 /// Service creation) not yet reflected in the slices.
+///
+/// Unlike upstream, computing does not record anything: the shell [`TriggerTimeTracker::commit`]s
+/// the new state only after the plan was applied, so a sync that fails (a 409 from a lagging
+/// cache, say) does not swallow the trigger time of the retry.
 #[derive(Debug, Default)]
 pub struct TriggerTimeTracker {
-    states: HashMap<Key, (Option<DateTime<Utc>>, HashMap<String, DateTime<Utc>>)>,
+    states: HashMap<Key, TriggerState>,
+}
+
+/// What the tracker remembers of one Service.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerState {
+    service: Option<DateTime<Utc>>,
+    pods: HashMap<String, DateTime<Utc>>,
 }
 
 impl TriggerTimeTracker {
-    /// The `endpoints.kubernetes.io/last-change-trigger-time` for this sync.
-    pub fn compute(&mut self, service: &Service, pods: &[Arc<Pod>]) -> Option<DateTime<Utc>> {
-        let key = key_of(service);
-        let known = self.states.contains_key(&key);
-        let state = self.states.entry(key).or_default();
+    /// The `endpoints.kubernetes.io/last-change-trigger-time` for this sync, and the state to
+    /// [`commit`](Self::commit) once the sync succeeded.
+    pub fn compute(&self, service: &Service, pods: &[Arc<Pod>]) -> (Option<DateTime<Utc>>, TriggerState) {
+        let prev = self.states.get(&key_of(service));
         let mut min: Option<DateTime<Utc>> = None;
-        let mut now_times = HashMap::new();
+        let mut next = TriggerState::default();
         for p in pods {
             let t = crate::podutil::pod_ready_condition(p).and_then(|c| c.last_transition_time.as_ref()).map(|t| to_chrono(t.0));
             if let Some(t) = t {
                 let name = p.name_any();
-                if state.1.get(&name).is_none_or(|prev| t > *prev) {
+                if prev.and_then(|st| st.pods.get(&name)).is_none_or(|before| t > *before) {
                     min = Some(min.map_or(t, |m| m.min(t)));
                 }
-                now_times.insert(name, t);
+                next.pods.insert(name, t);
             }
         }
-        let svc_time = service.metadata.creation_timestamp.as_ref().map(|t| to_chrono(t.0));
-        if let Some(t) = svc_time {
-            if state.0.is_none_or(|prev| t > prev) {
+        next.service = service.metadata.creation_timestamp.as_ref().map(|t| to_chrono(t.0));
+        if let Some(t) = next.service {
+            if prev.and_then(|st| st.service).is_none_or(|before| t > before) {
                 min = Some(min.map_or(t, |m| m.min(t)));
             }
         }
-        state.1 = now_times;
-        state.0 = svc_time;
-        if !known {
-            return svc_time;
+        match prev {
+            None => (next.service, next),
+            Some(_) => (min, next),
         }
-        min
+    }
+
+    /// Records the state of a successful sync.
+    pub fn commit(&mut self, service: &Service, state: TriggerState) {
+        self.states.insert(key_of(service), state);
     }
 
     /// Forgets a deleted Service.
     pub fn delete(&mut self, key: &Key) {
         self.states.remove(key);
+    }
+}
+
+/// Our own writes, laid over the slice cache until the watch delivers them.
+///
+/// Right after a write the next sync of the same Service often runs before the watch event
+/// arrives; planning from the lagging cache would then repeat the create (a 409, a retry after
+/// backoff) or rewrite an old version (a 409 on the resourceVersion). Upstream detects this with
+/// its generation tracker and retries after backoff; we instead plan from what we know we wrote,
+/// so the next sync is right the first time. An entry is dropped as soon as the cache holds the
+/// same or a newer generation, when the watch reports the object deleted, or after
+/// [`RecentWrites::MAX_AGE`] at the latest.
+#[derive(Debug, Default)]
+pub struct RecentWrites {
+    /// (namespace, slice name) → what we wrote (`None`: we deleted the object with this uid).
+    entries: HashMap<Key, (Option<Arc<EndpointSlice>>, Option<String>, Instant)>,
+}
+
+impl RecentWrites {
+    /// How long an entry may cover for a cache that never catches up (a lost race with a
+    /// deletion by someone else, say).
+    pub const MAX_AGE: Duration = Duration::from_secs(30);
+
+    /// Records a created or updated slice as the apiserver returned it.
+    pub fn wrote(&mut self, slice: EndpointSlice) {
+        let k = key_of(&slice);
+        let uid = slice.metadata.uid.clone();
+        self.entries.insert(k, (Some(Arc::new(slice)), uid, Instant::now()));
+    }
+
+    /// Records a deleted slice.
+    pub fn deleted(&mut self, slice: &EndpointSlice) {
+        self.entries.insert(key_of(slice), (None, slice.metadata.uid.clone(), Instant::now()));
+    }
+
+    /// The watch delivered a version of a slice: forget our write if this is it or newer.
+    pub fn observed(&mut self, slice: &EndpointSlice) {
+        let k = key_of(slice);
+        if let Some((Some(w), _, _)) = self.entries.get(&k) {
+            if w.metadata.uid == slice.metadata.uid && slice.metadata.generation >= w.metadata.generation {
+                self.entries.remove(&k);
+            }
+        }
+    }
+
+    /// The watch reported a slice deleted: nothing of ours about that object is pending anymore.
+    pub fn observed_deleted(&mut self, slice: &EndpointSlice) {
+        let k = key_of(slice);
+        if self.entries.get(&k).is_some_and(|(_, uid, _)| *uid == slice.metadata.uid) {
+            self.entries.remove(&k);
+        }
+    }
+
+    /// The cached slices of Service `ns/svc` with our newer writes laid over them.
+    pub fn overlay(&mut self, ns: &str, svc: &str, cached: Vec<Arc<EndpointSlice>>) -> Vec<Arc<EndpointSlice>> {
+        self.entries.retain(|_, (_, _, at)| at.elapsed() < Self::MAX_AGE);
+        let mut by_name: BTreeMap<String, Arc<EndpointSlice>> = cached.into_iter().map(|s| (s.name_any(), s)).collect();
+        let mine: Vec<Key> = self.entries.keys().filter(|(n, _)| n == ns).cloned().collect();
+        for k in mine {
+            let Some((written, uid, _)) = self.entries.get(&k).cloned() else { continue };
+            let in_cache = by_name.get(&k.1).cloned();
+            match written {
+                Some(w) => {
+                    let caught_up = in_cache.as_ref().is_some_and(|c| {
+                        c.metadata.uid == w.metadata.uid && c.metadata.generation >= w.metadata.generation
+                    });
+                    if caught_up {
+                        self.entries.remove(&k);
+                    } else if w.labels().get(LABEL_SERVICE_NAME).map(String::as_str) == Some(svc) {
+                        by_name.insert(k.1.clone(), w);
+                    }
+                }
+                None => match in_cache {
+                    Some(c) if c.metadata.uid == uid => {
+                        by_name.remove(&k.1);
+                    }
+                    _ => {
+                        self.entries.remove(&k);
+                    }
+                },
+            }
+        }
+        by_name.into_values().collect()
     }
 }
 
@@ -596,14 +697,15 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key) -> Result<(), SyncError> {
     }
     let pods: Vec<Arc<Pod>> =
         s.indexes.pods_of(ns, name).iter().filter_map(|p| snap.pods.get(Some(ns), p)).collect();
-    let slices: Vec<Arc<EndpointSlice>> = s
+    let cached: Vec<Arc<EndpointSlice>> = s
         .indexes
         .slices
         .members(ns, name)
         .iter()
         .filter_map(|n| snap.slices.get(Some(ns), n))
         .collect();
-    let trigger_time = s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).compute(&service, &pods);
+    let slices = s.written.lock().unwrap_or_else(|e| e.into_inner()).overlay(ns, name, cached);
+    let (trigger_time, trigger_state) = s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).compute(&service, &pods);
     let hints_state = s.hints_state.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
     let ratios = cpu_ratios(s, snap);
 
@@ -655,6 +757,9 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key) -> Result<(), SyncError> {
     }
 
     let mut result = apply(s, ns, &plan).await;
+    if result.is_ok() {
+        s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).commit(&service, trigger_state);
+    }
     if result.is_ok() {
         if let Some(w) = plan.warnings.iter().find(|w| w.requires_retry()) {
             result = Err(SyncError::Retry(w.to_string()));
@@ -714,7 +819,10 @@ async fn apply(s: &Shared, ns: &str, plan: &core::Plan) -> Result<(), SyncError>
     for slice in &plan.update {
         let name = slice.name_any();
         match api.replace(&name, &pp, slice).await {
-            Ok(_) => count(s, "update"),
+            Ok(done) => {
+                count(s, "update");
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done);
+            }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                 return Err(SyncError::Stale(format!("update of EndpointSlice {name}: {}", e.message)));
             }
@@ -724,14 +832,20 @@ async fn apply(s: &Shared, ns: &str, plan: &core::Plan) -> Result<(), SyncError>
     for slice in &plan.delete {
         let name = slice.name_any();
         match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => count(s, "delete"),
+            Ok(_) => {
+                count(s, "delete");
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).deleted(slice);
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
     }
     for slice in &plan.create {
         match api.create(&pp, slice).await {
-            Ok(_) => count(s, "create"),
+            Ok(done) => {
+                count(s, "create");
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done);
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 return Err(SyncError::Stale(format!("EndpointSlice {} already exists: {}", slice.name_any(), e.message)));
             }
@@ -788,27 +902,94 @@ mod tests {
     }
 
     // Ported from upstream trigger_time_tracker_test.go.
+    /// compute + commit, as a successful sync does.
+    fn sync(tr: &mut TriggerTimeTracker, s: &Service, pods: &[Arc<Pod>]) -> Option<DateTime<Utc>> {
+        let (t, st) = tr.compute(s, pods);
+        tr.commit(s, st);
+        t
+    }
+
     #[test]
     fn trigger_time_first_sync_is_service_creation() {
         let mut tr = TriggerTimeTracker::default();
-        assert_eq!(tr.compute(&svc(10), &[pod("a", 20)]), Some(t(10)));
+        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 20)]), Some(t(10)));
     }
 
     #[test]
     fn trigger_time_is_the_earliest_new_change() {
         let mut tr = TriggerTimeTracker::default();
-        tr.compute(&svc(10), &[pod("a", 20), pod("b", 30)]);
-        assert_eq!(tr.compute(&svc(10), &[pod("a", 20), pod("b", 30)]), None, "nothing changed");
-        assert_eq!(tr.compute(&svc(10), &[pod("a", 50), pod("b", 40)]), Some(t(40)));
-        assert_eq!(tr.compute(&svc(10), &[pod("a", 50), pod("b", 40), pod("c", 45)]), Some(t(45)), "a new pod counts");
+        sync(&mut tr, &svc(10), &[pod("a", 20), pod("b", 30)]);
+        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 20), pod("b", 30)]), None, "nothing changed");
+        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 50), pod("b", 40)]), Some(t(40)));
+        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 50), pod("b", 40), pod("c", 45)]), Some(t(45)), "a new pod counts");
         tr.delete(&("ns".into(), "s".into()));
-        assert_eq!(tr.compute(&svc(10), &[pod("a", 50)]), Some(t(10)), "forgotten service starts over");
+        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 50)]), Some(t(10)), "forgotten service starts over");
     }
 
     #[test]
     fn trigger_time_service_recreated() {
         let mut tr = TriggerTimeTracker::default();
-        tr.compute(&svc(10), &[pod("a", 20)]);
-        assert_eq!(tr.compute(&svc(60), &[pod("a", 20)]), Some(t(60)));
+        sync(&mut tr, &svc(10), &[pod("a", 20)]);
+        assert_eq!(sync(&mut tr, &svc(60), &[pod("a", 20)]), Some(t(60)));
+    }
+
+    fn slice(name: &str, svc: &str, uid: &str, generation: i64) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(uid.into()),
+                generation: Some(generation),
+                labels: Some([(LABEL_SERVICE_NAME.to_string(), svc.to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: None,
+            ports: None,
+        }
+    }
+
+    fn names(v: &[Arc<EndpointSlice>]) -> Vec<(String, i64)> {
+        v.iter().map(|s| (s.name_any(), s.metadata.generation.unwrap_or(0))).collect()
+    }
+
+    #[test]
+    fn recent_writes_cover_a_lagging_cache_until_it_catches_up() {
+        let mut w = RecentWrites::default();
+        // Created, cache has not seen it yet.
+        w.wrote(slice("a", "svc", "u1", 1));
+        assert_eq!(names(&w.overlay("ns", "svc", vec![])), vec![("a".into(), 1)]);
+        assert!(w.overlay("ns", "other", vec![]).is_empty(), "only the Service's own slices");
+        // Updated to generation 2; the cache still shows generation 1.
+        w.wrote(slice("a", "svc", "u1", 2));
+        assert_eq!(names(&w.overlay("ns", "svc", vec![Arc::new(slice("a", "svc", "u1", 1))])), vec![("a".into(), 2)]);
+        // The cache catches up: the entry is dropped and the cache is used.
+        assert_eq!(names(&w.overlay("ns", "svc", vec![Arc::new(slice("a", "svc", "u1", 2))])), vec![("a".into(), 2)]);
+        assert!(w.entries.is_empty());
+        // Deleted: hidden while the cache still has that object, forgotten afterwards.
+        w.deleted(&slice("a", "svc", "u1", 2));
+        assert!(w.overlay("ns", "svc", vec![Arc::new(slice("a", "svc", "u1", 2))]).is_empty());
+        assert!(!w.entries.is_empty());
+        assert!(w.overlay("ns", "svc", vec![]).is_empty());
+        assert!(w.entries.is_empty());
+        // A write the watch reports is forgotten even if the object is deleted before a sync looks.
+        w.wrote(slice("c", "svc", "u4", 3));
+        w.observed(&slice("c", "svc", "u4", 3));
+        assert!(w.overlay("ns", "svc", vec![]).is_empty(), "deleted by someone else after we wrote it");
+        w.wrote(slice("c", "svc", "u5", 1));
+        w.observed_deleted(&slice("c", "svc", "u5", 1));
+        assert!(w.overlay("ns", "svc", vec![]).is_empty());
+        // A recreated object with the same name but another uid is not hidden by an old delete.
+        w.deleted(&slice("b", "svc", "u2", 1));
+        assert_eq!(names(&w.overlay("ns", "svc", vec![Arc::new(slice("b", "svc", "u3", 1))])), vec![("b".into(), 1)]);
+    }
+
+    #[test]
+    fn a_failed_sync_does_not_swallow_the_trigger_time() {
+        let mut tr = TriggerTimeTracker::default();
+        sync(&mut tr, &svc(10), &[]);
+        let (first, _not_committed) = tr.compute(&svc(10), &[pod("a", 20)]);
+        assert_eq!(first, Some(t(20)));
+        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 20)]), Some(t(20)), "the retry sees it again");
     }
 }
