@@ -402,3 +402,50 @@ async fn stale_cache_cannot_create_a_duplicate() {
     assert_eq!(slices_api.list(&Default::default()).await.unwrap().items.len(), 1);
     ctl.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_writer_of_our_slices_is_reported_once() {
+    use k8s_openapi::api::events::v1::Event;
+    let (client, ns, svcs, pods) = setup("es-foreign").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("fw", "fw", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    wait_ready_ips(&pods, &create_pods(&pods, "fw", 1, &[("http", 8080)]).await).await;
+    let s = wait_slices(&client, &ns, "fw", "1 endpoint", |s| endpoint_count(s) == 1).await;
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let name = s[0].metadata.name.clone().unwrap();
+    // Another controller (say kube-controller-manager, still running) rewrites the slice twice.
+    for i in 0..2 {
+        let pp = PatchParams { field_manager: Some("kube-controller-manager".into()), ..Default::default() };
+        slices_api
+            .patch(&name, &pp, &Patch::Merge(serde_json::json!({"metadata": {"labels": {"fight": i.to_string()}}})))
+            .await
+            .unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    let series = "endpoint_slice_controller_foreign_writes_total{manager=\"kube-controller-manager\"}";
+    while ctl.metric(series) < 1.0 {
+        assert!(t0.elapsed() < CONVERGE, "foreign write not counted:\n{}", ctl.handles.metrics.encode());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let t0 = std::time::Instant::now();
+    loop {
+        let found: Vec<Event> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("CompetingEndpointSliceWriter"))
+            .collect();
+        if !found.is_empty() {
+            assert_eq!(found.len(), 1, "reported once");
+            assert_eq!(found[0].regarding.as_ref().and_then(|r| r.name.as_deref()), Some("fw"));
+            assert_eq!(found[0].type_.as_deref(), Some("Warning"));
+            break;
+        }
+        assert!(t0.elapsed() < CONVERGE, "no CompetingEndpointSliceWriter event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ctl.stop().await;
+}

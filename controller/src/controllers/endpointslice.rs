@@ -451,7 +451,8 @@ impl SliceEvents {
         let Some(mf) = slice.metadata.managed_fields.as_ref() else { return };
         for e in mf {
             let manager = e.manager.clone().unwrap_or_default();
-            let recent = e.time.as_ref().is_some_and(|t| to_chrono(t.0) > s.started_at);
+            // managedFields times have whole-second precision.
+            let recent = e.time.as_ref().is_some_and(|t| to_chrono(t.0) >= s.started_at - chrono::Duration::seconds(1));
             if manager.is_empty() || manager == s.field_manager || !recent {
                 continue;
             }
