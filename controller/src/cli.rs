@@ -80,10 +80,11 @@ impl RunArgs {
             "0" | "" => None,
             a => Some(a.parse::<SocketAddr>().map_err(|e| format!("--admin-bind-address {a:?}: {e}"))?),
         };
-        let mut core = crate::endpointslice::Config::default();
-        core.max_endpoints_per_slice = usize::from(self.max_endpoints_per_slice);
-        core.managed_by = self.managed_by.clone();
-        core.prefer_same_traffic_distribution = self.prefer_same_traffic_distribution;
+        let core = crate::endpointslice::Config {
+            max_endpoints_per_slice: usize::from(self.max_endpoints_per_slice),
+            managed_by: self.managed_by.clone(),
+            prefer_same_traffic_distribution: self.prefer_same_traffic_distribution,
+        };
         Ok(Options {
             controllers: parse_controllers(&self.controllers)?,
             endpointslice: controllers::endpointslice::Settings {

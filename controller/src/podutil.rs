@@ -169,7 +169,8 @@ pub fn find_port(pod: &Pod, service_port: &ServicePort) -> Result<i32, PortNotFo
         .filter(|c| is_restartable_init_container(c));
     for container in containers.iter().chain(sidecars) {
         for port in container.ports.as_deref().unwrap_or_default() {
-            if port.name.as_deref() == Some(name.as_str()) && port.protocol.as_deref().unwrap_or(PROTOCOL_TCP) == protocol
+            if port.name.as_deref() == Some(name.as_str())
+                && port.protocol.as_deref().unwrap_or(PROTOCOL_TCP) == protocol
             {
                 return Ok(port.container_port);
             }
@@ -464,7 +465,9 @@ pub fn services_for_pod<'a>(
     services
         .into_iter()
         .filter(|svc| svc.metadata.namespace.as_deref().unwrap_or("") == namespace)
-        .filter(|svc| svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|sel| selector_matches(sel, labels)))
+        .filter(|svc| {
+            svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|sel| selector_matches(sel, labels))
+        })
         .map(|svc| format!("{namespace}/{}", svc.metadata.name.as_deref().unwrap_or("")))
         .collect()
 }
@@ -557,10 +560,25 @@ mod tests {
     fn test_should_pod_be_in_endpoints() {
         let cases: Vec<(&str, Pod, bool, bool)> = vec![
             ("Failed pod with Never RestartPolicy", pod_with(Some("Failed"), "1.2.3.4", &[], false), false, false),
-            ("Succeeded pod with Never RestartPolicy", pod_with(Some("Succeeded"), "1.2.3.4", &[], false), false, false),
-            ("Succeeded pod with OnFailure RestartPolicy", pod_with(Some("Succeeded"), "1.2.3.4", &[], false), false, false),
+            (
+                "Succeeded pod with Never RestartPolicy",
+                pod_with(Some("Succeeded"), "1.2.3.4", &[], false),
+                false,
+                false,
+            ),
+            (
+                "Succeeded pod with OnFailure RestartPolicy",
+                pod_with(Some("Succeeded"), "1.2.3.4", &[], false),
+                false,
+                false,
+            ),
             ("Empty Pod IPs, Running pod", pod_with(Some("Running"), "", &[], false), false, false),
-            ("Terminating Pod with includeTerminating=false", pod_with(Some("Running"), "1.2.3.4", &[], true), false, false),
+            (
+                "Terminating Pod with includeTerminating=false",
+                pod_with(Some("Running"), "1.2.3.4", &[], true),
+                false,
+                false,
+            ),
             ("Failed pod with Always RestartPolicy", pod_with(Some("Failed"), "1.2.3.4", &[], false), false, false),
             ("Pending pod with Never RestartPolicy", pod_with(Some("Pending"), "1.2.3.4", &[], false), false, true),
             ("Unknown pod with OnFailure RestartPolicy", pod_with(Some("Unknown"), "1.2.3.4", &[], false), false, true),
@@ -571,7 +589,12 @@ mod tests {
                 false,
                 true,
             ),
-            ("Terminating Pod with includeTerminating=true", pod_with(Some("Running"), "1.2.3.4", &[], true), true, true),
+            (
+                "Terminating Pod with includeTerminating=true",
+                pod_with(Some("Running"), "1.2.3.4", &[], true),
+                true,
+                true,
+            ),
         ];
         for (name, pod, include_terminating, expected) in cases {
             assert_eq!(should_pod_be_in_endpoints(&pod, include_terminating), expected, "{name}");
@@ -678,14 +701,20 @@ mod tests {
             ),
             (
                 "valid str, two ctr with ports",
-                vec![Container::default(), ctr(vec![cport("", 11, "UDP"), cport("p", 22, "TCP"), cport("q", 33, "TCP")])],
+                vec![
+                    Container::default(),
+                    ctr(vec![cport("", 11, "UDP"), cport("p", 22, "TCP"), cport("q", 33, "TCP")]),
+                ],
                 vec![],
                 s("q"),
                 Ok(33),
             ),
             (
                 "valid str, two ctr with same port",
-                vec![Container::default(), ctr(vec![cport("", 11, "UDP"), cport("p", 22, "TCP"), cport("q", 22, "TCP")])],
+                vec![
+                    Container::default(),
+                    ctr(vec![cport("", 11, "UDP"), cport("p", 22, "TCP"), cport("q", 22, "TCP")]),
+                ],
                 vec![],
                 s("q"),
                 Ok(22),
@@ -711,7 +740,13 @@ mod tests {
                 s("a"),
                 Ok(11),
             ),
-            ("invalid ContainerPort", vec![Container::default(), ctr(vec![cport("a", -1, "TCP")])], vec![], s("a"), Ok(-1)),
+            (
+                "invalid ContainerPort",
+                vec![Container::default(), ctr(vec![cport("a", -1, "TCP")])],
+                vec![],
+                s("a"),
+                Ok(-1),
+            ),
             (
                 "HostIP Address",
                 vec![Container::default(), ctr(vec![with_host(cport("a", 11, "TCP"), None, Some("192.168.1.1"))])],
@@ -743,11 +778,7 @@ mod tests {
         ];
         for (name, containers, init_containers, target, expected) in cases {
             let pod = Pod {
-                spec: Some(PodSpec {
-                    containers,
-                    init_containers: Some(init_containers),
-                    ..Default::default()
-                }),
+                spec: Some(PodSpec { containers, init_containers: Some(init_containers), ..Default::default() }),
                 ..Default::default()
             };
             let sp = ServicePort { protocol: Some("TCP".into()), target_port: Some(target), ..Default::default() };
@@ -759,7 +790,11 @@ mod tests {
     fn find_port_defaults_protocol_and_target_port() {
         let pod = Pod {
             spec: Some(PodSpec {
-                containers: vec![ctr(vec![ContainerPort { name: Some("http".into()), container_port: 8080, ..Default::default() }])],
+                containers: vec![ctr(vec![ContainerPort {
+                    name: Some("http".into()),
+                    container_port: 8080,
+                    ..Default::default()
+                }])],
                 ..Default::default()
             }),
             ..Default::default()
@@ -826,6 +861,32 @@ mod tests {
         assert!(!is_ipv6_string("None"));
     }
 
+    proptest::proptest! {
+        // Never panics; whenever the (stricter) standard parser accepts a string, the sloppy
+        // parser yields the same address (IPv4-mapped IPv6 folded to IPv4, as Go does).
+        #[test]
+        fn sloppy_parser_agrees_with_std(s in "[0-9a-fA-F:.]{0,45}") {
+            let ours = parse_ip_sloppy(&s);
+            if let Ok(std) = s.parse::<IpAddr>() {
+                let folded = match std {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                    v4 => v4,
+                };
+                proptest::prop_assert_eq!(ours, Some(folded));
+            }
+        }
+
+        #[test]
+        fn canonical_text_round_trips(v6 in proptest::prelude::any::<u128>(), v4 in proptest::prelude::any::<u32>()) {
+            for ip in [IpAddr::V6(Ipv6Addr::from(v6)), IpAddr::V4(Ipv4Addr::from(v4))] {
+                let text = canonical_ip_text(&ip);
+                let (family, again) = canonical_ip(&text).unwrap();
+                proptest::prop_assert_eq!(&again, &text);
+                proptest::prop_assert_eq!(family, IpFamily::of(&parse_ip_sloppy(&text).unwrap()));
+            }
+        }
+    }
+
     #[test]
     fn pod_ips_reports_invalid_entries() {
         let pod = pod_with(Some("Running"), "1.2.3.4", &["1.2.3.4", "not-an-ip", "fd00::01"], false);
@@ -844,7 +905,11 @@ mod tests {
             },
             spec: Some(PodSpec::default()),
             status: Some(PodStatus {
-                conditions: Some(vec![PodCondition { type_: POD_READY.into(), status: "False".into(), ..Default::default() }]),
+                conditions: Some(vec![PodCondition {
+                    type_: POD_READY.into(),
+                    status: "False".into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
         }
@@ -864,8 +929,18 @@ mod tests {
         #[allow(clippy::type_complexity)]
         let cases: Vec<(&str, Box<dyn Fn(&mut Pod, &mut Pod)>, bool, bool)> = vec![
             ("no changes", Box::new(|_, _| {}), false, false),
-            ("change NodeName", Box::new(|_, n| n.spec.as_mut().unwrap().node_name = Some("changed".into())), false, false),
-            ("change ResourceVersion", Box::new(|_, n| n.metadata.resource_version = Some("changed".into())), false, false),
+            (
+                "change NodeName",
+                Box::new(|_, n| n.spec.as_mut().unwrap().node_name = Some("changed".into())),
+                false,
+                false,
+            ),
+            (
+                "change ResourceVersion",
+                Box::new(|_, n| n.metadata.resource_version = Some("changed".into())),
+                false,
+                false,
+            ),
             ("add primary IPv4", Box::new(|_, n| set_ips(n, &["1.2.3.4"])), true, false),
             (
                 "modify primary IPv4",
@@ -1003,7 +1078,11 @@ mod tests {
             })
             .chain(std::iter::once(Service {
                 // nil selector selects nothing
-                metadata: ObjectMeta { name: Some("no-selector".into()), namespace: Some("test".into()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some("no-selector".into()),
+                    namespace: Some("test".into()),
+                    ..Default::default()
+                },
                 spec: Some(ServiceSpec::default()),
                 ..Default::default()
             }))
@@ -1012,7 +1091,8 @@ mod tests {
             let labels =
                 BTreeMap::from([("app".to_owned(), format!("test-{i}")), ("label".to_owned(), format!("label-{i}"))]);
             let got = services_for_pod(&services, "test", Some(&labels));
-            let want: BTreeSet<String> = if i < 3 { BTreeSet::from([format!("test/service-{i}")]) } else { BTreeSet::new() };
+            let want: BTreeSet<String> =
+                if i < 3 { BTreeSet::from([format!("test/service-{i}")]) } else { BTreeSet::new() };
             assert_eq!(got, want, "pod-{i}");
         }
         // Other namespaces never match; an empty selector matches everything.

@@ -500,10 +500,10 @@ impl Handler<EndpointSlice> for SliceEvents {
         }
         match old {
             None => {
-                if self.ours(&new) {
-                    if let Some(k) = Self::service_of(&new) {
-                        enqueue(s, k, self.delay());
-                    }
+                if self.ours(&new)
+                    && let Some(k) = Self::service_of(&new)
+                {
+                    enqueue(s, k, self.delay());
                 }
             }
             Some(old) => {
@@ -515,10 +515,10 @@ impl Handler<EndpointSlice> for SliceEvents {
                     for k in [ko, kn].into_iter().flatten() {
                         enqueue(s, k, self.delay());
                     }
-                } else if self.ours(&old) != self.ours(&new) || self.ours(&new) {
-                    if let Some(k) = kn {
-                        enqueue(s, k, self.delay());
-                    }
+                } else if (self.ours(&old) || self.ours(&new))
+                    && let Some(k) = kn
+                {
+                    enqueue(s, k, self.delay());
                 }
             }
         }
@@ -528,10 +528,10 @@ impl Handler<EndpointSlice> for SliceEvents {
         let s = &self.0;
         s.indexes.slices.set(&old.namespace().unwrap_or_default(), &old.name_any(), None);
         s.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
-        if self.ours(&old) {
-            if let Some(k) = Self::service_of(&old) {
-                enqueue(s, k, self.delay());
-            }
+        if self.ours(&old)
+            && let Some(k) = Self::service_of(&old)
+        {
+            enqueue(s, k, self.delay());
         }
     }
 }
@@ -577,10 +577,10 @@ impl TriggerTimeTracker {
             }
         }
         next.service = service.metadata.creation_timestamp.as_ref().map(|t| to_chrono(t.0));
-        if let Some(t) = next.service {
-            if prev.and_then(|st| st.service).is_none_or(|before| t > before) {
-                min = Some(min.map_or(t, |m| m.min(t)));
-            }
+        if let Some(t) = next.service
+            && prev.and_then(|st| st.service).is_none_or(|before| t > before)
+        {
+            min = Some(min.map_or(t, |m| m.min(t)));
         }
         match prev {
             None => (next.service, next),
@@ -599,6 +599,9 @@ impl TriggerTimeTracker {
     }
 }
 
+/// What we wrote (`None`: deleted), the object's uid, and when.
+type WriteEntry = (Option<Arc<EndpointSlice>>, Option<String>, Instant);
+
 /// Our own writes, laid over the slice cache until the watch delivers them.
 ///
 /// Right after a write the next sync of the same Service often runs before the watch event
@@ -611,7 +614,7 @@ impl TriggerTimeTracker {
 #[derive(Debug, Default)]
 pub struct RecentWrites {
     /// (namespace, slice name) → what we wrote (`None`: we deleted the object with this uid).
-    entries: HashMap<Key, (Option<Arc<EndpointSlice>>, Option<String>, Instant)>,
+    entries: HashMap<Key, WriteEntry>,
 }
 
 impl RecentWrites {
@@ -634,10 +637,11 @@ impl RecentWrites {
     /// The watch delivered a version of a slice: forget our write if this is it or newer.
     pub fn observed(&mut self, slice: &EndpointSlice) {
         let k = key_of(slice);
-        if let Some((Some(w), _, _)) = self.entries.get(&k) {
-            if w.metadata.uid == slice.metadata.uid && slice.metadata.generation >= w.metadata.generation {
-                self.entries.remove(&k);
-            }
+        if let Some((Some(w), _, _)) = self.entries.get(&k)
+            && w.metadata.uid == slice.metadata.uid
+            && slice.metadata.generation >= w.metadata.generation
+        {
+            self.entries.remove(&k);
         }
     }
 
@@ -760,23 +764,21 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key) -> Result<(), SyncError> {
     let mut result = apply(s, ns, &plan).await;
     if result.is_ok() {
         s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).commit(&service, trigger_state);
-    }
-    if result.is_ok() {
         if let Some(w) = plan.warnings.iter().find(|w| w.requires_retry()) {
             result = Err(SyncError::Retry(w.to_string()));
         }
     }
-    if let Err(e) = &result {
-        if !matches!(e, SyncError::Stale(_)) {
-            let ev = KubeEvent {
-                type_: EventType::Warning,
-                reason: "FailedToUpdateEndpointSlices".into(),
-                note: Some(format!("Error updating Endpoint Slices for Service {ns}/{name}: {e}")),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            let _ = s.recorder.publish(&ev, &service_ref).await;
-        }
+    if let Err(e) = &result
+        && !matches!(e, SyncError::Stale(_))
+    {
+        let ev = KubeEvent {
+            type_: EventType::Warning,
+            reason: "FailedToUpdateEndpointSlices".into(),
+            note: Some(format!("Error updating Endpoint Slices for Service {ns}/{name}: {e}")),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let _ = s.recorder.publish(&ev, &service_ref).await;
     }
     result
 }

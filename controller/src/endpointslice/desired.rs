@@ -137,11 +137,7 @@ pub fn pod_to_endpoint(pod: &Pod, node: Option<&Node>, service: &Service, family
         }),
         node_name: non_empty(spec.and_then(|s| s.node_name.as_ref())),
         zone: node.and_then(|n| non_empty(n.metadata.labels.as_ref().and_then(|l| l.get(LABEL_TOPOLOGY_ZONE)))),
-        hostname: if podutil::should_set_hostname(pod, service) {
-            spec.and_then(|s| s.hostname.clone())
-        } else {
-            None
-        },
+        hostname: if podutil::should_set_hostname(pod, service) { spec.and_then(|s| s.hostname.clone()) } else { None },
         deprecated_topology: None,
         hints: None,
     }

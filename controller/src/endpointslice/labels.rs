@@ -75,15 +75,8 @@ pub fn desired_slice_labels(
 /// Formats a time as Go's `time.RFC3339Nano` in UTC: `2006-01-02T15:04:05.999999999Z`, the
 /// fraction trimmed of trailing zeros and omitted when zero.
 pub fn format_rfc3339_nano(t: &DateTime<Utc>) -> String {
-    let mut out = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    let mut out =
+        format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", t.year(), t.month(), t.day(), t.hour(), t.minute(), t.second());
     // chrono encodes a leap second as nanos >= 1e9; Go has no leap seconds.
     let nanos = t.nanosecond() % 1_000_000_000;
     if nanos != 0 {

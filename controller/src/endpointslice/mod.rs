@@ -388,8 +388,7 @@ pub fn plan(input: &Input<'_>, config: &Config) -> Plan {
     plan.delete.extend(unsupported);
 
     // Name the new slices: the first free ordinal per address type.
-    let mut used: BTreeSet<String> =
-        input.existing_slices.iter().filter_map(|s| s.metadata.name.clone()).collect();
+    let mut used: BTreeSet<String> = input.existing_slices.iter().filter_map(|s| s.metadata.name.clone()).collect();
     let service_name = service.metadata.name.as_deref().unwrap_or("");
     let service_uid = service.metadata.uid.as_deref().unwrap_or("");
     for slice in &mut plan.create {

@@ -69,7 +69,12 @@ pub fn slice_name(service_name: &str, service_uid: &str, address_type: &str, ord
 
 /// The first name `slice_name(service, uid, address_type, n)` for n = 0, 1, … that is not in
 /// `used`. Terminates because `used` is finite.
-pub fn first_free_slice_name(service_name: &str, service_uid: &str, address_type: &str, used: &BTreeSet<String>) -> String {
+pub fn first_free_slice_name(
+    service_name: &str,
+    service_uid: &str,
+    address_type: &str,
+    used: &BTreeSet<String>,
+) -> String {
     let mut ordinal = 0u64;
     loop {
         let name = slice_name(service_name, service_uid, address_type, ordinal);

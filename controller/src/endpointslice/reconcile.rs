@@ -32,7 +32,12 @@ pub fn service_owner_reference(service: &Service) -> OwnerReference {
 
 /// A new, unnamed slice of `service` with the given ports and address type and no endpoints
 /// (upstream `newEndpointSlice`; the name is assigned after planning, see `naming`).
-pub fn new_endpoint_slice(service: &Service, ports: &[EndpointPort], address_type: &str, managed_by: &str) -> EndpointSlice {
+pub fn new_endpoint_slice(
+    service: &Service,
+    ports: &[EndpointPort],
+    address_type: &str,
+    managed_by: &str,
+) -> EndpointSlice {
     let (labels, _) = desired_slice_labels(None, service, managed_by);
     EndpointSlice {
         metadata: ObjectMeta {

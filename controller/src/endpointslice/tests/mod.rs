@@ -5,7 +5,7 @@
 //! [`Cluster`] plays the apiserver: it stores slices, applies a [`Plan`] (checking names and
 //! resourceVersions like the apiserver would) and returns empty lists as absent, as the real
 //! apiserver does for `ports` / `endpoints`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
 
 mod controller;
 mod kcm;
@@ -16,7 +16,9 @@ mod utils;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodCondition, PodIP, PodSpec, PodStatus, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    Container, Node, Pod, PodCondition, PodIP, PodSpec, PodStatus, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -268,7 +270,7 @@ impl Cluster {
         &mut self,
         svc: &Service,
         pods: &[Pod],
-        nodes: &[Node],
+        nodes: &dyn NodeLookup,
         cfg: &Config,
         topology: Option<&CpuRatios>,
         state: Option<&ServiceHintsState>,
