@@ -85,10 +85,7 @@ fn svc_namespace(s: &Service) -> &str {
 }
 
 fn cluster_ip(s: &Service) -> &str {
-    s.spec
-        .as_ref()
-        .and_then(|spec| spec.cluster_ip.as_deref())
-        .unwrap_or("")
+    s.spec.as_ref().and_then(|spec| spec.cluster_ip.as_deref()).unwrap_or("")
 }
 
 /// The kubelet's `IsServiceIPSet`: `spec.clusterIP` is neither empty nor `None`. Headless and
@@ -105,11 +102,7 @@ fn env_name(s: &str) -> String {
 
 /// Go's `net.JoinHostPort`: brackets when the host contains a colon (IPv6).
 fn join_host_port(host: &str, port: i32) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 /// Variables for one Service, in the kubelet's order. `None` if the ClusterIP is unset or the
@@ -124,27 +117,17 @@ fn service_vars(service: &Service) -> Option<Vec<ServiceEnvVar>> {
     let prefix = env_name(svc_name(service));
 
     let mut out = Vec::with_capacity(3 + 5 * ports.len());
-    out.push(ServiceEnvVar::new(
-        format!("{prefix}_SERVICE_HOST"),
-        ip.to_owned(),
-    ));
+    out.push(ServiceEnvVar::new(format!("{prefix}_SERVICE_HOST"), ip.to_owned()));
     let port_var = format!("{prefix}_SERVICE_PORT");
     out.push(ServiceEnvVar::new(port_var.clone(), first.port.to_string()));
     for p in ports {
         if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
-            out.push(ServiceEnvVar::new(
-                format!("{port_var}_{}", env_name(name)),
-                p.port.to_string(),
-            ));
+            out.push(ServiceEnvVar::new(format!("{port_var}_{}", env_name(name)), p.port.to_string()));
         }
     }
     // Docker-link style variables.
     for (i, p) in ports.iter().enumerate() {
-        let protocol = p
-            .protocol
-            .as_deref()
-            .filter(|proto| !proto.is_empty())
-            .unwrap_or("TCP");
+        let protocol = p.protocol.as_deref().filter(|proto| !proto.is_empty()).unwrap_or("TCP");
         let lower = protocol.to_lowercase();
         let url = format!("{lower}://{}", join_host_port(ip, p.port));
         if i == 0 {
@@ -163,11 +146,7 @@ fn service_vars(service: &Service) -> Option<Vec<ServiceEnvVar>> {
 /// Services whose ClusterIP is unset. No sorting, no de-duplication (see [`generate`]). A Service
 /// with no ports is skipped (the kubelet would panic).
 pub fn from_services<S: Borrow<Service>>(services: &[S]) -> Vec<ServiceEnvVar> {
-    services
-        .iter()
-        .filter_map(|s| service_vars(s.borrow()))
-        .flatten()
-        .collect()
+    services.iter().filter_map(|s| service_vars(s.borrow())).flatten().collect()
 }
 
 /// The kubelet's `getServiceEnvVarMap` selection, applied to whatever list the caller passes
@@ -182,11 +161,7 @@ pub fn from_services<S: Borrow<Service>>(services: &[S]) -> Vec<ServiceEnvVar> {
 /// * Nothing else (no other namespaces).
 ///
 /// The result is sorted by name.
-pub fn visible_services<'a, S, I>(
-    pod_namespace: &str,
-    enable_service_links: bool,
-    services: I,
-) -> Selection<'a>
+pub fn visible_services<'a, S, I>(pod_namespace: &str, enable_service_links: bool, services: I) -> Selection<'a>
 where
     S: Borrow<Service> + 'a,
     I: IntoIterator<Item = &'a S>,
@@ -213,10 +188,7 @@ where
             svc_namespace(k)
         )));
     }
-    Selection {
-        services: by_name.into_values().collect(),
-        warnings,
-    }
+    Selection { services: by_name.into_values().collect(), warnings }
 }
 
 /// Whether `service` is a namespace's own `kubernetes` Service that would shadow the master
@@ -247,9 +219,7 @@ pub fn select_services<'a, S: Borrow<Service>>(
         if listed {
             found.insert(name);
             if !is_service_ip_set(s) {
-                warnings.push(warning(format!(
-                    "service {name} is headless or ExternalName: it has no env vars"
-                )));
+                warnings.push(warning(format!("service {name} is headless or ExternalName: it has no env vars")));
             }
         }
         if listed || label_selector_match(s) {
@@ -259,9 +229,7 @@ pub fn select_services<'a, S: Borrow<Service>>(
     for missing in wanted.difference(&found) {
         warnings.push(warning(format!("service {missing} not found: no env vars for it")));
     }
-    services.sort_by(|a, b| {
-        (svc_name(a), svc_namespace(a)).cmp(&(svc_name(b), svc_namespace(b)))
-    });
+    services.sort_by(|a, b| (svc_name(a), svc_namespace(a)).cmp(&(svc_name(b), svc_namespace(b))));
     Selection { services, warnings }
 }
 
@@ -292,28 +260,17 @@ pub fn generate<S: Borrow<Service>>(services: &[S]) -> Generated {
             continue;
         }
         let Some(vars) = service_vars(s) else {
-            out.warnings.push(warning(format!(
-                "service {} has no ports: no env vars for it",
-                display(s)
-            )));
+            out.warnings.push(warning(format!("service {} has no ports: no env vars for it", display(s))));
             continue;
         };
         if let Some(bad) = vars.iter().find(|v| !is_plain_env_name(&v.name)) {
-            out.warnings.push(warning(format!(
-                "service {} skipped: invalid env var name {}",
-                display(s),
-                bad.name
-            )));
+            out.warnings.push(warning(format!("service {} skipped: invalid env var name {}", display(s), bad.name)));
             continue;
         }
         for v in vars {
             match owner.get(&v.name) {
                 Some(first) => {
-                    let collision = Collision {
-                        name: v.name,
-                        kept: display(first),
-                        dropped: display(s),
-                    };
+                    let collision = Collision { name: v.name, kept: display(first), dropped: display(s) };
                     out.warnings.push(warning(format!(
                         "env {} of service {} dropped: service {} already sets it",
                         collision.name, collision.dropped, collision.kept

@@ -55,16 +55,14 @@ mod review;
 mod tests;
 
 pub use generate::{
-    Collision, Generated, Mode, Selection, ServiceEnvVar, from_services, generate, is_service_ip_set,
-    select_services, visible_services,
+    Collision, Generated, Mode, Selection, ServiceEnvVar, from_services, generate, is_service_ip_set, select_services,
+    visible_services,
 };
 pub use patch::{
-    DEFAULT_MAX_ADDED_BYTES, MARKER_ANNOTATION, Marker, Mutation, PatchOptions, mutate, plan_patch,
-    vars_hash,
+    DEFAULT_MAX_ADDED_BYTES, MARKER_ANNOTATION, Marker, Mutation, PatchOptions, mutate, plan_patch, vars_hash,
 };
 pub use review::{
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WARNINGS, Decision, Outcome, PodRequest, ReviewConfig,
-    Reviewed, review,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WARNINGS, Decision, Outcome, PodRequest, ReviewConfig, Reviewed, review,
 };
 
 /// Kubernetes guidance: keep each admission warning to 120 characters or fewer.

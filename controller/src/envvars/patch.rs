@@ -24,9 +24,7 @@ use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Map, Value};
 
-use super::generate::{
-    Generated, Mode, ServiceEnvVar, generate, shadows_master, visible_services,
-};
+use super::generate::{Generated, Mode, ServiceEnvVar, generate, shadows_master, visible_services};
 use super::warning;
 
 /// Annotation recording what was injected.
@@ -46,10 +44,7 @@ pub struct PatchOptions {
 
 impl Default for PatchOptions {
     fn default() -> Self {
-        Self {
-            disable_kubelet_service_links: false,
-            max_added_bytes: DEFAULT_MAX_ADDED_BYTES,
-        }
+        Self { disable_kubelet_service_links: false, max_added_bytes: DEFAULT_MAX_ADDED_BYTES }
     }
 }
 
@@ -78,11 +73,7 @@ pub struct Marker {
 impl Marker {
     /// The marker for an injection of `vars` under `mode`.
     pub fn new(mode: Mode, vars: &[ServiceEnvVar]) -> Self {
-        Self {
-            mode: mode.as_str().to_owned(),
-            count: vars.len(),
-            hash: vars_hash(vars),
-        }
+        Self { mode: mode.as_str().to_owned(), count: vars.len(), hash: vars_hash(vars) }
     }
 
     /// Parses an annotation value; `None` if it is not three `;`-separated fields with a
@@ -95,11 +86,7 @@ impl Marker {
         if parts.next().is_some() {
             return None;
         }
-        Some(Self {
-            mode: mode.to_owned(),
-            count,
-            hash: hash.to_owned(),
-        })
+        Some(Self { mode: mode.to_owned(), count, hash: hash.to_owned() })
     }
 
     /// The annotation value.
@@ -109,11 +96,7 @@ impl Marker {
 
     /// The marker on `pod`, if present and well formed.
     pub fn of(pod: &Pod) -> Option<Self> {
-        pod.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(MARKER_ANNOTATION))
-            .and_then(|v| Self::parse(v))
+        pod.metadata.annotations.as_ref().and_then(|a| a.get(MARKER_ANNOTATION)).and_then(|v| Self::parse(v))
     }
 }
 
@@ -186,20 +169,10 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
 
     let mut slots: Vec<Slot<'_>> = Vec::new();
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        slots.push(Slot {
-            field: "initContainers",
-            index: i,
-            env: c.env.as_deref(),
-            env_from: c.env_from.as_deref(),
-        });
+        slots.push(Slot { field: "initContainers", index: i, env: c.env.as_deref(), env_from: c.env_from.as_deref() });
     }
     for (i, c) in spec.containers.iter().enumerate() {
-        slots.push(Slot {
-            field: "containers",
-            index: i,
-            env: c.env.as_deref(),
-            env_from: c.env_from.as_deref(),
-        });
+        slots.push(Slot { field: "containers", index: i, env: c.env.as_deref(), env_from: c.env_from.as_deref() });
     }
     for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
         slots.push(Slot {
@@ -215,15 +188,8 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
     let mut added_bytes = 0usize;
     let mut env_from_users = 0usize;
     for slot in &slots {
-        let present: HashSet<&str> = slot
-            .env
-            .unwrap_or_default()
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        let missing: Vec<usize> = (0..vars.len())
-            .filter(|&k| !present.contains(vars[k].name.as_str()))
-            .collect();
+        let present: HashSet<&str> = slot.env.unwrap_or_default().iter().map(|e| e.name.as_str()).collect();
+        let missing: Vec<usize> = (0..vars.len()).filter(|&k| !present.contains(vars[k].name.as_str())).collect();
         if missing.is_empty() {
             continue;
         }
@@ -261,15 +227,9 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
         } else if annotations.is_none_or(|a| a.is_empty()) {
             let mut ann = Map::new();
             ann.insert(MARKER_ANNOTATION.to_owned(), value);
-            ops.push(add(
-                PointerBuf::from_tokens(["metadata", "annotations"]),
-                Value::Object(ann),
-            ));
+            ops.push(add(PointerBuf::from_tokens(["metadata", "annotations"]), Value::Object(ann)));
         } else {
-            ops.push(add(
-                PointerBuf::from_tokens(["metadata", "annotations", MARKER_ANNOTATION]),
-                value,
-            ));
+            ops.push(add(PointerBuf::from_tokens(["metadata", "annotations", MARKER_ANNOTATION]), value));
         }
     }
 
@@ -284,10 +244,7 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
     }
 
     if options.disable_kubelet_service_links && spec.enable_service_links != Some(false) {
-        ops.push(add(
-            PointerBuf::from_tokens(["spec", "enableServiceLinks"]),
-            Value::Bool(false),
-        ));
+        ops.push(add(PointerBuf::from_tokens(["spec", "enableServiceLinks"]), Value::Bool(false)));
     }
 
     let mut warnings = Vec::new();
@@ -296,12 +253,7 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
             "{env_from_users} container(s) use envFrom: injected service env vars override its keys of the same name"
         )));
     }
-    Mutation {
-        patch: (!ops.is_empty()).then_some(Patch(ops)),
-        warnings,
-        injected,
-        added_bytes,
-    }
+    Mutation { patch: (!ops.is_empty()).then_some(Patch(ops)), warnings, injected, added_bytes }
 }
 
 /// Everything for one pod: the kubelet's visibility rules over `services` (the caller's
@@ -326,20 +278,14 @@ pub fn mutate<S: Borrow<Service>>(
     if mode == Mode::Off {
         return Mutation::default();
     }
-    let links = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.enable_service_links)
-        .unwrap_or(true);
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
     let drop_shadow = options.disable_kubelet_service_links;
     let run = |links: bool| -> (Generated, Vec<String>) {
         let visible = visible_services(namespace, links, services);
         if drop_shadow && visible.services.iter().any(|s| shadows_master(s, namespace)) {
             // With the kubelet's links off it still adds the real master Service's variables;
             // the shadow's would mix with them (different port names). Use the master instead.
-            let without = services
-                .iter()
-                .filter(|s| !shadows_master((*s).borrow(), namespace));
+            let without = services.iter().filter(|s| !shadows_master((*s).borrow(), namespace));
             let visible = visible_services(namespace, links, without);
             let note = warning(format!(
                 "service {namespace}/kubernetes not injected: it would mix with the API server's KUBERNETES_* vars"

@@ -80,11 +80,7 @@ pub struct Decision<S> {
 impl<S> Decision<S> {
     /// No injection.
     pub fn off() -> Self {
-        Self {
-            mode: Mode::Off,
-            services: Vec::new(),
-            warnings: Vec::new(),
-        }
+        Self { mode: Mode::Off, services: Vec::new(), warnings: Vec::new() }
     }
 }
 
@@ -126,13 +122,7 @@ fn status_error(code: u16, reason: &str, message: String, outcome: Outcome) -> R
         "reason": reason,
         "code": code,
     });
-    Reviewed {
-        status: code,
-        body: serde_json::to_vec(&body).unwrap_or_default(),
-        outcome,
-        dry_run: false,
-        injected: 0,
-    }
+    Reviewed { status: code, body: serde_json::to_vec(&body).unwrap_or_default(), outcome, dry_run: false, injected: 0 }
 }
 
 fn bad_request(message: impl Into<String>) -> Reviewed {
@@ -205,19 +195,8 @@ impl Echo {
             "response": Value::Object(response),
         });
         match serde_json::to_vec(&review) {
-            Ok(body) => Reviewed {
-                status: 200,
-                body,
-                outcome,
-                dry_run,
-                injected,
-            },
-            Err(e) => status_error(
-                500,
-                "InternalError",
-                format!("cannot encode response: {e}"),
-                Outcome::BadRequest,
-            ),
+            Ok(body) => Reviewed { status: 200, body, outcome, dry_run, injected },
+            Err(e) => status_error(500, "InternalError", format!("cannot encode response: {e}"), Outcome::BadRequest),
         }
     }
 }
@@ -237,11 +216,7 @@ where
         return status_error(
             413,
             "RequestEntityTooLarge",
-            format!(
-                "request body of {} bytes exceeds the limit of {} bytes",
-                body.len(),
-                config.max_body_bytes
-            ),
+            format!("request body of {} bytes exceeds the limit of {} bytes", body.len(), config.max_body_bytes),
             Outcome::TooLarge,
         );
     }
@@ -266,16 +241,11 @@ where
     let Some(uid) = str_field(request, "uid").filter(|u| !u.is_empty()) else {
         return bad_request("missing request.uid");
     };
-    let echo = Echo {
-        api_version,
-        kind,
-        uid: uid.to_owned(),
-    };
+    let echo = Echo { api_version, kind, uid: uid.to_owned() };
     let dry_run = request.get("dryRun").and_then(Value::as_bool).unwrap_or(false);
     let max_warnings = config.max_warnings;
-    let allow = |outcome: Outcome, warnings: Vec<String>| {
-        echo.respond(None, warnings, max_warnings, outcome, dry_run, 0)
-    };
+    let allow =
+        |outcome: Outcome, warnings: Vec<String>| echo.respond(None, warnings, max_warnings, outcome, dry_run, 0);
 
     let is_create = str_field(request, "operation") == Some("CREATE");
     let resource = request.get("resource").and_then(Value::as_object);
@@ -295,52 +265,23 @@ where
     let pod: Pod = match serde_json::from_value(object) {
         Ok(p) => p,
         Err(_) => {
-            return allow(
-                Outcome::Unreadable,
-                vec![warning("pod object unreadable: no service env vars injected")],
-            );
+            return allow(Outcome::Unreadable, vec![warning("pod object unreadable: no service env vars injected")]);
         }
     };
-    let namespace = if request_ns.is_empty() {
-        pod.metadata.namespace.clone().unwrap_or_default()
-    } else {
-        request_ns
-    };
+    let namespace = if request_ns.is_empty() { pod.metadata.namespace.clone().unwrap_or_default() } else { request_ns };
     if namespace.is_empty() {
-        return allow(
-            Outcome::Unreadable,
-            vec![warning("request has no namespace: no service env vars injected")],
-        );
+        return allow(Outcome::Unreadable, vec![warning("request has no namespace: no service env vars injected")]);
     }
 
-    let decision = decide(&PodRequest {
-        uid: &echo.uid,
-        namespace: &namespace,
-        name: &name,
-        pod: &pod,
-        dry_run,
-    });
-    let mutation = mutate(
-        &pod,
-        &namespace,
-        decision.mode,
-        &decision.services,
-        &config.patch,
-    );
+    let decision = decide(&PodRequest { uid: &echo.uid, namespace: &namespace, name: &name, pod: &pod, dry_run });
+    let mutation = mutate(&pod, &namespace, decision.mode, &decision.services, &config.patch);
     let mut warnings: Vec<String> = decision.warnings.into_iter().map(warning).collect();
     warnings.extend(mutation.warnings);
     let Some(patch) = mutation.patch else {
         return allow(Outcome::Unchanged, warnings);
     };
     match serde_json::to_vec(&patch) {
-        Ok(bytes) => echo.respond(
-            Some(bytes),
-            warnings,
-            max_warnings,
-            Outcome::Patched,
-            dry_run,
-            mutation.injected,
-        ),
+        Ok(bytes) => echo.respond(Some(bytes), warnings, max_warnings, Outcome::Patched, dry_run, mutation.injected),
         Err(_) => {
             warnings.push(warning("patch could not be encoded: no service env vars injected"));
             allow(Outcome::Unchanged, warnings)

@@ -14,26 +14,11 @@ use super::{apply, container, env0, ev, kubelet_env, pairs, pod, sorted_pairs, s
 fn from_services_fixture() -> Vec<Service> {
     vec![
         svc("", "foo-bar", "1.2.3.4", &[("", 8080, "TCP")]),
-        svc(
-            "",
-            "abc-123",
-            "5.6.7.8",
-            &[("u-d-p", 8081, "UDP"), ("t-c-p", 8081, "TCP")],
-        ),
-        svc(
-            "",
-            "q-u-u-x",
-            "9.8.7.6",
-            &[("", 8082, "TCP"), ("8083", 8083, "TCP")],
-        ),
+        svc("", "abc-123", "5.6.7.8", &[("u-d-p", 8081, "UDP"), ("t-c-p", 8081, "TCP")]),
+        svc("", "q-u-u-x", "9.8.7.6", &[("", 8082, "TCP"), ("8083", 8083, "TCP")]),
         svc("", "svrc-clusterip-none", "None", &[("", 8082, "TCP")]),
         svc("", "svrc-clusterip-empty", "", &[("", 8082, "TCP")]),
-        svc(
-            "",
-            "super-ipv6",
-            "2001:DB8::",
-            &[("u-d-p", 8084, "UDP"), ("t-c-p", 8084, "TCP")],
-        ),
+        svc("", "super-ipv6", "2001:DB8::", &[("u-d-p", 8084, "UDP"), ("t-c-p", 8084, "TCP")]),
         svc("", "sctp-1", "1.2.3.4", &[("", 777, "SCTP")]),
     ]
 }
@@ -123,8 +108,7 @@ fn sctp_1() -> Vec<ServiceEnvVar> {
 #[test]
 fn upstream_from_services() {
     let got = from_services(&from_services_fixture());
-    let want: Vec<ServiceEnvVar> = [foo_bar(), abc_123(), q_u_u_x(), super_ipv6(), sctp_1()]
-        .concat();
+    let want: Vec<ServiceEnvVar> = [foo_bar(), abc_123(), q_u_u_x(), super_ipv6(), sctp_1()].concat();
     assert_eq!(got.len(), 52);
     assert_eq!(got, want);
 }
@@ -133,8 +117,7 @@ fn upstream_from_services() {
 #[test]
 fn upstream_from_services_in_generate_order() {
     let g = generate(&from_services_fixture());
-    let want: Vec<ServiceEnvVar> = [abc_123(), foo_bar(), q_u_u_x(), sctp_1(), super_ipv6()]
-        .concat();
+    let want: Vec<ServiceEnvVar> = [abc_123(), foo_bar(), q_u_u_x(), sctp_1(), super_ipv6()].concat();
     assert_eq!(g.vars, want);
     assert!(g.collisions.is_empty());
     assert!(g.warnings.is_empty(), "{:?}", g.warnings);
@@ -181,13 +164,7 @@ fn with(mut base: Vec<(String, String)>, more: &[Vec<(String, String)>]) -> Vec<
 ///    how upstream compares) to what the kubelet computes;
 /// 2. with `disable_kubelet_service_links`, our modelled kubelet run over the patched pod
 ///    (`enableServiceLinks: false`) gives the same final environment as over the original pod.
-fn check_make_env(
-    ns: &str,
-    links: bool,
-    user_env: Vec<EnvVar>,
-    services: &[Service],
-    expected: Vec<(String, String)>,
-) {
+fn check_make_env(ns: &str, links: bool, user_env: Vec<EnvVar>, services: &[Service], expected: Vec<(String, String)>) {
     let p = pod(ns, Some(links), vec![container("c", Some(user_env.clone()))]);
     let m = mutate(&p, ns, Mode::All, services, &PatchOptions::default());
     let patched = match &m.patch {
@@ -199,16 +176,10 @@ fn check_make_env(
     let env = env0(&patched);
     assert_eq!(env[env.len() - user_env.len()..], user_env[..]);
 
-    let opts = PatchOptions {
-        disable_kubelet_service_links: true,
-        ..PatchOptions::default()
-    };
+    let opts = PatchOptions { disable_kubelet_service_links: true, ..PatchOptions::default() };
     let m2 = mutate(&p, ns, Mode::All, services, &opts);
     let patched2 = apply(&p, m2.patch.as_ref().unwrap());
-    assert_eq!(
-        patched2.spec.as_ref().unwrap().enable_service_links,
-        Some(false)
-    );
+    assert_eq!(patched2.spec.as_ref().unwrap().enable_service_links, Some(false));
     let after = kubelet_env(ns, false, services, &env0(&patched2));
     // Deliberate difference: with links off, a namespace's own `kubernetes` Service is not
     // injected, so the runtime gets the real API server's variables, never a mix.
@@ -226,10 +197,7 @@ fn check_make_env(
 }
 
 fn test_block_8083() -> Vec<EnvVar> {
-    seven("TEST", "1.2.3.3", 8083)
-        .into_iter()
-        .map(|(n, v)| ev(&n, &v))
-        .collect()
+    seven("TEST", "1.2.3.3", 8083).into_iter().map(|(n, v)| ev(&n, &v)).collect()
 }
 
 /// "api server = Y, kubelet = Y": the user already declares TEST_*; only KUBERNETES_* is added.
@@ -237,10 +205,7 @@ fn test_block_8083() -> Vec<EnvVar> {
 fn upstream_make_env_api_server_y_kubelet_y() {
     let mut user = vec![ev("FOO", "BAR")];
     user.extend(test_block_8083());
-    let expected = with(
-        sorted_pairs(&user),
-        &[seven("KUBERNETES", "1.2.3.1", 8081)],
-    );
+    let expected = with(sorted_pairs(&user), &[seven("KUBERNETES", "1.2.3.1", 8081)]);
     check_make_env("test1", false, user, &make_env_fixture(), expected);
 }
 
@@ -256,33 +221,22 @@ fn upstream_make_env_api_server_y_kubelet_n() {
 /// "api server = N; kubelet = Y": links disabled, the master Service is still linked.
 #[test]
 fn upstream_make_env_api_server_n_kubelet_y() {
-    let expected = with(
-        pairs(&[("FOO", "BAZ")]),
-        &[seven("KUBERNETES", "1.2.3.1", 8081)],
-    );
+    let expected = with(pairs(&[("FOO", "BAZ")]), &[seven("KUBERNETES", "1.2.3.1", 8081)]);
     check_make_env("test1", false, vec![ev("FOO", "BAZ")], &make_env_fixture(), expected);
 }
 
 /// "api server = N; kubelet = Y; service env vars": links enabled, namespace Service added.
 #[test]
 fn upstream_make_env_api_server_n_kubelet_y_service_env_vars() {
-    let expected = with(
-        pairs(&[("FOO", "BAZ")]),
-        &[
-            seven("TEST", "1.2.3.3", 8083),
-            seven("KUBERNETES", "1.2.3.1", 8081),
-        ],
-    );
+    let expected =
+        with(pairs(&[("FOO", "BAZ")]), &[seven("TEST", "1.2.3.3", 8083), seven("KUBERNETES", "1.2.3.1", 8081)]);
     check_make_env("test1", true, vec![ev("FOO", "BAZ")], &make_env_fixture(), expected);
 }
 
 /// "master service in pod ns": links disabled, the namespace's own `kubernetes` is ignored.
 #[test]
 fn upstream_make_env_master_service_in_pod_ns() {
-    let expected = with(
-        pairs(&[("FOO", "ZAP")]),
-        &[seven("KUBERNETES", "1.2.3.1", 8081)],
-    );
+    let expected = with(pairs(&[("FOO", "ZAP")]), &[seven("KUBERNETES", "1.2.3.1", 8081)]);
     check_make_env("test2", false, vec![ev("FOO", "ZAP")], &make_env_fixture(), expected);
 }
 
@@ -290,31 +244,15 @@ fn upstream_make_env_master_service_in_pod_ns() {
 /// master Service, and of the three `test2/test` entries only the one with a ClusterIP counts.
 #[test]
 fn upstream_make_env_master_service_in_pod_ns_service_env_vars() {
-    let expected = with(
-        pairs(&[("FOO", "ZAP")]),
-        &[
-            seven("TEST", "1.2.3.5", 8085),
-            seven("KUBERNETES", "1.2.3.4", 8084),
-        ],
-    );
+    let expected =
+        with(pairs(&[("FOO", "ZAP")]), &[seven("TEST", "1.2.3.5", 8085), seven("KUBERNETES", "1.2.3.4", 8084)]);
     check_make_env("test2", true, vec![ev("FOO", "ZAP")], &make_env_fixture(), expected);
     let p = pod("test2", Some(true), vec![container("c", None)]);
     let m = mutate(&p, "test2", Mode::All, &make_env_fixture(), &PatchOptions::default());
-    assert!(
-        m.warnings.iter().any(|w| w.contains("test2/kubernetes shadows")),
-        "{:?}",
-        m.warnings
-    );
-    let opts = PatchOptions {
-        disable_kubelet_service_links: true,
-        ..PatchOptions::default()
-    };
+    assert!(m.warnings.iter().any(|w| w.contains("test2/kubernetes shadows")), "{:?}", m.warnings);
+    let opts = PatchOptions { disable_kubelet_service_links: true, ..PatchOptions::default() };
     let m = mutate(&p, "test2", Mode::All, &make_env_fixture(), &opts);
-    assert!(
-        m.warnings.iter().any(|w| w.contains("test2/kubernetes not injected")),
-        "{:?}",
-        m.warnings
-    );
+    assert!(m.warnings.iter().any(|w| w.contains("test2/kubernetes not injected")), "{:?}", m.warnings);
     let out = apply(&p, m.patch.as_ref().unwrap());
     assert!(env0(&out).contains(&ev("KUBERNETES_SERVICE_HOST", "1.2.3.1")));
 }
@@ -329,13 +267,7 @@ fn upstream_make_env_pod_in_master_service_ns() {
 /// "pod in master service ns, service env vars": links enabled, `not-special` added.
 #[test]
 fn upstream_make_env_pod_in_master_service_ns_service_env_vars() {
-    let expected = with(
-        Vec::new(),
-        &[
-            seven("NOT_SPECIAL", "1.2.3.8", 8088),
-            seven("KUBERNETES", "1.2.3.1", 8081),
-        ],
-    );
+    let expected = with(Vec::new(), &[seven("NOT_SPECIAL", "1.2.3.8", 8088), seven("KUBERNETES", "1.2.3.1", 8081)]);
     check_make_env("default", true, Vec::new(), &make_env_fixture(), expected);
 }
 
@@ -357,11 +289,7 @@ fn expansion_env(with_service_ref: bool) -> Vec<EnvVar> {
         },
         ev("OUT_OF_ORDER_TEST", "$(OUT_OF_ORDER_TARGET)"),
         ev("OUT_OF_ORDER_TARGET", "FOO"),
-        EnvVar {
-            name: "EMPTY_VAR".to_owned(),
-            value: None,
-            value_from: None,
-        },
+        EnvVar { name: "EMPTY_VAR".to_owned(), value: None, value_from: None },
         ev("EMPTY_TEST", "foo-$(EMPTY_VAR)"),
         ev("LITERAL_TEST", "literal-$(TEST_LITERAL)"),
     ];
@@ -376,10 +304,7 @@ fn expansion_env(with_service_ref: bool) -> Vec<EnvVar> {
 #[test]
 fn upstream_make_env_env_expansion() {
     let user = expansion_env(false);
-    let expected = with(
-        sorted_pairs(&user),
-        &[seven("KUBERNETES", "1.2.3.1", 8081)],
-    );
+    let expected = with(sorted_pairs(&user), &[seven("KUBERNETES", "1.2.3.1", 8081)]);
     check_make_env("test1", false, user, &make_env_fixture(), expected);
 }
 
@@ -389,20 +314,11 @@ fn upstream_make_env_env_expansion() {
 #[test]
 fn upstream_make_env_env_expansion_service_env_vars() {
     let user = expansion_env(true);
-    let expected = with(
-        sorted_pairs(&user),
-        &[
-            seven("TEST", "1.2.3.3", 8083),
-            seven("KUBERNETES", "1.2.3.1", 8081),
-        ],
-    );
+    let expected = with(sorted_pairs(&user), &[seven("TEST", "1.2.3.3", 8083), seven("KUBERNETES", "1.2.3.1", 8081)]);
     check_make_env("test1", true, user.clone(), &make_env_fixture(), expected);
 
     let p = pod("test1", Some(true), vec![container("c", Some(user))]);
-    let opts = PatchOptions {
-        disable_kubelet_service_links: true,
-        ..PatchOptions::default()
-    };
+    let opts = PatchOptions { disable_kubelet_service_links: true, ..PatchOptions::default() };
     let m = mutate(&p, "test1", Mode::All, &make_env_fixture(), &opts);
     let patched = apply(&p, m.patch.as_ref().unwrap());
     let runtime = kubelet_env("test1", false, &make_env_fixture(), &env0(&patched));
@@ -426,27 +342,17 @@ fn upstream_make_env_envfrom_service_env_vars_adapted() {
         ]),
     );
     c.env_from = Some(vec![EnvFromSource {
-        config_map_ref: Some(ConfigMapEnvSource {
-            name: "test-config-map".to_owned(),
-            optional: None,
-        }),
+        config_map_ref: Some(ConfigMapEnvSource { name: "test-config-map".to_owned(), optional: None }),
         ..EnvFromSource::default()
     }]);
     let p = pod("test1", Some(true), vec![c]);
     let m = mutate(&p, "test1", Mode::All, &make_env_fixture(), &PatchOptions::default());
     let patched = apply(&p, m.patch.as_ref().unwrap());
     let names: Vec<String> = env0(&patched).into_iter().map(|e| e.name).collect();
-    for (n, _) in seven("TEST", "1.2.3.3", 8083)
-        .into_iter()
-        .chain(seven("KUBERNETES", "1.2.3.1", 8081))
-    {
+    for (n, _) in seven("TEST", "1.2.3.3", 8083).into_iter().chain(seven("KUBERNETES", "1.2.3.1", 8081)) {
         assert!(names.contains(&n), "{n} missing");
     }
-    assert!(
-        m.warnings.iter().any(|w| w.contains("envFrom")),
-        "{:?}",
-        m.warnings
-    );
+    assert!(m.warnings.iter().any(|w| w.contains("envFrom")), "{:?}", m.warnings);
 }
 
 /// "nil_enableServiceLinks": the kubelet refuses a nil field; the API server always defaults it
@@ -456,20 +362,9 @@ fn upstream_make_env_nil_enable_service_links_adapted() {
     let services = make_env_fixture();
     let unset = pod("test1", None, vec![container("c", None)]);
     let on = pod("test1", Some(true), vec![container("c", None)]);
-    let a = apply(
-        &unset,
-        mutate(&unset, "test1", Mode::All, &services, &PatchOptions::default())
-            .patch
-            .as_ref()
-            .unwrap(),
-    );
-    let b = apply(
-        &on,
-        mutate(&on, "test1", Mode::All, &services, &PatchOptions::default())
-            .patch
-            .as_ref()
-            .unwrap(),
-    );
+    let a =
+        apply(&unset, mutate(&unset, "test1", Mode::All, &services, &PatchOptions::default()).patch.as_ref().unwrap());
+    let b = apply(&on, mutate(&on, "test1", Mode::All, &services, &PatchOptions::default()).patch.as_ref().unwrap());
     assert_eq!(env0(&a), env0(&b));
     assert!(env0(&a).iter().any(|e| e.name == "TEST_SERVICE_HOST"));
 }

@@ -12,9 +12,7 @@ mod rules;
 use std::collections::{BTreeMap, HashMap};
 
 use json_patch::Patch;
-use k8s_openapi::api::core::v1::{
-    Container, EnvVar, Pod, PodSpec, Service, ServicePort, ServiceSpec,
-};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{ServiceEnvVar, from_services, visible_services};
@@ -23,11 +21,7 @@ use super::{ServiceEnvVar, from_services, visible_services};
 pub(super) fn svc(ns: &str, name: &str, ip: &str, ports: &[(&str, i32, &str)]) -> Service {
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     Service {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(ns.to_owned()),
-            ..ObjectMeta::default()
-        },
+        metadata: ObjectMeta { name: Some(name.to_owned()), namespace: Some(ns.to_owned()), ..ObjectMeta::default() },
         spec: Some(ServiceSpec {
             cluster_ip: Some(ip.to_owned()),
             ports: Some(
@@ -48,40 +42,21 @@ pub(super) fn svc(ns: &str, name: &str, ip: &str, ports: &[(&str, i32, &str)]) -
 }
 
 pub(super) fn ev(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.to_owned()),
-        value_from: None,
-    }
+    EnvVar { name: name.to_owned(), value: Some(value.to_owned()), value_from: None }
 }
 
 pub(super) fn var(name: &str, value: &str) -> ServiceEnvVar {
-    ServiceEnvVar {
-        name: name.to_owned(),
-        value: value.to_owned(),
-    }
+    ServiceEnvVar { name: name.to_owned(), value: value.to_owned() }
 }
 
 pub(super) fn container(name: &str, env: Option<Vec<EnvVar>>) -> Container {
-    Container {
-        name: name.to_owned(),
-        env,
-        ..Container::default()
-    }
+    Container { name: name.to_owned(), env, ..Container::default() }
 }
 
 pub(super) fn pod(ns: &str, links: Option<bool>, containers: Vec<Container>) -> Pod {
     Pod {
-        metadata: ObjectMeta {
-            name: Some("p".to_owned()),
-            namespace: Some(ns.to_owned()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            containers,
-            enable_service_links: links,
-            ..PodSpec::default()
-        }),
+        metadata: ObjectMeta { name: Some("p".to_owned()), namespace: Some(ns.to_owned()), ..ObjectMeta::default() },
+        spec: Some(PodSpec { containers, enable_service_links: links, ..PodSpec::default() }),
         status: None,
     }
 }
@@ -95,27 +70,18 @@ pub(super) fn apply(pod: &Pod, patch: &Patch) -> Pod {
 
 /// Env of the first regular container.
 pub(super) fn env0(pod: &Pod) -> Vec<EnvVar> {
-    pod.spec.as_ref().unwrap().containers[0]
-        .env
-        .clone()
-        .unwrap_or_default()
+    pod.spec.as_ref().unwrap().containers[0].env.clone().unwrap_or_default()
 }
 
 /// Name→value, sorted by name, as upstream's test compares.
 pub(super) fn sorted_pairs(env: &[EnvVar]) -> Vec<(String, String)> {
-    let mut v: Vec<_> = env
-        .iter()
-        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
-        .collect();
+    let mut v: Vec<_> = env.iter().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
     v.sort();
     v
 }
 
 pub(super) fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut v: Vec<_> = list
-        .iter()
-        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-        .collect();
+    let mut v: Vec<_> = list.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
     v.sort();
     v
 }
@@ -153,17 +119,10 @@ pub(super) fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> St
 /// `valueFrom` sources: the service map (`getServiceEnvVarMap`), then the container's `env` in
 /// order with `$(VAR)` expansion against earlier entries and the service map, then every service
 /// variable not already declared. Returns the final environment as a map.
-pub(super) fn kubelet_env(
-    pod_ns: &str,
-    links: bool,
-    services: &[Service],
-    env: &[EnvVar],
-) -> BTreeMap<String, String> {
+pub(super) fn kubelet_env(pod_ns: &str, links: bool, services: &[Service], env: &[EnvVar]) -> BTreeMap<String, String> {
     let visible = visible_services(pod_ns, links, services);
-    let service_env: HashMap<String, String> = from_services(&visible.services)
-        .into_iter()
-        .map(|v| (v.name, v.value))
-        .collect();
+    let service_env: HashMap<String, String> =
+        from_services(&visible.services).into_iter().map(|v| (v.name, v.value)).collect();
     let mut tmp: HashMap<String, String> = HashMap::new();
     for e in env {
         let raw = e.value.clone().unwrap_or_default();
@@ -186,7 +145,7 @@ pub(super) fn kubelet_env(
 pub(super) fn unbase64(s: &str) -> Option<Vec<u8>> {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let bytes = s.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::new();

@@ -1,14 +1,10 @@
 //! Patch shape, placement, idempotency, re-invocation, links, cap, marker.
 
 use json_patch::{Patch, PatchOperation};
-use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EphemeralContainer, Pod, SecretEnvSource, Service,
-};
+use k8s_openapi::api::core::v1::{Container, EnvFromSource, EphemeralContainer, Pod, SecretEnvSource, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::super::{
-    MARKER_ANNOTATION, Marker, Mode, PatchOptions, generate, mutate, plan_patch, vars_hash,
-};
+use super::super::{MARKER_ANNOTATION, Marker, Mode, PatchOptions, generate, mutate, plan_patch, vars_hash};
 use super::{apply, container, env0, ev, pod, svc, var};
 
 fn services() -> Vec<Service> {
@@ -28,17 +24,11 @@ fn names(env: &[k8s_openapi::api::core::v1::EnvVar]) -> Vec<String> {
 }
 
 fn marker_of(p: &Pod) -> Option<String> {
-    p.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(MARKER_ANNOTATION).cloned())
+    p.metadata.annotations.as_ref().and_then(|a| a.get(MARKER_ANNOTATION).cloned())
 }
 
 fn links_off() -> PatchOptions {
-    PatchOptions {
-        disable_kubelet_service_links: true,
-        ..PatchOptions::default()
-    }
+    PatchOptions { disable_kubelet_service_links: true, ..PatchOptions::default() }
 }
 
 #[test]
@@ -46,10 +36,7 @@ fn container_without_env_gets_one_array_add_and_marker() {
     let p = pod("ns", Some(true), vec![container("c", None)]);
     let m = mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default());
     let patch = m.patch.as_ref().unwrap();
-    assert_eq!(
-        paths(patch),
-        vec!["/spec/containers/0/env", "/metadata/annotations"]
-    );
+    assert_eq!(paths(patch), vec!["/spec/containers/0/env", "/metadata/annotations"]);
     let out = apply(&p, patch);
     let env = env0(&out);
     assert_eq!(env.len(), 7 + 8 + 8); // db, kubernetes, web (named ports add one each)
@@ -66,10 +53,7 @@ fn container_without_env_gets_one_array_add_and_marker() {
 
 #[test]
 fn existing_env_gets_indexed_adds_before_user_entries_and_user_wins() {
-    let user = vec![
-        ev("APP", "$(DB_SERVICE_HOST):$(DB_SERVICE_PORT)"),
-        ev("DB_SERVICE_PORT", "6543"),
-    ];
+    let user = vec![ev("APP", "$(DB_SERVICE_HOST):$(DB_SERVICE_PORT)"), ev("DB_SERVICE_PORT", "6543")];
     let p = pod("ns", Some(true), vec![container("c", Some(user.clone()))]);
     let m = mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default());
     let patch = m.patch.as_ref().unwrap();
@@ -80,11 +64,7 @@ fn existing_env_gets_indexed_adds_before_user_entries_and_user_wins() {
     let env = env0(&out);
     assert_eq!(env.len(), 23 - 1 + 2);
     assert_eq!(env[env.len() - 2..], user[..]);
-    assert_eq!(
-        env.iter().filter(|e| e.name == "DB_SERVICE_PORT").count(),
-        1,
-        "user's name is not injected again"
-    );
+    assert_eq!(env.iter().filter(|e| e.name == "DB_SERVICE_PORT").count(), 1, "user's name is not injected again");
     assert_eq!(env[0], ev("DB_SERVICE_HOST", "10.0.0.2"));
     assert_eq!(env[1].name, "DB_PORT", "DB_SERVICE_PORT skipped, order kept");
     assert_eq!(m.injected, 22);
@@ -97,10 +77,8 @@ fn all_container_kinds_are_patched() {
     let mut sidecar = container("sidecar", Some(vec![ev("X", "1")]));
     sidecar.restart_policy = Some("Always".to_owned());
     spec.init_containers = Some(vec![container("init", None), sidecar]);
-    spec.ephemeral_containers = Some(vec![EphemeralContainer {
-        name: "debug".to_owned(),
-        ..EphemeralContainer::default()
-    }]);
+    spec.ephemeral_containers =
+        Some(vec![EphemeralContainer { name: "debug".to_owned(), ..EphemeralContainer::default() }]);
     let m = mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default());
     let out = apply(&p, m.patch.as_ref().unwrap());
     let spec = out.spec.as_ref().unwrap();
@@ -110,14 +88,7 @@ fn all_container_kinds_are_patched() {
     assert_eq!(side.len(), 24);
     assert_eq!(side[23], ev("X", "1"));
     assert_eq!(spec.containers[0].env.as_ref().unwrap().len(), 23);
-    assert_eq!(
-        spec.ephemeral_containers.as_ref().unwrap()[0]
-            .env
-            .as_ref()
-            .unwrap()
-            .len(),
-        23
-    );
+    assert_eq!(spec.ephemeral_containers.as_ref().unwrap()[0].env.as_ref().unwrap().len(), 23);
     assert_eq!(m.injected, 23 * 4);
 }
 
@@ -142,11 +113,7 @@ fn reinvocation_after_another_webhook_added_a_container() {
     let mut out = apply(&p, m.patch.as_ref().unwrap());
     let marker = marker_of(&out);
     // Another webhook appends a sidecar with some env of its own.
-    out.spec
-        .as_mut()
-        .unwrap()
-        .containers
-        .push(container("proxy", Some(vec![ev("WEB_SERVICE_HOST", "mine")])));
+    out.spec.as_mut().unwrap().containers.push(container("proxy", Some(vec![ev("WEB_SERVICE_HOST", "mine")])));
     let m2 = mutate(&out, "ns", Mode::All, &services(), &links_off());
     let patch = m2.patch.as_ref().unwrap();
     assert!(paths(patch).iter().all(|p| p.starts_with("/spec/containers/1/env/")));
@@ -188,10 +155,7 @@ fn disable_links_patch_and_user_opt_out() {
 #[test]
 fn cap_exceeded_means_no_injection_and_a_warning() {
     let p = pod("ns", Some(true), vec![container("c", None)]);
-    let opts = PatchOptions {
-        disable_kubelet_service_links: true,
-        max_added_bytes: 200,
-    };
+    let opts = PatchOptions { disable_kubelet_service_links: true, max_added_bytes: 200 };
     let m = mutate(&p, "ns", Mode::All, &services(), &opts);
     assert_eq!(m.patch, None, "not even enableServiceLinks");
     assert_eq!(m.injected, 0);
@@ -199,15 +163,9 @@ fn cap_exceeded_means_no_injection_and_a_warning() {
     assert!(m.warnings[0].contains("exceed the cap of 200 bytes"), "{:?}", m.warnings);
     // Measured size is exact: the cap at exactly the size passes.
     let fits = mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default());
-    let exact = PatchOptions {
-        max_added_bytes: fits.added_bytes,
-        ..PatchOptions::default()
-    };
+    let exact = PatchOptions { max_added_bytes: fits.added_bytes, ..PatchOptions::default() };
     assert!(mutate(&p, "ns", Mode::All, &services(), &exact).patch.is_some());
-    let under = PatchOptions {
-        max_added_bytes: fits.added_bytes - 1,
-        ..PatchOptions::default()
-    };
+    let under = PatchOptions { max_added_bytes: fits.added_bytes - 1, ..PatchOptions::default() };
     assert!(mutate(&p, "ns", Mode::All, &services(), &under).patch.is_none());
 }
 
@@ -249,9 +207,7 @@ fn empty_metadata_gets_a_metadata_object() {
 #[test]
 fn stale_marker_is_replaced_and_missing_vars_added() {
     let mut p = pod("ns", Some(true), vec![container("c", Some(vec![ev("OLD", "x")]))]);
-    p.metadata.annotations = Some(
-        [(MARKER_ANNOTATION.to_owned(), "all;3;0000000000000000".to_owned())].into(),
-    );
+    p.metadata.annotations = Some([(MARKER_ANNOTATION.to_owned(), "all;3;0000000000000000".to_owned())].into());
     let m = mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default());
     let out = apply(&p, m.patch.as_ref().unwrap());
     assert!(marker_of(&out).unwrap().starts_with("all;23;"));
@@ -265,20 +221,10 @@ fn stale_marker_is_replaced_and_missing_vars_added() {
 #[test]
 fn same_marker_but_missing_vars_still_patches_env_only() {
     let p = pod("ns", Some(true), vec![container("c", None)]);
-    let out = apply(
-        &p,
-        mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default())
-            .patch
-            .as_ref()
-            .unwrap(),
-    );
+    let out = apply(&p, mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default()).patch.as_ref().unwrap());
     // Someone removed one variable: it comes back, the marker op is not repeated.
     let mut edited = out.clone();
-    edited.spec.as_mut().unwrap().containers[0]
-        .env
-        .as_mut()
-        .unwrap()
-        .remove(3);
+    edited.spec.as_mut().unwrap().containers[0].env.as_mut().unwrap().remove(3);
     let m = mutate(&edited, "ns", Mode::All, &services(), &PatchOptions::default());
     let patch = m.patch.as_ref().unwrap();
     assert_eq!(paths(patch), vec!["/spec/containers/0/env/0"]);
@@ -288,28 +234,16 @@ fn same_marker_but_missing_vars_still_patches_env_only() {
 #[test]
 fn links_set_false_by_another_party_after_injection_does_not_flip_marker() {
     let p = pod("ns", Some(true), vec![container("c", None)]);
-    let out = apply(
-        &p,
-        mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default())
-            .patch
-            .as_ref()
-            .unwrap(),
-    );
+    let out = apply(&p, mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default()).patch.as_ref().unwrap());
     let mut later = out.clone();
     later.spec.as_mut().unwrap().enable_service_links = Some(false);
-    assert_eq!(
-        mutate(&later, "ns", Mode::All, &services(), &PatchOptions::default()).patch,
-        None
-    );
+    assert_eq!(mutate(&later, "ns", Mode::All, &services(), &PatchOptions::default()).patch, None);
 }
 
 #[test]
 fn mode_off_and_missing_spec() {
     let p = pod("ns", Some(true), vec![container("c", None)]);
-    assert_eq!(
-        mutate(&p, "ns", Mode::Off, &services(), &links_off()),
-        Default::default()
-    );
+    assert_eq!(mutate(&p, "ns", Mode::Off, &services(), &links_off()), Default::default());
     let mut nospec = p.clone();
     nospec.spec = None;
     let m = mutate(&nospec, "ns", Mode::All, &services(), &links_off());
@@ -332,10 +266,7 @@ fn selected_mode_marker_and_no_services() {
 fn plan_patch_dedupes_input_and_warns_about_envfrom() {
     let mut c: Container = container("c", None);
     c.env_from = Some(vec![EnvFromSource {
-        secret_ref: Some(SecretEnvSource {
-            name: "s".to_owned(),
-            optional: None,
-        }),
+        secret_ref: Some(SecretEnvSource { name: "s".to_owned(), optional: None }),
         ..EnvFromSource::default()
     }]);
     let p = pod("ns", Some(true), vec![c, container("d", None)]);
@@ -356,4 +287,26 @@ fn hash_is_stable_and_order_sensitive() {
     assert_ne!(a, b);
     assert_ne!(vars_hash(&[var("AB", "")]), vars_hash(&[var("A", "B")]));
     assert_eq!(a.len(), 16);
+}
+
+#[test]
+fn large_namespace_hits_the_default_cap_smaller_one_fits() {
+    // About 360 bytes of env JSON per single-port Service: 2,000 of them exceed 256 KiB.
+    let many: Vec<Service> = (0..2000)
+        .map(|i| svc("ns", &format!("svc-{i}"), "10.0.0.1", &[("", 80, "TCP")]))
+        .collect();
+    let p = pod("ns", Some(true), vec![container("c", None)]);
+    let m = mutate(&p, "ns", Mode::All, &many, &links_off());
+    assert_eq!(m.patch, None);
+    assert_eq!(m.injected, 0);
+    assert!(m.warnings.iter().any(|w| w.contains("exceed the cap of 262144 bytes")));
+
+    let m = mutate(&p, "ns", Mode::All, &many[..200], &links_off());
+    assert_eq!(m.injected, 1400);
+    assert!(m.added_bytes < 256 * 1024);
+    let out = apply(&p, m.patch.as_ref().unwrap());
+    assert_eq!(env0(&out).len(), 1400);
+    // Name order, not input order: svc-0, svc-1, svc-10, svc-100, ...
+    assert_eq!(env0(&out)[7].name, "SVC_1_SERVICE_HOST");
+    assert_eq!(env0(&out)[14].name, "SVC_10_SERVICE_HOST");
 }

@@ -6,9 +6,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use serde_json::{Value, json};
 
 use super::super::review::base64;
-use super::super::{
-    Decision, MAX_WARNING_CHARS, Mode, Outcome, PatchOptions, ReviewConfig, Reviewed, review,
-};
+use super::super::{Decision, MAX_WARNING_CHARS, Mode, Outcome, PatchOptions, ReviewConfig, Reviewed, review};
 use super::{container, pod, svc, unbase64};
 
 fn services() -> Vec<Service> {
@@ -83,21 +81,9 @@ fn bad_bodies_are_400() {
     assert_status(&run(b"{not json"), 400, "malformed JSON");
     assert_status(&run(b""), 400, "malformed JSON");
     assert_status(&run(b"[]"), 400, "not a JSON object");
-    assert_status(
-        &run(br#"{"apiVersion":"v1","kind":"AdmissionReview","request":{"uid":"x"}}"#),
-        400,
-        "apiVersion",
-    );
-    assert_status(
-        &run(br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{"uid":"x"}}"#),
-        400,
-        "kind",
-    );
-    assert_status(
-        &run(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#),
-        400,
-        "missing request",
-    );
+    assert_status(&run(br#"{"apiVersion":"v1","kind":"AdmissionReview","request":{"uid":"x"}}"#), 400, "apiVersion");
+    assert_status(&run(br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{"uid":"x"}}"#), 400, "kind");
+    assert_status(&run(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#), 400, "missing request");
     for uid in ["", "null", "1", "{}"] {
         let body = format!(
             r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":{}}}}}"#,
@@ -114,10 +100,7 @@ fn bad_bodies_are_400() {
 
 #[test]
 fn oversized_body_is_413_before_parsing() {
-    let cfg = ReviewConfig {
-        max_body_bytes: 10,
-        ..ReviewConfig::default()
-    };
+    let cfg = ReviewConfig { max_body_bytes: 10, ..ReviewConfig::default() };
     let called = Cell::new(false);
     let r = review(b"{\"x\": \"0123456789\"}", &cfg, |_| {
         called.set(true);
@@ -127,9 +110,7 @@ fn oversized_body_is_413_before_parsing() {
     assert_eq!(r.outcome, Outcome::TooLarge);
     assert!(!called.get());
     // At the limit: parsed (and rejected for other reasons).
-    let r = review(b"{}", &ReviewConfig { max_body_bytes: 2, ..cfg }, |_| {
-        Decision::<Service>::off()
-    });
+    let r = review(b"{}", &ReviewConfig { max_body_bytes: 2, ..cfg }, |_| Decision::<Service>::off());
     assert_eq!(r.status, 400);
 }
 
@@ -141,10 +122,7 @@ fn non_create_and_non_pod_are_allowed_untouched() {
         vec![("operation", json!("DELETE"))],
         vec![("operation", json!("CONNECT"))],
         vec![("operation", json!(null))],
-        vec![(
-            "resource",
-            json!({"group": "apps", "version": "v1", "resource": "deployments"}),
-        )],
+        vec![("resource", json!({"group": "apps", "version": "v1", "resource": "deployments"}))],
         vec![("resource", json!({"group": "", "version": "v1", "resource": "services"}))],
         vec![("resource", json!("pods"))],
         vec![("subResource", json!("ephemeralcontainers"))],
@@ -161,10 +139,8 @@ fn non_create_and_non_pod_are_allowed_untouched() {
         assert!(!called.get(), "{extra:?}");
     }
     // Matching is on request.resource, not on the object's or request's kind.
-    let r = run(&body_for(
-        simple_pod_json(),
-        &[("kind", json!({"group": "apps", "version": "v1", "kind": "Deployment"}))],
-    ));
+    let r =
+        run(&body_for(simple_pod_json(), &[("kind", json!({"group": "apps", "version": "v1", "kind": "Deployment"}))]));
     assert_eq!(r.outcome, Outcome::Patched);
     // A null subResource counts as none.
     let r = run(&body_for(simple_pod_json(), &[("subResource", json!(null))]));
@@ -209,18 +185,10 @@ fn v1beta1_is_echoed() {
 fn dry_run_gives_the_same_patch_and_is_reported() {
     let seen = Cell::new(None);
     let svcs = services();
-    let r = review(
-        &body_for(simple_pod_json(), &[("dryRun", json!(true))]),
-        &ReviewConfig::default(),
-        |req| {
-            seen.set(Some(req.dry_run));
-            Decision {
-                mode: Mode::All,
-                services: svcs.iter().collect(),
-                warnings: Vec::new(),
-            }
-        },
-    );
+    let r = review(&body_for(simple_pod_json(), &[("dryRun", json!(true))]), &ReviewConfig::default(), |req| {
+        seen.set(Some(req.dry_run));
+        Decision { mode: Mode::All, services: svcs.iter().collect(), warnings: Vec::new() }
+    });
     let normal = run(&body_for(simple_pod_json(), &[]));
     assert_eq!(seen.get(), Some(true));
     assert!(r.dry_run);
@@ -269,10 +237,7 @@ fn namespace_falls_back_to_object_then_fails_open() {
 
 #[test]
 fn decision_warnings_are_cut_and_capped() {
-    let cfg = ReviewConfig {
-        max_warnings: 3,
-        ..ReviewConfig::default()
-    };
+    let cfg = ReviewConfig { max_warnings: 3, ..ReviewConfig::default() };
     let r = review(&body_for(simple_pod_json(), &[]), &cfg, |_| Decision::<Service> {
         mode: Mode::All,
         services: Vec::new(),
@@ -287,10 +252,7 @@ fn decision_warnings_are_cut_and_capped() {
 #[test]
 fn cap_in_config_reaches_the_patch() {
     let cfg = ReviewConfig {
-        patch: PatchOptions {
-            max_added_bytes: 10,
-            ..PatchOptions::default()
-        },
+        patch: PatchOptions { max_added_bytes: 10, ..PatchOptions::default() },
         ..ReviewConfig::default()
     };
     let svcs = services();
@@ -308,24 +270,18 @@ fn cap_in_config_reaches_the_patch() {
 #[test]
 fn real_world_review_body() {
     let body = r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"0c9a8d74-9cb7-44dd-b98e-09fd62def2f4","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"requestKind":{"group":"","version":"v1","kind":"Pod"},"requestResource":{"group":"","version":"v1","resource":"pods"},"name":"echo-pod","namespace":"colin-coder","operation":"CREATE","userInfo":{"username":"colin@coder.com","groups":["system:authenticated"]},"object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"echo-pod","namespace":"colin-coder","creationTimestamp":null,"labels":{"app":"echo-server"}},"spec":{"containers":[{"name":"echo-server","image":"jmalloc/echo-server","ports":[{"name":"http-port","containerPort":8080,"protocol":"TCP"}],"resources":{},"terminationMessagePath":"/dev/termination-log","terminationMessagePolicy":"File","imagePullPolicy":"Always"}],"restartPolicy":"Always","terminationGracePeriodSeconds":30,"dnsPolicy":"ClusterFirst","serviceAccountName":"default","enableServiceLinks":true},"status":{}},"oldObject":null,"dryRun":false,"options":{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1"}}}"#;
-    let svcs = vec![
+    let svcs = [
         svc("default", "kubernetes", "10.96.0.1", &[("https", 443, "TCP")]),
         svc("colin-coder", "echo", "10.0.0.7", &[("http", 80, "TCP")]),
     ];
     let r = review(body.as_bytes(), &ReviewConfig::default(), |req| {
         assert_eq!(req.name, "echo-pod");
-        Decision {
-            mode: Mode::All,
-            services: svcs.iter().collect(),
-            warnings: Vec::new(),
-        }
+        Decision { mode: Mode::All, services: svcs.iter().collect(), warnings: Vec::new() }
     });
     assert_eq!(r.outcome, Outcome::Patched);
     let v = json_of(&r);
     assert_eq!(v["response"]["uid"], "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4");
-    let ops: Value =
-        serde_json::from_slice(&unbase64(v["response"]["patch"].as_str().unwrap()).unwrap())
-            .unwrap();
+    let ops: Value = serde_json::from_slice(&unbase64(v["response"]["patch"].as_str().unwrap()).unwrap()).unwrap();
     let ops = ops.as_array().unwrap();
     assert_eq!(ops[0]["path"], "/spec/containers/0/env");
     assert_eq!(ops[0]["value"][0]["name"], "ECHO_SERVICE_HOST");

@@ -5,8 +5,7 @@ use std::collections::HashSet;
 use k8s_openapi::api::core::v1::Service;
 
 use super::super::{
-    MAX_WARNING_CHARS, from_services, generate, is_service_ip_set, select_services,
-    visible_services, warning,
+    MAX_WARNING_CHARS, from_services, generate, is_service_ip_set, select_services, visible_services, warning,
 };
 use super::{svc, var};
 
@@ -57,12 +56,7 @@ fn empty_protocol_is_tcp_and_case_is_normalised() {
 #[test]
 fn first_port_named_gets_both_names_and_count_matches_formula() {
     // Two named ports: 2 + 2 + 1 + 4*2 = 13.
-    let got = from_services(&[svc(
-        "a",
-        "db",
-        "fd00::10",
-        &[("pg", 5432, "TCP"), ("metrics", 9187, "TCP")],
-    )]);
+    let got = from_services(&[svc("a", "db", "fd00::10", &[("pg", 5432, "TCP"), ("metrics", 9187, "TCP")])]);
     assert_eq!(got.len(), 13);
     assert_eq!(got[1], var("DB_SERVICE_PORT", "5432"));
     assert_eq!(got[2], var("DB_SERVICE_PORT_PG", "5432"));
@@ -72,10 +66,7 @@ fn first_port_named_gets_both_names_and_count_matches_formula() {
 
 #[test]
 fn service_without_ports_is_skipped_with_warning() {
-    let g = generate(&[
-        svc("a", "empty", "10.0.0.1", &[]),
-        svc("a", "ok", "10.0.0.2", &[("", 1, "")]),
-    ]);
+    let g = generate(&[svc("a", "empty", "10.0.0.1", &[]), svc("a", "ok", "10.0.0.2", &[("", 1, "")])]);
     assert_eq!(g.vars.len(), 7);
     assert!(g.vars.iter().all(|v| v.name.starts_with("OK_")));
     assert_eq!(g.warnings.len(), 1);
@@ -102,16 +93,9 @@ fn unusable_names_are_skipped_with_warning() {
 fn collision_redis_vs_redis_service_first_by_name_wins() {
     let redis = svc("ns", "redis", "10.0.0.1", &[("", 6379, "TCP")]);
     let redis_service = svc("ns", "redis-service", "10.0.0.2", &[("", 80, "TCP")]);
-    for input in [
-        vec![redis.clone(), redis_service.clone()],
-        vec![redis_service.clone(), redis.clone()],
-    ] {
+    for input in [vec![redis.clone(), redis_service.clone()], vec![redis_service.clone(), redis.clone()]] {
         let g = generate(&input);
-        let port: Vec<_> = g
-            .vars
-            .iter()
-            .filter(|v| v.name == "REDIS_SERVICE_PORT")
-            .collect();
+        let port: Vec<_> = g.vars.iter().filter(|v| v.name == "REDIS_SERVICE_PORT").collect();
         assert_eq!(port, vec![&var("REDIS_SERVICE_PORT", "6379")]);
         assert_eq!(g.collisions.len(), 1);
         assert_eq!(g.collisions[0].name, "REDIS_SERVICE_PORT");
@@ -178,10 +162,7 @@ fn visible_master_always_namespace_only_with_links() {
     let off = visible_services("ns", false, &all);
     assert_eq!(names(&off.services), vec!["default/kubernetes"]);
     let in_default = visible_services("default", true, &all);
-    assert_eq!(
-        names(&in_default.services),
-        vec!["default/kubernetes", "default/other"]
-    );
+    assert_eq!(names(&in_default.services), vec!["default/kubernetes", "default/other"]);
 }
 
 #[test]
@@ -205,10 +186,7 @@ fn visible_last_duplicate_wins_like_the_kubelet_map() {
     let list = [first, second];
     let v = visible_services("ns", true, &list);
     assert_eq!(v.services.len(), 1);
-    assert_eq!(
-        v.services[0].spec.as_ref().unwrap().cluster_ip.as_deref(),
-        Some("10.0.0.2")
-    );
+    assert_eq!(v.services[0].spec.as_ref().unwrap().cluster_ip.as_deref(), Some("10.0.0.2"));
 }
 
 #[test]
@@ -221,17 +199,9 @@ fn select_by_names_and_labels() {
         labelled,
         svc("ns", "headless", "None", &[("", 1, "")]),
     ];
-    let wanted = vec![
-        "web".to_owned(),
-        "missing".to_owned(),
-        "headless".to_owned(),
-        "web".to_owned(),
-    ];
+    let wanted = vec!["web".to_owned(), "missing".to_owned(), "headless".to_owned(), "web".to_owned()];
     let sel = select_services(&all, &wanted, |s| {
-        s.metadata
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.get("tier").map(String::as_str) == Some("data"))
+        s.metadata.labels.as_ref().is_some_and(|l| l.get("tier").map(String::as_str) == Some("data"))
     });
     assert_eq!(names(&sel.services), vec!["ns/cache", "ns/headless", "ns/web"]);
     assert_eq!(sel.warnings.len(), 2, "{:?}", sel.warnings);
