@@ -91,8 +91,8 @@ impl RunArgs {
                 core,
                 workers: usize::from(self.concurrent_service_endpoint_syncs),
                 batch_period: self.endpointslice_updates_batch_period,
-                namespace: self.namespace.clone(),
             },
+            namespace: self.namespace.clone(),
             admin_addr,
             field_manager: self.field_manager.clone(),
         })

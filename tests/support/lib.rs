@@ -61,7 +61,7 @@ impl Drop for Running {
 /// adjusts the options, and waits until their caches are synced.
 pub async fn start(client: &kube::Client, ns: &str, tweak: impl FnOnce(&mut Options)) -> Running {
     let mut options = Options::default();
-    options.endpointslice.namespace = Some(ns.to_string());
+    options.namespace = Some(ns.to_string());
     tweak(&mut options);
     let handles = Handles::default();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -11,21 +11,19 @@ use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
 use crate::endpointslice as core;
 use crate::runtime::admin::Readiness;
-use crate::runtime::cache::{Cache, Handler, run_cache};
-use crate::runtime::index::{GroupIndex, SelectorIndex};
+use crate::runtime::cache::Handler;
+use crate::runtime::index::GroupIndex;
 use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels, ResultLabels, WriterLabels};
 use crate::runtime::queue::{RateLimit, WorkQueue};
 
-use super::prune;
+use super::informers::{Informers, Key, PodSubscriber, Subscribers, key_of};
 
-/// The label naming the Service of a slice.
-pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+pub use super::informers::LABEL_SERVICE_NAME;
 /// The label naming the controller managing a slice.
 pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 /// Upstream's `maxRetries`: after this many failures in a row a key is dropped until its next event.
@@ -42,110 +40,11 @@ pub struct Settings {
     pub workers: usize,
     /// Delay of pod-triggered syncs (`--endpointslice-updates-batch-period`).
     pub batch_period: Duration,
-    /// Watch only this namespace (`--namespace`); all namespaces when `None`.
-    pub namespace: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { core: core::Config::default(), workers: 5, batch_period: Duration::ZERO, namespace: None }
-    }
-}
-
-type Key = (String, String);
-
-fn key_of<K: Resource>(o: &K) -> Key {
-    (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
-}
-
-/// Indexes kept consistent under one lock (see [`Indexes`]).
-#[derive(Debug, Default)]
-struct IndexState {
-    /// (namespace, service) → pods it selects.
-    pods_of_service: HashMap<Key, BTreeSet<String>>,
-    /// (namespace, pod) → services selecting it.
-    services_of_pod: HashMap<Key, BTreeSet<String>>,
-    /// namespace → pods.
-    pods_by_ns: HashMap<String, BTreeSet<String>>,
-}
-
-/// Pod ↔ Service membership. Service and pod handlers run on different tasks; one lock orders
-/// them so that a pod and a Service that arrive together always end up linked (the store is
-/// written before handlers run, and whichever handler runs second sees the other's object).
-#[derive(Default)]
-struct Indexes {
-    selectors: SelectorIndex,
-    state: Mutex<IndexState>,
-    slices: GroupIndex,
-}
-
-impl Indexes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, IndexState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Re-evaluates a pod's memberships; returns the services it belonged to before and now.
-    fn update_pod(&self, ns: &str, name: &str, labels: Option<&BTreeMap<String, String>>) -> (BTreeSet<String>, BTreeSet<String>) {
-        let now = labels.map(|l| self.selectors.matching(ns, l)).unwrap_or_default();
-        let mut s = self.lock();
-        let pk = (ns.to_string(), name.to_string());
-        let before = s.services_of_pod.remove(&pk).unwrap_or_default();
-        for svc in before.difference(&now) {
-            if let Some(set) = s.pods_of_service.get_mut(&(ns.to_string(), svc.clone())) {
-                set.remove(name);
-            }
-        }
-        for svc in &now {
-            s.pods_of_service.entry((ns.to_string(), svc.clone())).or_default().insert(name.to_string());
-        }
-        if labels.is_some() {
-            s.pods_by_ns.entry(ns.to_string()).or_default().insert(name.to_string());
-            s.services_of_pod.insert(pk, now.clone());
-        } else if let Some(set) = s.pods_by_ns.get_mut(ns) {
-            set.remove(name);
-        }
-        (before, now)
-    }
-
-    /// Records a Service's selector and recomputes which pods it selects.
-    fn update_service(&self, ns: &str, name: &str, selector: Option<&BTreeMap<String, String>>, pods: &Cache<Pod>) {
-        let mut s = self.lock();
-        self.selectors.set(ns, name, selector);
-        let sk = (ns.to_string(), name.to_string());
-        let old = s.pods_of_service.remove(&sk).unwrap_or_default();
-        for p in &old {
-            if let Some(set) = s.services_of_pod.get_mut(&(ns.to_string(), p.clone())) {
-                set.remove(name);
-            }
-        }
-        let Some(sel) = selector.filter(|m| !m.is_empty()) else { return };
-        let candidates: Vec<String> = s.pods_by_ns.get(ns).map(|set| set.iter().cloned().collect()).unwrap_or_default();
-        let mut members = BTreeSet::new();
-        for p in candidates {
-            let Some(pod) = pods.get(Some(ns), &p) else { continue };
-            let labels = pod.metadata.labels.as_ref();
-            if sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
-                s.services_of_pod.entry((ns.to_string(), p.clone())).or_default().insert(name.to_string());
-                members.insert(p);
-            }
-        }
-        s.pods_of_service.insert(sk, members);
-    }
-
-    fn remove_service(&self, ns: &str, name: &str) {
-        let mut s = self.lock();
-        self.selectors.remove(ns, name);
-        if let Some(old) = s.pods_of_service.remove(&(ns.to_string(), name.to_string())) {
-            for p in old {
-                if let Some(set) = s.services_of_pod.get_mut(&(ns.to_string(), p)) {
-                    set.remove(name);
-                }
-            }
-        }
-    }
-
-    fn pods_of(&self, ns: &str, svc: &str) -> Vec<String> {
-        self.lock().pods_of_service.get(&(ns.to_string(), svc.to_string())).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        Settings { core: core::Config::default(), workers: 5, batch_period: Duration::ZERO }
     }
 }
 
@@ -154,7 +53,8 @@ struct Shared {
     settings: Settings,
     field_manager: String,
     queue: WorkQueue<Key>,
-    indexes: Indexes,
+    /// Slices by Service (`kubernetes.io/service-name`).
+    slices_by_service: GroupIndex,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     /// Services whose hints depend on Nodes (topology-mode Auto or trafficDistribution).
@@ -193,7 +93,7 @@ impl Controller {
             settings,
             field_manager,
             queue: WorkQueue::new("endpoint_slice", RateLimit::ENDPOINTSLICE),
-            indexes: Indexes::default(),
+            slices_by_service: GroupIndex::default(),
             metrics,
             recorder,
             hinted: Mutex::default(),
@@ -208,62 +108,28 @@ impl Controller {
         Controller { shared, ready: ready.check("endpointslice-controller caches") }
     }
 
-    /// Runs until `stop` turns true: starts the watches, waits for the caches, then the workers.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let s = self.shared.clone();
-        let client = s.client.clone();
-        let pods_slot: Arc<std::sync::OnceLock<Cache<Pod>>> = Arc::default();
-        let nodes_slot: Arc<std::sync::OnceLock<Cache<Node>>> = Arc::default();
-        fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
-        where
-            K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-            K::DynamicType: Default,
-        {
-            match ns {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            }
+    /// The handlers this controller needs on the shared caches.
+    pub fn subscribers(&self) -> Subscribers {
+        let s = &self.shared;
+        Subscribers {
+            services: vec![Arc::new(ServiceEvents(s.clone()))],
+            pods: vec![Arc::new(PodEvents(s.clone()))],
+            nodes: vec![Arc::new(NodeEvents(s.clone()))],
+            slices: vec![Arc::new(SliceEvents(s.clone()))],
+            endpoints: vec![],
         }
-        let ns = s.settings.namespace.as_deref();
+    }
 
-        let (pods, pods_fut) = run_cache(
-            api::<Pod>(&client, ns),
-            watcher::Config::default(),
-            prune::pod,
-            vec![Arc::new(PodEvents(s.clone()))],
-        );
-        let _ = pods_slot.set(pods.clone());
-        let (services, services_fut) = run_cache(
-            api::<Service>(&client, ns),
-            watcher::Config::default(),
-            prune::managed_fields,
-            vec![Arc::new(ServiceEvents(s.clone(), pods_slot.clone()))],
-        );
-        let (nodes, nodes_fut) = run_cache(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default(),
-            prune::managed_fields,
-            vec![Arc::new(NodeEvents(s.clone()))],
-        );
-        let _ = nodes_slot.set(nodes.clone());
-        let (slices, slices_fut) = run_cache(
-            api::<EndpointSlice>(&client, ns),
-            watcher::Config::default().labels(LABEL_SERVICE_NAME),
-            prune::endpoint_slice,
-            vec![Arc::new(SliceEvents(s.clone()))],
-        );
-        let watches = tokio::spawn(async move {
-            tokio::join!(pods_fut, services_fut, nodes_fut, slices_fut);
-        });
-
+    /// Runs until `stop` turns true: waits for the caches, then runs the workers.
+    pub async fn run(self, informers: Informers, mut stop: watch::Receiver<bool>) {
+        let s = self.shared.clone();
         tokio::select! {
-            _ = async { tokio::join!(pods.wait_synced(), services.wait_synced(), nodes.wait_synced(), slices.wait_synced()) } => {}
-            _ = stop.wait_for(|v| *v) => { watches.abort(); return; }
+            _ = informers.wait_synced() => {}
+            _ = stop.wait_for(|v| *v) => return,
         }
         self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(workers = s.settings.workers, "endpointslice-controller caches synced; starting workers");
-
-        let snap = Snapshot { services, pods, nodes, slices };
+        let snap = informers;
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..s.settings.workers.max(1) {
             let (s, snap) = (s.clone(), snap.clone());
@@ -281,17 +147,10 @@ impl Controller {
         let _ = stop.wait_for(|v| *v).await;
         s.queue.shut_down();
         while workers.join_next().await.is_some() {}
-        watches.abort();
     }
 }
 
-#[derive(Clone)]
-struct Snapshot {
-    services: Cache<Service>,
-    pods: Cache<Pod>,
-    nodes: Cache<Node>,
-    slices: Cache<EndpointSlice>,
-}
+type Snapshot = Informers;
 
 /// Why a sync failed.
 #[derive(Debug, thiserror::Error)]
@@ -338,15 +197,11 @@ fn enqueue(s: &Shared, key: Key, delay: Duration) {
     }
 }
 
-struct ServiceEvents(Arc<Shared>, Arc<std::sync::OnceLock<Cache<Pod>>>);
+struct ServiceEvents(Arc<Shared>);
 
 impl Handler<Service> for ServiceEvents {
     fn applied(&self, _old: Option<Arc<Service>>, new: Arc<Service>) {
         let (ns, name) = key_of(&*new);
-        let selector = new.spec.as_ref().and_then(|s| s.selector.as_ref());
-        if let Some(pods) = self.1.get() {
-            self.0.indexes.update_service(&ns, &name, selector, pods);
-        }
         let hinted = core::topology::hints_enabled(new.metadata.annotations.as_ref())
             || new.spec.as_ref().and_then(|s| s.traffic_distribution.as_ref()).is_some();
         {
@@ -362,7 +217,6 @@ impl Handler<Service> for ServiceEvents {
 
     fn deleted(&self, old: Arc<Service>) {
         let (ns, name) = key_of(&*old);
-        self.0.indexes.remove_service(&ns, &name);
         self.0.hinted.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.clone(), name.clone()));
         enqueue(&self.0, (ns, name), Duration::ZERO);
     }
@@ -370,37 +224,28 @@ impl Handler<Service> for ServiceEvents {
 
 struct PodEvents(Arc<Shared>);
 
-impl Handler<Pod> for PodEvents {
-    fn applied(&self, old: Option<Arc<Pod>>, new: Arc<Pod>) {
-        let (ns, name) = key_of(&*new);
+impl PodSubscriber for PodEvents {
+    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>, before: &BTreeSet<String>, now: &BTreeSet<String>) {
         let s = &self.0;
-        let (before, now) = s.indexes.update_pod(&ns, &name, Some(new.labels()));
-        let delay = s.settings.batch_period;
-        let targets: BTreeSet<String> = match old {
-            None => now,
-            Some(old) => {
+        let Some(ns) = new.or(old).and_then(|p| p.metadata.namespace.clone()) else { return };
+        let targets: BTreeSet<String> = match (old, new) {
+            (None, Some(_)) => now.clone(),
+            (Some(_), None) => before.clone(),
+            (Some(old), Some(new)) => {
                 if old.metadata.resource_version == new.metadata.resource_version {
                     return;
                 }
-                let (pod_changed, labels_changed) = crate::podutil::pod_endpoints_changed(&old, &new);
-                match (pod_changed, labels_changed) {
+                match crate::podutil::pod_endpoints_changed(old, new) {
                     (false, false) => return,
-                    (true, false) => now,
-                    (false, true) => before.symmetric_difference(&now).cloned().collect(),
-                    (true, true) => before.union(&now).cloned().collect(),
+                    (true, false) => now.clone(),
+                    (false, true) => before.symmetric_difference(now).cloned().collect(),
+                    (true, true) => before.union(now).cloned().collect(),
                 }
             }
+            (None, None) => return,
         };
         for svc in targets {
-            enqueue(s, (ns.clone(), svc), delay);
-        }
-    }
-
-    fn deleted(&self, old: Arc<Pod>) {
-        let (ns, name) = key_of(&*old);
-        let (before, _) = self.0.indexes.update_pod(&ns, &name, None);
-        for svc in before {
-            enqueue(&self.0, (ns.clone(), svc), self.0.settings.batch_period);
+            enqueue(s, (ns.clone(), svc), s.settings.batch_period);
         }
     }
 }
@@ -493,7 +338,7 @@ impl Handler<EndpointSlice> for SliceEvents {
         let s = &self.0;
         let ns = new.namespace().unwrap_or_default();
         let group = new.labels().get(LABEL_SERVICE_NAME).cloned();
-        s.indexes.slices.set(&ns, &new.name_any(), group.as_deref());
+        s.slices_by_service.set(&ns, &new.name_any(), group.as_deref());
         s.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
         if self.ours(&new) {
             self.check_foreign_writer(&new);
@@ -526,7 +371,7 @@ impl Handler<EndpointSlice> for SliceEvents {
 
     fn deleted(&self, old: Arc<EndpointSlice>) {
         let s = &self.0;
-        s.indexes.slices.set(&old.namespace().unwrap_or_default(), &old.name_any(), None);
+        s.slices_by_service.set(&old.namespace().unwrap_or_default(), &old.name_any(), None);
         s.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
         if self.ours(&old)
             && let Some(k) = Self::service_of(&old)
@@ -700,11 +545,9 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key) -> Result<(), SyncError> {
     if spec.type_.as_deref() == Some("ExternalName") || spec.selector.is_none() {
         return Ok(());
     }
-    let pods: Vec<Arc<Pod>> =
-        s.indexes.pods_of(ns, name).iter().filter_map(|p| snap.pods.get(Some(ns), p)).collect();
+    let pods: Vec<Arc<Pod>> = snap.pods_of(ns, name);
     let cached: Vec<Arc<EndpointSlice>> = s
-        .indexes
-        .slices
+        .slices_by_service
         .members(ns, name)
         .iter()
         .filter_map(|n| snap.slices.get(Some(ns), n))

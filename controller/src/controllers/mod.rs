@@ -2,6 +2,7 @@
 //! server. Everything that decides *what* to write lives in the functional core modules.
 
 pub mod endpointslice;
+pub mod informers;
 pub mod prune;
 
 use std::net::SocketAddr;
@@ -90,6 +91,8 @@ pub struct Options {
     pub admin_addr: Option<SocketAddr>,
     /// Field manager used for every write.
     pub field_manager: String,
+    /// Watch and manage only this namespace (`--namespace`); all namespaces when `None`.
+    pub namespace: Option<String>,
 }
 
 impl Default for Options {
@@ -99,6 +102,7 @@ impl Default for Options {
             endpointslice: endpointslice::Settings::default(),
             admin_addr: None,
             field_manager: "epslice".into(),
+            namespace: None,
         }
     }
 }
@@ -145,6 +149,8 @@ pub async fn run(
             anyhow::bail!("controller {} is not implemented yet; disable it with --controllers=-{}", c.as_str(), c.as_str());
         }
     }
+    let mut subs = informers::Subscribers::default();
+    let mut runs: Vec<Box<dyn FnOnce(informers::Informers, tokio::sync::watch::Receiver<bool>) -> futures::future::BoxFuture<'static, ()> + Send>> = Vec::new();
     if options.controllers.contains(&ControllerName::EndpointSlice) {
         let ctl = endpointslice::Controller::new(
             client.clone(),
@@ -153,8 +159,13 @@ pub async fn run(
             metrics.clone(),
             &ready,
         );
-        let rx = stop_rx.clone();
-        tasks.spawn(async move { ctl.run(rx).await });
+        subs.extend(ctl.subscribers());
+        runs.push(Box::new(move |inf, rx| Box::pin(ctl.run(inf, rx))));
+    }
+    let (informers, watches) = informers::start(&client, options.namespace.as_deref(), subs);
+    let watches = tokio::spawn(watches);
+    for run in runs {
+        tasks.spawn(run(informers.clone(), stop_rx.clone()));
     }
     let mut rx = stop_rx;
     let _ = rx.wait_for(|s| *s).await;
@@ -162,6 +173,7 @@ pub async fn run(
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!("controllers did not stop within {grace:?}; exiting anyway");
     }
+    watches.abort();
     Ok(())
 }
 

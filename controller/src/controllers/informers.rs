@@ -1,0 +1,282 @@
+//! Watch caches shared by every enabled controller, and the pod ↔ Service membership index.
+//!
+//! One watch per resource type feeds one cache; each controller subscribes handlers. Pod events
+//! go through [`Membership`] first, so every subscriber learns which Services selected the pod
+//! before and after the event (upstream's `GetServicesToUpdateOnPodChange` inputs).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+use super::prune;
+use crate::runtime::cache::{Cache, Handler, run_cache};
+use crate::runtime::index::SelectorIndex;
+
+/// `(namespace, name)`.
+pub type Key = (String, String);
+
+/// The key of an object.
+pub fn key_of<K: Resource>(o: &K) -> Key {
+    (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
+}
+
+/// The label naming the Service of a slice.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+
+#[derive(Debug, Default)]
+struct MembershipState {
+    /// (namespace, service) → pods it selects.
+    pods_of_service: HashMap<Key, BTreeSet<String>>,
+    /// (namespace, pod) → services selecting it.
+    services_of_pod: HashMap<Key, BTreeSet<String>>,
+    /// namespace → pods.
+    pods_by_ns: HashMap<String, BTreeSet<String>>,
+}
+
+/// Pod ↔ Service membership. Service and pod handlers run on different tasks; one lock orders
+/// them so that a pod and a Service that arrive together always end up linked (each cache is
+/// written before its handlers run, and whichever handler runs second sees the other's object).
+#[derive(Default)]
+pub struct Membership {
+    selectors: SelectorIndex,
+    state: Mutex<MembershipState>,
+}
+
+impl Membership {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MembershipState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-evaluates a pod's memberships (`labels: None` for a deleted pod); returns the Services
+    /// it belonged to before and now.
+    pub fn update_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut s = self.lock();
+        let now = labels.map(|l| self.selectors.matching(ns, l)).unwrap_or_default();
+        let pk = (ns.to_string(), name.to_string());
+        let before = s.services_of_pod.remove(&pk).unwrap_or_default();
+        for svc in before.difference(&now) {
+            if let Some(set) = s.pods_of_service.get_mut(&(ns.to_string(), svc.clone())) {
+                set.remove(name);
+            }
+        }
+        for svc in &now {
+            s.pods_of_service.entry((ns.to_string(), svc.clone())).or_default().insert(name.to_string());
+        }
+        if labels.is_some() {
+            s.pods_by_ns.entry(ns.to_string()).or_default().insert(name.to_string());
+            s.services_of_pod.insert(pk, now.clone());
+        } else if let Some(set) = s.pods_by_ns.get_mut(ns) {
+            set.remove(name);
+        }
+        (before, now)
+    }
+
+    /// Records a Service's selector and recomputes which pods it selects.
+    pub fn update_service(&self, ns: &str, name: &str, selector: Option<&BTreeMap<String, String>>, pods: &Cache<Pod>) {
+        let mut s = self.lock();
+        self.selectors.set(ns, name, selector);
+        let sk = (ns.to_string(), name.to_string());
+        let old = s.pods_of_service.remove(&sk).unwrap_or_default();
+        for p in &old {
+            if let Some(set) = s.services_of_pod.get_mut(&(ns.to_string(), p.clone())) {
+                set.remove(name);
+            }
+        }
+        let Some(sel) = selector.filter(|m| !m.is_empty()) else { return };
+        let candidates: Vec<String> = s.pods_by_ns.get(ns).map(|set| set.iter().cloned().collect()).unwrap_or_default();
+        let mut members = BTreeSet::new();
+        for p in candidates {
+            let Some(pod) = pods.get(Some(ns), &p) else { continue };
+            let labels = pod.metadata.labels.as_ref();
+            if sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
+                s.services_of_pod.entry((ns.to_string(), p.clone())).or_default().insert(name.to_string());
+                members.insert(p);
+            }
+        }
+        s.pods_of_service.insert(sk, members);
+    }
+
+    /// Forgets a Service.
+    pub fn remove_service(&self, ns: &str, name: &str) {
+        let mut s = self.lock();
+        self.selectors.remove(ns, name);
+        if let Some(old) = s.pods_of_service.remove(&(ns.to_string(), name.to_string())) {
+            for p in old {
+                if let Some(set) = s.services_of_pod.get_mut(&(ns.to_string(), p)) {
+                    set.remove(name);
+                }
+            }
+        }
+    }
+
+    /// The pods a Service selects.
+    pub fn pods_of(&self, ns: &str, svc: &str) -> Vec<String> {
+        self.lock()
+            .pods_of_service
+            .get(&(ns.to_string(), svc.to_string()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A controller's interest in pod events, with the Services that selected the pod.
+pub trait PodSubscriber: Send + Sync {
+    /// A pod was added (`old: None`), updated, or deleted (`new: None`); `before` and `now` are
+    /// the Services that select it before and after the event.
+    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>, before: &BTreeSet<String>, now: &BTreeSet<String>);
+}
+
+/// Handlers of the enabled controllers, by resource.
+#[derive(Default)]
+pub struct Subscribers {
+    /// Service events (after the membership index is updated).
+    pub services: Vec<Arc<dyn Handler<Service>>>,
+    /// Pod events.
+    pub pods: Vec<Arc<dyn PodSubscriber>>,
+    /// Node events.
+    pub nodes: Vec<Arc<dyn Handler<Node>>>,
+    /// EndpointSlice events (slices labelled `kubernetes.io/service-name`).
+    pub slices: Vec<Arc<dyn Handler<EndpointSlice>>>,
+    /// Endpoints events.
+    pub endpoints: Vec<Arc<dyn Handler<Endpoints>>>,
+}
+
+impl Subscribers {
+    /// Adds another controller's subscribers.
+    pub fn extend(&mut self, other: Subscribers) {
+        self.services.extend(other.services);
+        self.pods.extend(other.pods);
+        self.nodes.extend(other.nodes);
+        self.slices.extend(other.slices);
+        self.endpoints.extend(other.endpoints);
+    }
+}
+
+/// The shared caches.
+#[derive(Clone)]
+pub struct Informers {
+    /// Services.
+    pub services: Cache<Service>,
+    /// Pods (pruned, see [`prune::pod`]).
+    pub pods: Cache<Pod>,
+    /// Nodes.
+    pub nodes: Cache<Node>,
+    /// EndpointSlices labelled `kubernetes.io/service-name`.
+    pub slices: Cache<EndpointSlice>,
+    /// Endpoints.
+    pub endpoints: Cache<Endpoints>,
+    /// Pod ↔ Service membership.
+    pub membership: Arc<Membership>,
+}
+
+impl Informers {
+    /// Waits until every cache listed once.
+    pub async fn wait_synced(&self) {
+        tokio::join!(
+            self.services.wait_synced(),
+            self.pods.wait_synced(),
+            self.nodes.wait_synced(),
+            self.slices.wait_synced(),
+            self.endpoints.wait_synced()
+        );
+    }
+
+    /// The pods a Service selects, from the cache.
+    pub fn pods_of(&self, ns: &str, svc: &str) -> Vec<Arc<Pod>> {
+        self.membership.pods_of(ns, svc).iter().filter_map(|p| self.pods.get(Some(ns), p)).collect()
+    }
+}
+
+struct ServiceMembership(Arc<Membership>, Arc<OnceLock<Cache<Pod>>>);
+
+impl Handler<Service> for ServiceMembership {
+    fn applied(&self, _old: Option<Arc<Service>>, new: Arc<Service>) {
+        let (ns, name) = key_of(&*new);
+        if let Some(pods) = self.1.get() {
+            self.0.update_service(&ns, &name, new.spec.as_ref().and_then(|s| s.selector.as_ref()), pods);
+        }
+    }
+
+    fn deleted(&self, old: Arc<Service>) {
+        let (ns, name) = key_of(&*old);
+        self.0.remove_service(&ns, &name);
+    }
+}
+
+struct PodFanout(Arc<Membership>, Vec<Arc<dyn PodSubscriber>>);
+
+impl Handler<Pod> for PodFanout {
+    fn applied(&self, old: Option<Arc<Pod>>, new: Arc<Pod>) {
+        let (ns, name) = key_of(&*new);
+        let (before, now) = self.0.update_pod(&ns, &name, Some(new.labels()));
+        for s in &self.1 {
+            s.pod_changed(old.as_deref(), Some(&new), &before, &now);
+        }
+    }
+
+    fn deleted(&self, old: Arc<Pod>) {
+        let (ns, name) = key_of(&*old);
+        let (before, now) = self.0.update_pod(&ns, &name, None);
+        for s in &self.1 {
+            s.pod_changed(Some(&old), None, &before, &now);
+        }
+    }
+}
+
+fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Starts the watches (all namespaces, or `namespace`) and returns the caches; the returned
+/// future runs the watches.
+pub fn start(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    subs: Subscribers,
+) -> (Informers, impl std::future::Future<Output = ()> + Send + 'static) {
+    let membership = Arc::new(Membership::default());
+    let pods_slot: Arc<OnceLock<Cache<Pod>>> = Arc::default();
+    let (pods, pods_fut) = run_cache(
+        api::<Pod>(client, namespace),
+        watcher::Config::default(),
+        prune::pod,
+        vec![Arc::new(PodFanout(membership.clone(), subs.pods))],
+    );
+    let _ = pods_slot.set(pods.clone());
+    let mut service_handlers: Vec<Arc<dyn Handler<Service>>> =
+        vec![Arc::new(ServiceMembership(membership.clone(), pods_slot))];
+    service_handlers.extend(subs.services);
+    let (services, services_fut) =
+        run_cache(api::<Service>(client, namespace), watcher::Config::default(), prune::managed_fields, service_handlers);
+    let (nodes, nodes_fut) =
+        run_cache(Api::<Node>::all(client.clone()), watcher::Config::default(), prune::managed_fields, subs.nodes);
+    let (slices, slices_fut) = run_cache(
+        api::<EndpointSlice>(client, namespace),
+        watcher::Config::default().labels(LABEL_SERVICE_NAME),
+        prune::endpoint_slice,
+        subs.slices,
+    );
+    let (endpoints, endpoints_fut) =
+        run_cache(api::<Endpoints>(client, namespace), watcher::Config::default(), prune::managed_fields, subs.endpoints);
+    let fut = async move {
+        tokio::join!(pods_fut, services_fut, nodes_fut, slices_fut, endpoints_fut);
+    };
+    (Informers { services, pods, nodes, slices, endpoints, membership }, fut)
+}
