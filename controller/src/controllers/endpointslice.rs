@@ -22,6 +22,8 @@ use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels, ResultLabel
 use crate::runtime::queue::{RateLimit, WorkQueue};
 
 use super::informers::{Informers, Key, PodSubscriber, Subscribers, key_of};
+use super::overlay::RecentWrites;
+use super::trigger::{TriggerTimeTracker, to_chrono};
 
 pub use super::informers::LABEL_SERVICE_NAME;
 /// The label naming the controller managing a slice.
@@ -66,7 +68,7 @@ struct Shared {
     /// Desired endpoints and slices per Service, for the gauges.
     gauges: Mutex<HashMap<Key, (i64, i64, i64)>>,
     /// Our own recent writes the slice cache has not caught up with yet.
-    written: Mutex<RecentWrites>,
+    written: Mutex<RecentWrites<EndpointSlice>>,
     /// Field managers already reported as competing writers.
     reported_writers: Mutex<HashSet<String>>,
     started_at: DateTime<Utc>,
@@ -381,156 +383,6 @@ impl Handler<EndpointSlice> for SliceEvents {
     }
 }
 
-/// k8s-openapi's timestamps (jiff) as chrono's.
-pub fn to_chrono(t: k8s_openapi::jiff::Timestamp) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.as_second(), u32::try_from(t.subsec_nanosecond()).unwrap_or(0)).unwrap_or_default()
-}
-
-/// Upstream's `TriggerTimeTracker`: the time of the earliest change (pod Ready transition or
-/// Service creation) not yet reflected in the slices.
-///
-/// Unlike upstream, computing does not record anything: the shell [`TriggerTimeTracker::commit`]s
-/// the new state only after the plan was applied, so a sync that fails (a 409 from a lagging
-/// cache, say) does not swallow the trigger time of the retry.
-#[derive(Debug, Default)]
-pub struct TriggerTimeTracker {
-    states: HashMap<Key, TriggerState>,
-}
-
-/// What the tracker remembers of one Service.
-#[derive(Debug, Clone, Default)]
-pub struct TriggerState {
-    service: Option<DateTime<Utc>>,
-    pods: HashMap<String, DateTime<Utc>>,
-}
-
-impl TriggerTimeTracker {
-    /// The `endpoints.kubernetes.io/last-change-trigger-time` for this sync, and the state to
-    /// [`commit`](Self::commit) once the sync succeeded.
-    pub fn compute(&self, service: &Service, pods: &[Arc<Pod>]) -> (Option<DateTime<Utc>>, TriggerState) {
-        let prev = self.states.get(&key_of(service));
-        let mut min: Option<DateTime<Utc>> = None;
-        let mut next = TriggerState::default();
-        for p in pods {
-            let t = crate::podutil::pod_ready_condition(p).and_then(|c| c.last_transition_time.as_ref()).map(|t| to_chrono(t.0));
-            if let Some(t) = t {
-                let name = p.name_any();
-                if prev.and_then(|st| st.pods.get(&name)).is_none_or(|before| t > *before) {
-                    min = Some(min.map_or(t, |m| m.min(t)));
-                }
-                next.pods.insert(name, t);
-            }
-        }
-        next.service = service.metadata.creation_timestamp.as_ref().map(|t| to_chrono(t.0));
-        if let Some(t) = next.service
-            && prev.and_then(|st| st.service).is_none_or(|before| t > before)
-        {
-            min = Some(min.map_or(t, |m| m.min(t)));
-        }
-        match prev {
-            None => (next.service, next),
-            Some(_) => (min, next),
-        }
-    }
-
-    /// Records the state of a successful sync.
-    pub fn commit(&mut self, service: &Service, state: TriggerState) {
-        self.states.insert(key_of(service), state);
-    }
-
-    /// Forgets a deleted Service.
-    pub fn delete(&mut self, key: &Key) {
-        self.states.remove(key);
-    }
-}
-
-/// What we wrote (`None`: deleted), the object's uid, and when.
-type WriteEntry = (Option<Arc<EndpointSlice>>, Option<String>, Instant);
-
-/// Our own writes, laid over the slice cache until the watch delivers them.
-///
-/// Right after a write the next sync of the same Service often runs before the watch event
-/// arrives; planning from the lagging cache would then repeat the create (a 409, a retry after
-/// backoff) or rewrite an old version (a 409 on the resourceVersion). Upstream detects this with
-/// its generation tracker and retries after backoff; we instead plan from what we know we wrote,
-/// so the next sync is right the first time. An entry is dropped as soon as the cache holds the
-/// same or a newer generation, when the watch reports the object deleted, or after
-/// [`RecentWrites::MAX_AGE`] at the latest.
-#[derive(Debug, Default)]
-pub struct RecentWrites {
-    /// (namespace, slice name) → what we wrote (`None`: we deleted the object with this uid).
-    entries: HashMap<Key, WriteEntry>,
-}
-
-impl RecentWrites {
-    /// How long an entry may cover for a cache that never catches up (a lost race with a
-    /// deletion by someone else, say).
-    pub const MAX_AGE: Duration = Duration::from_secs(30);
-
-    /// Records a created or updated slice as the apiserver returned it.
-    pub fn wrote(&mut self, slice: EndpointSlice) {
-        let k = key_of(&slice);
-        let uid = slice.metadata.uid.clone();
-        self.entries.insert(k, (Some(Arc::new(slice)), uid, Instant::now()));
-    }
-
-    /// Records a deleted slice.
-    pub fn deleted(&mut self, slice: &EndpointSlice) {
-        self.entries.insert(key_of(slice), (None, slice.metadata.uid.clone(), Instant::now()));
-    }
-
-    /// The watch delivered a version of a slice: forget our write if this is it or newer.
-    pub fn observed(&mut self, slice: &EndpointSlice) {
-        let k = key_of(slice);
-        if let Some((Some(w), _, _)) = self.entries.get(&k)
-            && w.metadata.uid == slice.metadata.uid
-            && slice.metadata.generation >= w.metadata.generation
-        {
-            self.entries.remove(&k);
-        }
-    }
-
-    /// The watch reported a slice deleted: nothing of ours about that object is pending anymore.
-    pub fn observed_deleted(&mut self, slice: &EndpointSlice) {
-        let k = key_of(slice);
-        if self.entries.get(&k).is_some_and(|(_, uid, _)| *uid == slice.metadata.uid) {
-            self.entries.remove(&k);
-        }
-    }
-
-    /// The cached slices of Service `ns/svc` with our newer writes laid over them.
-    pub fn overlay(&mut self, ns: &str, svc: &str, cached: Vec<Arc<EndpointSlice>>) -> Vec<Arc<EndpointSlice>> {
-        self.entries.retain(|_, (_, _, at)| at.elapsed() < Self::MAX_AGE);
-        let mut by_name: BTreeMap<String, Arc<EndpointSlice>> = cached.into_iter().map(|s| (s.name_any(), s)).collect();
-        let mine: Vec<Key> = self.entries.keys().filter(|(n, _)| n == ns).cloned().collect();
-        for k in mine {
-            let Some((written, uid, _)) = self.entries.get(&k).cloned() else { continue };
-            let in_cache = by_name.get(&k.1).cloned();
-            match written {
-                Some(w) => {
-                    let caught_up = in_cache.as_ref().is_some_and(|c| {
-                        c.metadata.uid == w.metadata.uid && c.metadata.generation >= w.metadata.generation
-                    });
-                    if caught_up {
-                        self.entries.remove(&k);
-                    } else if w.labels().get(LABEL_SERVICE_NAME).map(String::as_str) == Some(svc) {
-                        by_name.insert(k.1.clone(), w);
-                    }
-                }
-                None => match in_cache {
-                    Some(c) if c.metadata.uid == uid => {
-                        by_name.remove(&k.1);
-                    }
-                    _ => {
-                        self.entries.remove(&k);
-                    }
-                },
-            }
-        }
-        by_name.into_values().collect()
-    }
-}
-
 async fn sync(s: &Shared, snap: &Snapshot, key: &Key) -> Result<(), SyncError> {
     let (ns, name) = key;
     let Some(service) = snap.services.get(Some(ns), name) else {
@@ -552,7 +404,9 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key) -> Result<(), SyncError> {
         .iter()
         .filter_map(|n| snap.slices.get(Some(ns), n))
         .collect();
-    let slices = s.written.lock().unwrap_or_else(|e| e.into_inner()).overlay(ns, name, cached);
+    let slices = s.written.lock().unwrap_or_else(|e| e.into_inner()).overlay(ns, cached, |w| {
+        w.labels().get(LABEL_SERVICE_NAME).map(String::as_str) == Some(name.as_str())
+    });
     let (trigger_time, trigger_state) = s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).compute(&service, &pods);
     let hints_state = s.hints_state.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
     let ratios = cpu_ratios(s, snap);
@@ -667,7 +521,7 @@ async fn apply(s: &Shared, ns: &str, plan: &core::Plan) -> Result<(), SyncError>
         match api.replace(&name, &pp, slice).await {
             Ok(done) => {
                 count(s, "update");
-                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done);
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, slice.metadata.resource_version.clone());
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                 return Err(SyncError::Stale(format!("update of EndpointSlice {name}: {}", e.message)));
@@ -690,7 +544,7 @@ async fn apply(s: &Shared, ns: &str, plan: &core::Plan) -> Result<(), SyncError>
         match api.create(&pp, slice).await {
             Ok(done) => {
                 count(s, "create");
-                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done);
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None);
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 return Err(SyncError::Stale(format!("EndpointSlice {} already exists: {}", slice.name_any(), e.message)));
@@ -703,139 +557,4 @@ async fn apply(s: &Shared, ns: &str, plan: &core::Plan) -> Result<(), SyncError>
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-
-    fn t(secs: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(secs, 0).unwrap()
-    }
-
-    fn jt(secs: i64) -> k8s_openapi::jiff::Timestamp {
-        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()
-    }
-
-    fn svc(created: i64) -> Service {
-        Service {
-            metadata: ObjectMeta {
-                name: Some("s".into()),
-                namespace: Some("ns".into()),
-                creation_timestamp: Some(Time(jt(created))),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    fn pod(name: &str, ready_at: i64) -> Arc<Pod> {
-        Arc::new(Pod {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-            status: Some(PodStatus {
-                conditions: Some(vec![PodCondition {
-                    type_: "Ready".into(),
-                    status: "True".into(),
-                    last_transition_time: Some(Time(jt(ready_at))),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    }
-
-    // Ported from upstream trigger_time_tracker_test.go.
-    /// compute + commit, as a successful sync does.
-    fn sync(tr: &mut TriggerTimeTracker, s: &Service, pods: &[Arc<Pod>]) -> Option<DateTime<Utc>> {
-        let (t, st) = tr.compute(s, pods);
-        tr.commit(s, st);
-        t
-    }
-
-    #[test]
-    fn trigger_time_first_sync_is_service_creation() {
-        let mut tr = TriggerTimeTracker::default();
-        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 20)]), Some(t(10)));
-    }
-
-    #[test]
-    fn trigger_time_is_the_earliest_new_change() {
-        let mut tr = TriggerTimeTracker::default();
-        sync(&mut tr, &svc(10), &[pod("a", 20), pod("b", 30)]);
-        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 20), pod("b", 30)]), None, "nothing changed");
-        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 50), pod("b", 40)]), Some(t(40)));
-        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 50), pod("b", 40), pod("c", 45)]), Some(t(45)), "a new pod counts");
-        tr.delete(&("ns".into(), "s".into()));
-        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 50)]), Some(t(10)), "forgotten service starts over");
-    }
-
-    #[test]
-    fn trigger_time_service_recreated() {
-        let mut tr = TriggerTimeTracker::default();
-        sync(&mut tr, &svc(10), &[pod("a", 20)]);
-        assert_eq!(sync(&mut tr, &svc(60), &[pod("a", 20)]), Some(t(60)));
-    }
-
-    fn slice(name: &str, svc: &str, uid: &str, generation: i64) -> EndpointSlice {
-        EndpointSlice {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                uid: Some(uid.into()),
-                generation: Some(generation),
-                labels: Some([(LABEL_SERVICE_NAME.to_string(), svc.to_string())].into()),
-                ..Default::default()
-            },
-            address_type: "IPv4".into(),
-            endpoints: None,
-            ports: None,
-        }
-    }
-
-    fn names(v: &[Arc<EndpointSlice>]) -> Vec<(String, i64)> {
-        v.iter().map(|s| (s.name_any(), s.metadata.generation.unwrap_or(0))).collect()
-    }
-
-    #[test]
-    fn recent_writes_cover_a_lagging_cache_until_it_catches_up() {
-        let mut w = RecentWrites::default();
-        // Created, cache has not seen it yet.
-        w.wrote(slice("a", "svc", "u1", 1));
-        assert_eq!(names(&w.overlay("ns", "svc", vec![])), vec![("a".into(), 1)]);
-        assert!(w.overlay("ns", "other", vec![]).is_empty(), "only the Service's own slices");
-        // Updated to generation 2; the cache still shows generation 1.
-        w.wrote(slice("a", "svc", "u1", 2));
-        assert_eq!(names(&w.overlay("ns", "svc", vec![Arc::new(slice("a", "svc", "u1", 1))])), vec![("a".into(), 2)]);
-        // The cache catches up: the entry is dropped and the cache is used.
-        assert_eq!(names(&w.overlay("ns", "svc", vec![Arc::new(slice("a", "svc", "u1", 2))])), vec![("a".into(), 2)]);
-        assert!(w.entries.is_empty());
-        // Deleted: hidden while the cache still has that object, forgotten afterwards.
-        w.deleted(&slice("a", "svc", "u1", 2));
-        assert!(w.overlay("ns", "svc", vec![Arc::new(slice("a", "svc", "u1", 2))]).is_empty());
-        assert!(!w.entries.is_empty());
-        assert!(w.overlay("ns", "svc", vec![]).is_empty());
-        assert!(w.entries.is_empty());
-        // A write the watch reports is forgotten even if the object is deleted before a sync looks.
-        w.wrote(slice("c", "svc", "u4", 3));
-        w.observed(&slice("c", "svc", "u4", 3));
-        assert!(w.overlay("ns", "svc", vec![]).is_empty(), "deleted by someone else after we wrote it");
-        w.wrote(slice("c", "svc", "u5", 1));
-        w.observed_deleted(&slice("c", "svc", "u5", 1));
-        assert!(w.overlay("ns", "svc", vec![]).is_empty());
-        // A recreated object with the same name but another uid is not hidden by an old delete.
-        w.deleted(&slice("b", "svc", "u2", 1));
-        assert_eq!(names(&w.overlay("ns", "svc", vec![Arc::new(slice("b", "svc", "u3", 1))])), vec![("b".into(), 1)]);
-    }
-
-    #[test]
-    fn a_failed_sync_does_not_swallow_the_trigger_time() {
-        let mut tr = TriggerTimeTracker::default();
-        sync(&mut tr, &svc(10), &[]);
-        let (first, _not_committed) = tr.compute(&svc(10), &[pod("a", 20)]);
-        assert_eq!(first, Some(t(20)));
-        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 20)]), Some(t(20)), "the retry sees it again");
-    }
 }

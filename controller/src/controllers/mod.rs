@@ -3,7 +3,9 @@
 
 pub mod endpointslice;
 pub mod informers;
+pub mod overlay;
 pub mod prune;
+pub mod trigger;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,242 @@
+//! Our own recent writes, laid over a watch cache until the watch delivers them.
+//!
+//! Right after a write, the next sync of the same key often runs before the watch event arrives.
+//! Planning from the lagging cache then goes wrong in one of two ways:
+//! - it repeats a create or rewrites an old version (a `409`, a retry after backoff); or, worse,
+//! - it compares the desired state with an *old* object that happens to equal it — a pod that
+//!   flapped not-ready and back before the watch caught up — and writes nothing, leaving the
+//!   object in the intermediate state (upstream's "rapid readiness flap" bug, which it fixes
+//!   for Endpoints with a stale-resourceVersion tracker and for slices with a generation
+//!   tracker that refuses the sync).
+//!
+//! We instead plan from what we know we wrote. An entry records the object as the apiserver
+//! returned it and the resourceVersion it replaced; it is dropped once the cache holds a version
+//! other than the replaced one (ours or newer), once the watch reports the object deleted, or
+//! after [`RecentWrites::MAX_AGE`] at the latest. resourceVersions are only compared for
+//! equality, never ordered, as the API requires.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::Resource;
+
+use super::informers::{Key, key_of};
+
+#[derive(Debug)]
+struct Entry<K> {
+    /// What we wrote; `None` for a delete.
+    written: Option<Arc<K>>,
+    /// The object's uid.
+    uid: Option<String>,
+    /// The resourceVersion our write replaced (`None` for a create).
+    replaced: Option<String>,
+    at: Instant,
+}
+
+/// Recent writes of one kind of object.
+#[derive(Debug)]
+pub struct RecentWrites<K> {
+    entries: HashMap<Key, Entry<K>>,
+}
+
+impl<K> Default for RecentWrites<K> {
+    fn default() -> Self {
+        RecentWrites { entries: HashMap::new() }
+    }
+}
+
+impl<K: Resource> RecentWrites<K> {
+    /// How long an entry may cover for a cache that never catches up (a lost race with a
+    /// deletion by someone else, say).
+    pub const MAX_AGE: Duration = Duration::from_secs(30);
+
+    /// Records a created (`replaced: None`) or updated object as the apiserver returned it.
+    pub fn wrote(&mut self, obj: K, replaced: Option<String>) {
+        let uid = obj.meta().uid.clone();
+        self.entries.insert(key_of(&obj), Entry { written: Some(Arc::new(obj)), uid, replaced, at: Instant::now() });
+    }
+
+    /// Records a deleted object.
+    pub fn deleted(&mut self, obj: &K) {
+        let replaced = obj.meta().resource_version.clone();
+        self.entries.insert(key_of(obj), Entry { written: None, uid: obj.meta().uid.clone(), replaced, at: Instant::now() });
+    }
+
+    fn caught_up(e: &Entry<K>, cached: Option<&K>) -> bool {
+        match (&e.written, cached) {
+            // A create or update: the cache shows the object past the version we replaced.
+            (Some(_), Some(c)) => c.meta().uid == e.uid && c.meta().resource_version != e.replaced,
+            (Some(_), None) => false,
+            // A delete: the cache no longer shows that object.
+            (None, Some(c)) => c.meta().uid != e.uid,
+            (None, None) => true,
+        }
+    }
+
+    /// The watch delivered a version of an object.
+    pub fn observed(&mut self, obj: &K) {
+        let k = key_of(obj);
+        if self.entries.get(&k).is_some_and(|e| e.written.is_some() && Self::caught_up(e, Some(obj))) {
+            self.entries.remove(&k);
+        }
+    }
+
+    /// The watch reported an object deleted: nothing of ours about that object is pending.
+    pub fn observed_deleted(&mut self, obj: &K) {
+        let k = key_of(obj);
+        if self.entries.get(&k).is_some_and(|e| e.uid == obj.meta().uid) {
+            self.entries.remove(&k);
+        }
+    }
+
+    fn expire(&mut self) {
+        self.entries.retain(|_, e| e.at.elapsed() < Self::MAX_AGE);
+    }
+
+    /// One object: the cached version, or ours while the cache lags.
+    pub fn get(&mut self, key: &Key, cached: Option<Arc<K>>) -> Option<Arc<K>> {
+        self.expire();
+        let Some(e) = self.entries.get(key) else { return cached };
+        if Self::caught_up(e, cached.as_deref()) {
+            self.entries.remove(key);
+            return cached;
+        }
+        e.written.clone()
+    }
+
+    /// A group of objects in `namespace` (e.g. the slices of one Service), with ours laid over
+    /// the cached ones; `member` says whether one of our written objects belongs to the group.
+    pub fn overlay(&mut self, namespace: &str, cached: Vec<Arc<K>>, member: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+        self.expire();
+        let mut by_name: std::collections::BTreeMap<String, Arc<K>> =
+            cached.into_iter().map(|o| (o.meta().name.clone().unwrap_or_default(), o)).collect();
+        let keys: Vec<Key> = self.entries.keys().filter(|(ns, _)| ns == namespace).cloned().collect();
+        for k in keys {
+            let in_cache = by_name.get(&k.1).cloned();
+            let Some(e) = self.entries.get(&k) else { continue };
+            if Self::caught_up(e, in_cache.as_deref()) {
+                self.entries.remove(&k);
+                continue;
+            }
+            match &e.written {
+                Some(w) if member(w) => {
+                    by_name.insert(k.1.clone(), w.clone());
+                }
+                Some(_) => {}
+                None => {
+                    by_name.remove(&k.1);
+                }
+            }
+        }
+        by_name.into_values().collect()
+    }
+
+    /// Number of pending entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+
+    fn obj(name: &str, uid: &str, rv: &str, group: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(uid.into()),
+                resource_version: Some(rv.into()),
+                labels: Some([("group".to_string(), group.to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn rv(v: &[Arc<ConfigMap>]) -> Vec<(String, String)> {
+        v.iter().map(|o| (o.metadata.name.clone().unwrap(), o.metadata.resource_version.clone().unwrap())).collect()
+    }
+
+    fn in_g(o: &ConfigMap) -> bool {
+        o.metadata.labels.as_ref().and_then(|l| l.get("group")).map(String::as_str) == Some("g")
+    }
+
+    #[test]
+    fn created_object_covers_the_cache_until_it_shows_up() {
+        let mut w = RecentWrites::default();
+        w.wrote(obj("a", "u1", "5", "g"), None);
+        assert_eq!(rv(&w.overlay("ns", vec![], in_g)), vec![("a".into(), "5".into())]);
+        assert!(w.overlay("other", vec![], in_g).is_empty());
+        assert_eq!(rv(&w.overlay("ns", vec![Arc::new(obj("a", "u1", "5", "g"))], in_g)), vec![("a".into(), "5".into())]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn updated_object_covers_the_replaced_version_only() {
+        let mut w = RecentWrites::default();
+        // We replaced rv 7 with rv 9; the cache still shows 7: ours wins.
+        w.wrote(obj("a", "u1", "9", "g"), Some("7".into()));
+        let k = ("ns".to_string(), "a".to_string());
+        assert_eq!(w.get(&k, Some(Arc::new(obj("a", "u1", "7", "g")))).unwrap().metadata.resource_version.as_deref(), Some("9"));
+        // The cache moved on (to ours or to someone else's newer write): the cache wins.
+        assert_eq!(w.get(&k, Some(Arc::new(obj("a", "u1", "12", "g")))).unwrap().metadata.resource_version.as_deref(), Some("12"));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_flap_is_not_lost() {
+        // Upstream's rapid-readiness-flap scenario: we wrote state B over state A (rv 1 → 2); the
+        // pod flaps back before the watch delivers rv 2. Planning must compare against B, not A.
+        let mut w = RecentWrites::default();
+        let mut b = obj("ep", "u", "2", "g");
+        b.data = Some([("state".to_string(), "B".to_string())].into());
+        w.wrote(b, Some("1".into()));
+        let mut a = obj("ep", "u", "1", "g");
+        a.data = Some([("state".to_string(), "A".to_string())].into());
+        let seen = w.get(&("ns".into(), "ep".into()), Some(Arc::new(a))).unwrap();
+        assert_eq!(seen.data.as_ref().unwrap()["state"], "B");
+    }
+
+    #[test]
+    fn deletes_hide_the_object_until_the_watch_reports_it() {
+        let mut w = RecentWrites::default();
+        w.deleted(&obj("a", "u1", "3", "g"));
+        assert!(w.overlay("ns", vec![Arc::new(obj("a", "u1", "3", "g"))], in_g).is_empty());
+        assert!(!w.is_empty());
+        // Recreated by someone else (another uid): shown.
+        assert_eq!(w.overlay("ns", vec![Arc::new(obj("a", "u2", "8", "g"))], in_g).len(), 1);
+        assert!(w.is_empty());
+        w.deleted(&obj("b", "u3", "3", "g"));
+        w.observed_deleted(&obj("b", "u3", "3", "g"));
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_write_deleted_by_someone_else_is_forgotten_through_the_watch() {
+        let mut w = RecentWrites::default();
+        w.wrote(obj("c", "u4", "4", "g"), Some("3".into()));
+        w.observed(&obj("c", "u4", "4", "g"));
+        assert!(w.is_empty());
+        assert!(w.overlay("ns", vec![], in_g).is_empty(), "deleted after we wrote it");
+        w.wrote(obj("d", "u5", "1", "g"), None);
+        w.observed_deleted(&obj("d", "u5", "1", "g"));
+        assert!(w.overlay("ns", vec![], in_g).is_empty());
+    }
+
+    #[test]
+    fn objects_outside_the_group_are_not_added() {
+        let mut w = RecentWrites::default();
+        w.wrote(obj("x", "u", "1", "other"), None);
+        assert!(w.overlay("ns", vec![], in_g).is_empty());
+    }
+}
