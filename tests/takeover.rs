@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use envtest::kwok;
 use epslice_integration_tests::*;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use epslice::controllers::ControllerName;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, PostParams};
@@ -87,6 +88,16 @@ async fn workload(svcs: &Api<Service>, pods: &Api<Pod>) -> BTreeMap<String, usiz
     want
 }
 
+async fn snapshot_endpoints(api: &Api<Endpoints>) -> BTreeMap<String, String> {
+    api.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| (s.metadata.name.unwrap(), s.metadata.resource_version.unwrap()))
+        .collect()
+}
+
 async fn snapshot(api: &Api<EndpointSlice>) -> BTreeMap<String, String> {
     api.list(&Default::default())
         .await
@@ -106,7 +117,10 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
 
-    let mut kcm = cp.start_kube_controller_manager(&["endpointslice-controller".to_string()], &[]).await.unwrap();
+    let mut kcm = cp
+        .start_kube_controller_manager(&["endpointslice-controller".to_string(), "endpoints-controller".to_string()], &[])
+        .await
+        .unwrap();
     let want = workload(&svcs, &pods).await;
     for (svc, n) in &want {
         let n = *n;
@@ -115,8 +129,19 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
         })
         .await;
     }
+    // The Endpoints: the primary family only (dual: 3 of 6).
+    for (svc, n) in &want {
+        let n = if svc == "dual" { 3 } else { *n };
+        wait_endpoints(&client, &ns, svc, "kube-controller-manager converged Endpoints", |e| {
+            let (r, nr) = endpoints_counts(e);
+            e.is_some() && r + nr == n
+        })
+        .await;
+    }
     // Quiescence: nothing changes for 3 s.
     let mut last = snapshot(&slices_api).await;
+    let endpoints_api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+    let endpoints_before = snapshot_endpoints(&endpoints_api).await;
     let mut stable_since = Instant::now();
     while stable_since.elapsed() < Duration::from_secs(3) {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -134,7 +159,10 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
         describe(&topo)
     );
 
-    let ctl = start(&client, &ns, |_| {}).await;
+    let ctl = start(&client, &ns, |o| {
+        o.controllers = vec![ControllerName::EndpointSlice, ControllerName::Endpoints];
+    })
+    .await;
     // Every Service synced at least once, then a little longer for slice-triggered resyncs.
     let t0 = Instant::now();
     while ctl.metric("endpoint_slice_controller_syncs_total{result=\"success\"}") < want.len() as f64 {
@@ -144,5 +172,7 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(ctl.writes(), (0.0, 0.0, 0.0), "epslice wrote to slices kube-controller-manager had converged");
     assert_eq!(snapshot(&slices_api).await, last, "no slice changed");
+    assert_eq!(ctl.endpoints_writes(), (0.0, 0.0, 0.0), "epslice wrote to Endpoints kube-controller-manager had converged");
+    assert_eq!(snapshot_endpoints(&endpoints_api).await, endpoints_before, "no Endpoints changed");
     ctl.stop().await;
 }

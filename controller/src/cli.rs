@@ -32,6 +32,14 @@ pub struct RunArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub endpointslice_updates_batch_period: Duration,
 
+    /// Services synced at once by the Endpoints controller (1–50).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub concurrent_endpoint_syncs: u16,
+
+    /// Delay of pod-triggered Endpoints syncs (Go duration).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub endpoint_updates_batch_period: Duration,
+
     /// Value of the `endpointslice.kubernetes.io/managed-by` label written and owned. The default
     /// takes over kube-controller-manager's slices in place; use another value to run side by side.
     #[arg(long, default_value = "endpointslice-controller.k8s.io", value_parser = parse_label_value)]
@@ -93,6 +101,11 @@ impl RunArgs {
                 batch_period: self.endpointslice_updates_batch_period,
             },
             namespace: self.namespace.clone(),
+            endpoints: controllers::endpoints::Settings {
+                core: crate::endpoints::Config::default(),
+                workers: usize::from(self.concurrent_endpoint_syncs),
+                batch_period: self.endpoint_updates_batch_period,
+            },
             admin_addr,
             field_manager: self.field_manager.clone(),
         })

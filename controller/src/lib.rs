@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod controllers;
+pub mod endpoints;
 pub mod endpointslice;
 pub mod envvars;
 pub mod podutil;

@@ -47,6 +47,12 @@ impl Running {
         let m = |op: &str| self.metric(&format!("endpoint_slice_controller_changes_total{{operation=\"{op}\"}}"));
         (m("create"), m("update"), m("delete"))
     }
+
+    /// Endpoints writes so far (`epslice_endpoints_controller_changes_total`), by operation.
+    pub fn endpoints_writes(&self) -> (f64, f64, f64) {
+        let m = |op: &str| self.metric(&format!("epslice_endpoints_controller_changes_total{{operation=\"{op}\"}}"));
+        (m("create"), m("update"), m("delete"))
+    }
 }
 
 impl Drop for Running {
@@ -159,6 +165,38 @@ pub fn describe(slices: &[EndpointSlice]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Waits until `pred` holds for the Endpoints object `ns/name` (`None`: absent).
+pub async fn wait_endpoints(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(Option<&k8s_openapi::api::core::v1::Endpoints>) -> bool,
+) -> Option<k8s_openapi::api::core::v1::Endpoints> {
+    let api: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(client.clone(), ns);
+    let t0 = Instant::now();
+    loop {
+        let e = api.get_opt(name).await.unwrap();
+        if pred(e.as_ref()) {
+            return e;
+        }
+        if t0.elapsed() > CONVERGE {
+            let subsets = e.as_ref().map(|e| serde_json::to_string(&e.subsets).unwrap_or_default());
+            panic!("{what}: not reached after {CONVERGE:?}; Endpoints {ns}/{name}: {subsets:?} annotations {:?}", e.and_then(|e| e.metadata.annotations));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// (ready, not ready) address counts of an Endpoints object.
+pub fn endpoints_counts(e: Option<&k8s_openapi::api::core::v1::Endpoints>) -> (usize, usize) {
+    let subsets = e.and_then(|e| e.subsets.clone()).unwrap_or_default();
+    (
+        subsets.iter().map(|s| s.addresses.as_ref().map_or(0, Vec::len)).sum(),
+        subsets.iter().map(|s| s.not_ready_addresses.as_ref().map_or(0, Vec::len)).sum(),
+    )
 }
 
 /// All endpoint addresses across slices.

@@ -1,6 +1,7 @@
 //! The controllers' shell: shared watch caches, the enabled controllers' workers, and the admin
 //! server. Everything that decides *what* to write lives in the functional core modules.
 
+pub mod endpoints;
 pub mod endpointslice;
 pub mod informers;
 pub mod overlay;
@@ -41,7 +42,7 @@ impl ControllerName {
 
     /// Whether epslice implements it yet.
     pub fn implemented(self) -> bool {
-        matches!(self, ControllerName::EndpointSlice)
+        matches!(self, ControllerName::EndpointSlice | ControllerName::Endpoints)
     }
 }
 
@@ -89,6 +90,8 @@ pub struct Options {
     pub controllers: Vec<ControllerName>,
     /// EndpointSlice controller settings.
     pub endpointslice: endpointslice::Settings,
+    /// Endpoints controller settings.
+    pub endpoints: endpoints::Settings,
     /// Admin server address (`/metrics`, `/healthz`, `/readyz`); `None` disables it.
     pub admin_addr: Option<SocketAddr>,
     /// Field manager used for every write.
@@ -102,6 +105,7 @@ impl Default for Options {
         Options {
             controllers: vec![ControllerName::EndpointSlice],
             endpointslice: endpointslice::Settings::default(),
+            endpoints: endpoints::Settings::default(),
             admin_addr: None,
             field_manager: "epslice".into(),
             namespace: None,
@@ -157,6 +161,17 @@ pub async fn run(
         let ctl = endpointslice::Controller::new(
             client.clone(),
             options.endpointslice.clone(),
+            options.field_manager.clone(),
+            metrics.clone(),
+            &ready,
+        );
+        subs.extend(ctl.subscribers());
+        runs.push(Box::new(move |inf, rx| Box::pin(ctl.run(inf, rx))));
+    }
+    if options.controllers.contains(&ControllerName::Endpoints) {
+        let ctl = endpoints::Controller::new(
+            client.clone(),
+            options.endpoints.clone(),
             options.field_manager.clone(),
             metrics.clone(),
             &ready,

@@ -140,6 +140,24 @@ impl EndpointSliceMetrics {
     }
 }
 
+/// Endpoints controller metrics. Upstream's Endpoints controller exports only workqueue metrics;
+/// these are epslice's own (prefix `epslice_endpoints_controller`).
+#[derive(Debug, Clone, Default)]
+pub struct EndpointsMetrics {
+    /// Endpoints writes by operation.
+    pub changes: Family<OperationLabels, Counter>,
+    /// Syncs by result.
+    pub syncs: Family<ResultLabels, Counter>,
+}
+
+impl EndpointsMetrics {
+    fn register(&self, r: &mut Registry) {
+        let s = r.sub_registry_with_prefix("epslice_endpoints_controller");
+        s.register("changes", "Number of Endpoints writes", self.changes.clone());
+        s.register("syncs", "Number of Endpoints syncs", self.syncs.clone());
+    }
+}
+
 /// Work queue metrics (`workqueue_*{name}`), as client-go exposes them.
 #[derive(Debug, Clone, Default)]
 pub struct QueueMetrics {
@@ -158,6 +176,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// EndpointSlice controller.
     pub endpointslice: EndpointSliceMetrics,
+    /// Endpoints controller.
+    pub endpoints: EndpointsMetrics,
     /// Work queues.
     pub queue: QueueMetrics,
 }
@@ -167,12 +187,14 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let endpointslice = EndpointSliceMetrics::new();
         endpointslice.register(&mut registry);
+        let endpoints = EndpointsMetrics::default();
+        endpoints.register(&mut registry);
         let queue = QueueMetrics::default();
         let w = registry.sub_registry_with_prefix("workqueue");
         w.register("depth", "Current depth of workqueue", queue.depth.clone());
         w.register("adds", "Total number of adds handled by workqueue", queue.adds.clone());
         w.register("retries", "Total number of retries handled by workqueue", queue.retries.clone());
-        Metrics { registry, endpointslice, queue }
+        Metrics { registry, endpointslice, endpoints, queue }
     }
 }
 

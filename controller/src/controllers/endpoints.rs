@@ -1,0 +1,323 @@
+//! The legacy Endpoints controller's shell: Service and pod events → Service keys (upstream's
+//! rules), a snapshot per key, the pure planner ([`crate::endpoints`]), one write.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::{Resource, ResourceExt};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use tokio::sync::watch;
+
+use super::informers::{Informers, Key, PodSubscriber, Subscribers, key_of};
+use super::overlay::RecentWrites;
+use super::trigger::TriggerTimeTracker;
+use crate::endpoints as core;
+use crate::runtime::admin::Readiness;
+use crate::runtime::cache::Handler;
+use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels, ResultLabels};
+use crate::runtime::queue::{RateLimit, WorkQueue};
+
+/// Upstream's `maxRetries` for the Endpoints controller.
+pub const MAX_RETRIES: u32 = 15;
+const QUEUE: &str = "endpoint";
+
+/// Endpoints controller settings (validated flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The pure planner's configuration.
+    pub core: core::Config,
+    /// Workers (`--concurrent-endpoint-syncs`).
+    pub workers: usize,
+    /// Delay of pod-triggered syncs (`--endpoint-updates-batch-period`).
+    pub batch_period: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { core: core::Config::default(), workers: 5, batch_period: Duration::ZERO }
+    }
+}
+
+struct Shared {
+    client: kube::Client,
+    settings: Settings,
+    field_manager: String,
+    queue: WorkQueue<Key>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    trigger_times: Mutex<TriggerTimeTracker>,
+    written: Mutex<RecentWrites<Endpoints>>,
+    /// Keys already warned about (warnings are logged once per key and message).
+    warned: Mutex<HashSet<(Key, String)>>,
+}
+
+/// The controller.
+pub struct Controller {
+    shared: Arc<Shared>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Controller {
+    /// A controller using `client`; registers its readiness check.
+    pub fn new(
+        client: kube::Client,
+        settings: Settings,
+        field_manager: String,
+        metrics: Arc<Metrics>,
+        ready: &Readiness,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: "endpoint-controller".into(), instance: std::env::var("HOSTNAME").ok() },
+        );
+        let shared = Arc::new(Shared {
+            client,
+            settings,
+            field_manager,
+            queue: WorkQueue::new(QUEUE, RateLimit::ENDPOINTS),
+            metrics,
+            recorder,
+            trigger_times: Mutex::default(),
+            written: Mutex::default(),
+            warned: Mutex::default(),
+        });
+        Controller { shared, ready: ready.check("endpoints-controller caches") }
+    }
+
+    /// The handlers this controller needs on the shared caches.
+    pub fn subscribers(&self) -> Subscribers {
+        let s = &self.shared;
+        Subscribers {
+            services: vec![Arc::new(ServiceEvents(s.clone()))],
+            pods: vec![Arc::new(PodEvents(s.clone()))],
+            endpoints: vec![Arc::new(EndpointsEvents(s.clone()))],
+            ..Default::default()
+        }
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self, informers: Informers, mut stop: watch::Receiver<bool>) {
+        let s = self.shared.clone();
+        tokio::select! {
+            _ = informers.wait_synced() => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+        // Upstream `checkLeftoverEndpoints`: every Endpoints object is synced once at start-up,
+        // so the ones whose Service is gone are deleted (leader-election records excepted).
+        for ep in informers.endpoints.store.state() {
+            if !ep.annotations().contains_key(core::ANNOTATION_LEADER) {
+                enqueue(&s, key_of(&*ep), Duration::ZERO);
+            }
+        }
+        self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(workers = s.settings.workers, "endpoints-controller caches synced; starting workers");
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..s.settings.workers.max(1) {
+            let (s, inf) = (s.clone(), informers.clone());
+            workers.spawn(async move {
+                while let Some(key) = s.queue.get().await {
+                    let t0 = Instant::now();
+                    let result = sync(&s, &inf, &key).await;
+                    tracing::debug!(namespace = %key.0, service = %key.1, elapsed = ?t0.elapsed(), ok = result.is_ok(), "synced endpoints");
+                    handle_result(&s, &key, result);
+                    s.queue.done(&key);
+                    s.metrics.queue.depth.get_or_create(&QueueLabels { name: QUEUE.into() }).set(s.queue.len() as i64);
+                }
+            });
+        }
+        let _ = stop.wait_for(|v| *v).await;
+        s.queue.shut_down();
+        while workers.join_next().await.is_some() {}
+    }
+}
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("stale cache: {0}")]
+    Stale(String),
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+}
+
+fn handle_result(s: &Shared, key: &Key, result: Result<(), SyncError>) {
+    match result {
+        Ok(()) => s.queue.forget(key),
+        Err(e) => {
+            if s.queue.failures(key) < MAX_RETRIES {
+                let n = s.queue.add_rate_limited(key.clone());
+                s.metrics.queue.retries.get_or_create(&QueueLabels { name: QUEUE.into() }).inc();
+                tracing::info!(namespace = %key.0, service = %key.1, attempt = n, error = %e, "endpoints sync failed; retrying with backoff");
+            } else {
+                s.queue.forget(key);
+                tracing::error!(namespace = %key.0, service = %key.1, error = %e, "endpoints sync failed {MAX_RETRIES} times; dropping the key until the next event");
+            }
+        }
+    }
+}
+
+fn enqueue(s: &Shared, key: Key, delay: Duration) {
+    s.metrics.queue.adds.get_or_create(&QueueLabels { name: QUEUE.into() }).inc();
+    if delay.is_zero() {
+        s.queue.add(key);
+    } else {
+        s.queue.add_after(key, delay);
+    }
+}
+
+struct ServiceEvents(Arc<Shared>);
+
+impl Handler<Service> for ServiceEvents {
+    fn applied(&self, _old: Option<Arc<Service>>, new: Arc<Service>) {
+        enqueue(&self.0, key_of(&*new), Duration::ZERO);
+    }
+
+    fn deleted(&self, old: Arc<Service>) {
+        enqueue(&self.0, key_of(&*old), Duration::ZERO);
+    }
+}
+
+struct PodEvents(Arc<Shared>);
+
+impl PodSubscriber for PodEvents {
+    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>, before: &BTreeSet<String>, now: &BTreeSet<String>) {
+        let s = &self.0;
+        let Some(ns) = new.or(old).and_then(|p| p.metadata.namespace.clone()) else { return };
+        let targets: BTreeSet<String> = match (old, new) {
+            (None, Some(_)) => now.clone(),
+            (Some(_), None) => before.clone(),
+            (Some(old), Some(new)) => {
+                if old.metadata.resource_version == new.metadata.resource_version {
+                    return;
+                }
+                match crate::podutil::pod_endpoints_changed(old, new) {
+                    (false, false) => return,
+                    (true, false) => now.clone(),
+                    (false, true) => before.symmetric_difference(now).cloned().collect(),
+                    (true, true) => before.union(now).cloned().collect(),
+                }
+            }
+            (None, None) => return,
+        };
+        for svc in targets {
+            enqueue(s, (ns.clone(), svc), s.settings.batch_period);
+        }
+    }
+}
+
+/// Upstream reacts to Endpoints deletions only (to recreate them); we also keep the overlay of
+/// our own writes in step with the watch.
+struct EndpointsEvents(Arc<Shared>);
+
+impl Handler<Endpoints> for EndpointsEvents {
+    fn applied(&self, _old: Option<Arc<Endpoints>>, new: Arc<Endpoints>) {
+        self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
+    }
+
+    fn deleted(&self, old: Arc<Endpoints>) {
+        self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
+        enqueue(&self.0, key_of(&*old), Duration::ZERO);
+    }
+}
+
+fn count(s: &Shared, op: &str) {
+    s.metrics.endpoints.changes.get_or_create(&OperationLabels { operation: op.into() }).inc();
+}
+
+fn is_namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
+}
+
+async fn sync(s: &Shared, inf: &Informers, key: &Key) -> Result<(), SyncError> {
+    let (ns, name) = key;
+    let service = inf.services.get(Some(ns), name);
+    let cached = inf.endpoints.get(Some(ns), name);
+    let existing = s.written.lock().unwrap_or_else(|e| e.into_inner()).get(key, cached);
+    let pods: Vec<Arc<Pod>> = if service.is_some() { inf.pods_of(ns, name) } else { Vec::new() };
+    let (plan, trigger_state) = {
+        let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+        match service.as_deref() {
+            Some(svc) => {
+                let (t, st) = s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).compute(svc, &pods);
+                let input = core::Input::new(svc, &pod_refs, existing.as_deref()).with_trigger_time(t);
+                (core::plan(&input, &s.settings.core), Some(st))
+            }
+            None => {
+                s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).delete(key);
+                (core::plan(&core::Input::service_deleted(ns, name, existing.as_deref()), &s.settings.core), None)
+            }
+        }
+    };
+    for w in &plan.warnings {
+        let first = s.warned.lock().unwrap_or_else(|e| e.into_inner()).insert((key.clone(), w.to_string()));
+        if first {
+            tracing::warn!(namespace = %ns, service = %name, "{w}");
+        }
+    }
+    let result = apply(s, ns, name, &plan.action).await;
+    let label = match &result {
+        Ok(()) => "success",
+        Err(SyncError::Stale(_)) => "stale",
+        Err(SyncError::Api(_)) => "error",
+    };
+    s.metrics.endpoints.syncs.get_or_create(&ResultLabels { result: label.into() }).inc();
+    if result.is_ok()
+        && let (Some(svc), Some(st)) = (service.as_deref(), trigger_state)
+    {
+        s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).commit(svc, st);
+    }
+    if let (Err(SyncError::Api(e)), Some(svc)) = (&result, service.as_deref()) {
+        let ev = KubeEvent {
+            type_: EventType::Warning,
+            reason: "FailedToUpdateEndpoint".into(),
+            note: Some(format!("Failed to update endpoint {ns}/{name}: {e}")),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let _ = s.recorder.publish(&ev, &svc.object_ref(&())).await;
+    }
+    result
+}
+
+async fn apply(s: &Shared, ns: &str, name: &str, action: &core::Action) -> Result<(), SyncError> {
+    let api: Api<Endpoints> = Api::namespaced(s.client.clone(), ns);
+    let pp = PostParams { field_manager: Some(s.field_manager.clone()), ..Default::default() };
+    match action {
+        core::Action::Nothing => Ok(()),
+        core::Action::Create(ep) => match api.create(&pp, ep).await {
+            Ok(done) => {
+                count(s, "create");
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None);
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => Err(SyncError::Stale(format!("Endpoints {ns}/{name} already exist"))),
+            Err(e) if is_namespace_terminating(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        core::Action::Update(ep) => match api.replace(name, &pp, ep).await {
+            Ok(done) => {
+                count(s, "update");
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, ep.metadata.resource_version.clone());
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                Err(SyncError::Stale(format!("update of Endpoints {ns}/{name}: {}", e.message)))
+            }
+            Err(e) => Err(e.into()),
+        },
+        core::Action::Delete { namespace, name } => {
+            let api: Api<Endpoints> = Api::namespaced(s.client.clone(), namespace);
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    count(s, "delete");
+                    Ok(())
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
