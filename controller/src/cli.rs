@@ -50,6 +50,26 @@ pub struct RunArgs {
     #[arg(long)]
     pub namespace: Option<String>,
 
+    /// Elect a leader among replicas through a Lease; only the leader writes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else kube-system).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub leader_elect_resource_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "epslice")]
+    pub leader_elect_resource_name: String,
+
+    /// How long the Lease is valid after a renewal (Go duration, ≥ 2s).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+
+    /// How long before expiry the leader renews (Go duration, ≥ 1s, < the lease duration).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub leader_elect_renew_grace: Duration,
+
     /// Field manager name of every write.
     #[arg(long, default_value = "epslice")]
     pub field_manager: String,
@@ -93,7 +113,27 @@ impl RunArgs {
             managed_by: self.managed_by.clone(),
             prefer_same_traffic_distribution: self.prefer_same_traffic_distribution,
         };
+        let leader_election = if self.leader_elect {
+            let (d, g) = (self.leader_elect_lease_duration, self.leader_elect_renew_grace);
+            if d < Duration::from_secs(2) || g < Duration::from_secs(1) || g >= d {
+                return Err(format!(
+                    "--leader-elect-lease-duration ({d:?}) must be ≥ 2s and --leader-elect-renew-grace ({g:?}) ≥ 1s and shorter"
+                ));
+            }
+            let pod = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "epslice".into());
+            let suffix = std::process::id();
+            Some(controllers::leader::LeaderElection {
+                namespace: self.leader_elect_resource_namespace.clone(),
+                name: self.leader_elect_resource_name.clone(),
+                identity: format!("{pod}_{suffix}"),
+                lease_duration: d,
+                grace: g,
+            })
+        } else {
+            None
+        };
         Ok(Options {
+            leader_election,
             controllers: parse_controllers(&self.controllers)?,
             endpointslice: controllers::endpointslice::Settings {
                 core,
@@ -170,6 +210,33 @@ pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
         LogFormat::Json => builder.json().try_init(),
     };
     r.map_err(|e| format!("logging: {e}"))
+}
+
+/// `epslice run`: connects to the cluster and runs the controllers until SIGTERM or Ctrl-C.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_level, args.log_format).map_err(anyhow::Error::msg)?;
+    let options = args.options().map_err(anyhow::Error::msg)?;
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("reading kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await.map_err(|e| anyhow::anyhow!("no cluster configuration found ({e}); pass --kubeconfig"))?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: finishing syncs in flight");
+    };
+    crate::controllers::run(client, options, Default::default(), shutdown).await
 }
 
 #[cfg(test)]

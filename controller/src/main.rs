@@ -24,6 +24,10 @@ enum Command {
     /// sample workload, print how to reach it with kubectl, and run until Ctrl-C.
     #[cfg(feature = "demo")]
     Demo(demo::Args),
+    /// Run the service-env admission webhook (HTTPS `/mutate`) and the admin server.
+    Webhook(Box<epslice::webhook::WebhookArgs>),
+    /// Print the CustomResourceDefinitions (YAML) epslice uses.
+    Crds,
 }
 
 fn main() -> ExitCode {
@@ -37,9 +41,11 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => epslice::cli::run(args).await,
             #[cfg(feature = "demo")]
             Command::Demo(args) => demo::run(args).await,
+            Command::Webhook(args) => epslice::webhook::cli::main(*args).await,
+            Command::Crds => epslice::envpolicy::crd_yaml().map(|y| print!("{y}")).map_err(anyhow::Error::msg),
         }
     });
     match result {
@@ -49,30 +55,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn run(args: epslice::cli::RunArgs) -> anyhow::Result<()> {
-    epslice::cli::init_logging(&args.log_level, args.log_format).map_err(anyhow::Error::msg)?;
-    let options = args.options().map_err(anyhow::Error::msg)?;
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| anyhow::anyhow!("reading kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer().await.map_err(|e| anyhow::anyhow!("no cluster configuration found ({e}); pass --kubeconfig"))?,
-    };
-    let client = kube::Client::try_from(config)?;
-    let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down: finishing syncs in flight");
-    };
-    epslice::controllers::run(client, options, Default::default(), shutdown).await
 }

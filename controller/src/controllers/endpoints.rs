@@ -99,7 +99,7 @@ impl Controller {
     }
 
     /// Runs until `stop` turns true.
-    pub async fn run(self, informers: Informers, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, informers: Informers, mut stop: watch::Receiver<bool>, gate: super::leader::Gate) {
         let s = self.shared.clone();
         tokio::select! {
             _ = informers.wait_synced() => {}
@@ -116,11 +116,16 @@ impl Controller {
         tracing::info!(workers = s.settings.workers, "endpoints-controller caches synced; starting workers");
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..s.settings.workers.max(1) {
-            let (s, inf) = (s.clone(), informers.clone());
+            let (s, inf, mut gate) = (s.clone(), informers.clone(), gate.clone());
             workers.spawn(async move {
-                while let Some(key) = s.queue.get().await {
+                loop {
+                    // Only the leader works; the caches stay warm on every replica.
+                    if gate.wait_for(|leading| *leading).await.is_err() {
+                        break;
+                    }
+                    let Some(key) = s.queue.get().await else { break };
                     let t0 = Instant::now();
-                    let result = sync(&s, &inf, &key).await;
+                    let result = sync(&s, &inf, &key, &gate).await;
                     tracing::debug!(namespace = %key.0, service = %key.1, elapsed = ?t0.elapsed(), ok = result.is_ok(), "synced endpoints");
                     handle_result(&s, &key, result);
                     s.queue.done(&key);
@@ -141,11 +146,14 @@ enum SyncError {
     Stale(String),
     #[error("{0}")]
     Api(#[from] kube::Error),
+    #[error("not the leader")]
+    NotLeader,
 }
 
 fn handle_result(s: &Shared, key: &Key, result: Result<(), SyncError>) {
     match result {
         Ok(()) => s.queue.forget(key),
+        Err(SyncError::NotLeader) => s.queue.add(key.clone()),
         Err(e) => {
             if s.queue.failures(key) < MAX_RETRIES {
                 let n = s.queue.add_rate_limited(key.clone());
@@ -231,7 +239,7 @@ fn is_namespace_terminating(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
 }
 
-async fn sync(s: &Shared, inf: &Informers, key: &Key) -> Result<(), SyncError> {
+async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate) -> Result<(), SyncError> {
     let (ns, name) = key;
     let service = inf.services.get(Some(ns), name);
     let cached = inf.endpoints.get(Some(ns), name);
@@ -257,11 +265,15 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key) -> Result<(), SyncError> {
             tracing::warn!(namespace = %ns, service = %name, "{w}");
         }
     }
+    if !*gate.borrow() && !plan.is_noop() {
+        return Err(SyncError::NotLeader);
+    }
     let result = apply(s, ns, name, &plan.action).await;
     let label = match &result {
         Ok(()) => "success",
         Err(SyncError::Stale(_)) => "stale",
         Err(SyncError::Api(_)) => "error",
+        Err(SyncError::NotLeader) => "not_leader",
     };
     s.metrics.endpoints.syncs.get_or_create(&ResultLabels { result: label.into() }).inc();
     if result.is_ok()

@@ -123,7 +123,7 @@ impl Controller {
     }
 
     /// Runs until `stop` turns true: waits for the caches, then runs the workers.
-    pub async fn run(self, informers: Informers, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, informers: Informers, mut stop: watch::Receiver<bool>, gate: super::leader::Gate) {
         let s = self.shared.clone();
         tokio::select! {
             _ = informers.wait_synced() => {}
@@ -134,11 +134,16 @@ impl Controller {
         let snap = informers;
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..s.settings.workers.max(1) {
-            let (s, snap) = (s.clone(), snap.clone());
+            let (s, snap, mut gate) = (s.clone(), snap.clone(), gate.clone());
             workers.spawn(async move {
-                while let Some(key) = s.queue.get().await {
+                loop {
+                    // Only the leader works; the caches stay warm on every replica.
+                    if gate.wait_for(|leading| *leading).await.is_err() {
+                        break;
+                    }
+                    let Some(key) = s.queue.get().await else { break };
                     let t0 = Instant::now();
-                    let result = sync(&s, &snap, &key).await;
+                    let result = sync(&s, &snap, &key, &gate).await;
                     tracing::debug!(namespace = %key.0, service = %key.1, elapsed = ?t0.elapsed(), ok = result.is_ok(), "synced");
                     handle_result(&s, &key, result);
                     s.queue.done(&key);
@@ -166,6 +171,9 @@ pub enum SyncError {
     /// The plan was applied but something needs another pass (e.g. a pod's Node is not cached yet).
     #[error("{0}")]
     Retry(String),
+    /// Leadership was lost mid-sync: the key waits for the next leader (here or elsewhere).
+    #[error("not the leader")]
+    NotLeader,
 }
 
 fn handle_result(s: &Shared, key: &Key, result: Result<(), SyncError>) {
@@ -173,6 +181,11 @@ fn handle_result(s: &Shared, key: &Key, result: Result<(), SyncError>) {
         Ok(()) => "success",
         Err(SyncError::Stale(_)) => "stale",
         Err(SyncError::Api(_) | SyncError::Retry(_)) => "error",
+        Err(SyncError::NotLeader) => {
+            // Not a failure of the key: keep it for when we lead again.
+            s.queue.add(key.clone());
+            return;
+        }
     };
     s.metrics.endpointslice.syncs.get_or_create(&ResultLabels { result: label.into() }).inc();
     match result {
@@ -383,7 +396,7 @@ impl Handler<EndpointSlice> for SliceEvents {
     }
 }
 
-async fn sync(s: &Shared, snap: &Snapshot, key: &Key) -> Result<(), SyncError> {
+async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate) -> Result<(), SyncError> {
     let (ns, name) = key;
     let Some(service) = snap.services.get(Some(ns), name) else {
         s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).delete(key);
@@ -458,7 +471,7 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key) -> Result<(), SyncError> {
         }
     }
 
-    let mut result = apply(s, ns, &plan).await;
+    let mut result = apply(s, ns, &plan, gate).await;
     if result.is_ok() {
         s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).commit(&service, trigger_state);
         if let Some(w) = plan.warnings.iter().find(|w| w.requires_retry()) {
@@ -466,7 +479,7 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key) -> Result<(), SyncError> {
         }
     }
     if let Err(e) = &result
-        && !matches!(e, SyncError::Stale(_))
+        && !matches!(e, SyncError::Stale(_) | SyncError::NotLeader)
     {
         let ev = KubeEvent {
             type_: EventType::Warning,
@@ -513,10 +526,13 @@ fn is_namespace_terminating(e: &kube::Error) -> bool {
 }
 
 /// Applies a plan: deletes and updates first (they free names and capacity), then creates.
-async fn apply(s: &Shared, ns: &str, plan: &core::Plan) -> Result<(), SyncError> {
+async fn apply(s: &Shared, ns: &str, plan: &core::Plan, gate: &super::leader::Gate) -> Result<(), SyncError> {
+    // Leadership is re-checked before every write: a lost Lease stops writes at once.
+    let leading = || if *gate.borrow() { Ok(()) } else { Err(SyncError::NotLeader) };
     let api: Api<EndpointSlice> = Api::namespaced(s.client.clone(), ns);
     let pp = PostParams { field_manager: Some(s.field_manager.clone()), ..Default::default() };
     for slice in &plan.update {
+        leading()?;
         let name = slice.name_any();
         match api.replace(&name, &pp, slice).await {
             Ok(done) => {
@@ -530,6 +546,7 @@ async fn apply(s: &Shared, ns: &str, plan: &core::Plan) -> Result<(), SyncError>
         }
     }
     for slice in &plan.delete {
+        leading()?;
         let name = slice.name_any();
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {
@@ -541,6 +558,7 @@ async fn apply(s: &Shared, ns: &str, plan: &core::Plan) -> Result<(), SyncError>
         }
     }
     for slice in &plan.create {
+        leading()?;
         match api.create(&pp, slice).await {
             Ok(done) => {
                 count(s, "create");

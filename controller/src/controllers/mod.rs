@@ -4,6 +4,7 @@
 pub mod endpoints;
 pub mod endpointslice;
 pub mod informers;
+pub mod leader;
 pub mod overlay;
 pub mod prune;
 pub mod trigger;
@@ -11,6 +12,8 @@ pub mod trigger;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::runtime::admin::Readiness;
 use crate::runtime::metrics::Metrics;
@@ -98,6 +101,8 @@ pub struct Options {
     pub field_manager: String,
     /// Watch and manage only this namespace (`--namespace`); all namespaces when `None`.
     pub namespace: Option<String>,
+    /// Leader election; `None` writes unconditionally (a single replica, or tests).
+    pub leader_election: Option<leader::LeaderElection>,
 }
 
 impl Default for Options {
@@ -109,6 +114,7 @@ impl Default for Options {
             admin_addr: None,
             field_manager: "epslice".into(),
             namespace: None,
+            leader_election: None,
         }
     }
 }
@@ -122,8 +128,16 @@ pub struct Handles {
     pub ready: Arc<Readiness>,
 }
 
-/// Runs the enabled controllers until `shutdown` resolves, then stops taking work, finishes the
-/// syncs in flight and returns.
+/// A controller's run function: informers, stop signal, write gate.
+type RunFn = Box<
+    dyn FnOnce(informers::Informers, watch::Receiver<bool>, leader::Gate) -> futures::future::BoxFuture<'static, ()> + Send,
+>;
+
+/// Runs the enabled controllers until `shutdown` resolves.
+///
+/// Shutdown is graceful: `/readyz` turns false, the workers stop taking keys and finish the syncs
+/// in flight (up to 30 s), then the Lease is released so another replica takes over at once,
+/// and last the admin server stops.
 pub async fn run(
     client: kube::Client,
     options: Options,
@@ -131,32 +145,30 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let Handles { metrics, ready } = handles;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+    for c in &options.controllers {
+        if !c.implemented() {
+            anyhow::bail!("controller {} is not implemented yet; disable it with --controllers=-{}", c.as_str(), c.as_str());
+        }
+    }
+    let running = ready.check("not shutting down");
+    running.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some(addr) = options.admin_addr {
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin = options.admin_addr.map(|addr| {
         let (m, r) = (metrics.clone(), ready.clone());
-        let mut rx = stop_rx.clone();
-        tasks.spawn(async move {
+        let mut rx = admin_stop_rx;
+        tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
             if let Err(e) = crate::runtime::admin::serve(addr, m, r, stop).await {
                 tracing::error!(%addr, error = %e, "admin server failed");
             }
-        });
-    }
-    for c in &options.controllers {
-        if !c.implemented() {
-            anyhow::bail!("controller {} is not implemented yet; disable it with --controllers=-{}", c.as_str(), c.as_str());
-        }
-    }
+        })
+    });
+
     let mut subs = informers::Subscribers::default();
-    let mut runs: Vec<Box<dyn FnOnce(informers::Informers, tokio::sync::watch::Receiver<bool>) -> futures::future::BoxFuture<'static, ()> + Send>> = Vec::new();
+    let mut runs: Vec<RunFn> = Vec::new();
     if options.controllers.contains(&ControllerName::EndpointSlice) {
         let ctl = endpointslice::Controller::new(
             client.clone(),
@@ -166,7 +178,7 @@ pub async fn run(
             &ready,
         );
         subs.extend(ctl.subscribers());
-        runs.push(Box::new(move |inf, rx| Box::pin(ctl.run(inf, rx))));
+        runs.push(Box::new(move |inf, rx, gate| Box::pin(ctl.run(inf, rx, gate))));
     }
     if options.controllers.contains(&ControllerName::Endpoints) {
         let ctl = endpoints::Controller::new(
@@ -177,20 +189,48 @@ pub async fn run(
             &ready,
         );
         subs.extend(ctl.subscribers());
-        runs.push(Box::new(move |inf, rx| Box::pin(ctl.run(inf, rx))));
+        runs.push(Box::new(move |inf, rx, gate| Box::pin(ctl.run(inf, rx, gate))));
     }
+
+    // The write gate: open at once without leader election, else driven by the Lease.
+    let (gate_tx, gate) = match &options.leader_election {
+        None => leader::always_open(),
+        Some(_) => watch::channel(false),
+    };
+    let (leader_stop_tx, leader_stop_rx) = watch::channel(false);
+    let leader_task = options.leader_election.clone().map(|le| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = leader::run(client, le, gate_tx, leader_stop_rx).await {
+                tracing::error!(error = %e, "leader election failed; this replica will not write");
+            }
+        })
+    });
+
     let (informers, watches) = informers::start(&client, options.namespace.as_deref(), subs);
     let watches = tokio::spawn(watches);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
     for run in runs {
-        tasks.spawn(run(informers.clone(), stop_rx.clone()));
+        tasks.spawn(run(informers.clone(), stop_rx.clone(), gate.clone()));
     }
-    let mut rx = stop_rx;
-    let _ = rx.wait_for(|s| *s).await;
+
+    shutdown.await;
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop_tx.send(true);
     let grace = Duration::from_secs(30);
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
         tracing::warn!("controllers did not stop within {grace:?}; exiting anyway");
     }
+    let _ = leader_stop_tx.send(true);
+    if let Some(t) = leader_task {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
     watches.abort();
+    let _ = admin_stop_tx.send(true);
+    if let Some(a) = admin {
+        let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
+    }
     Ok(())
 }
 

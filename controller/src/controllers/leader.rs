@@ -1,0 +1,128 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease (kube-lease-manager), as a gate that the
+//! controllers check before every write.
+//!
+//! Every replica runs the watches (so a new leader starts with warm caches); only the holder of
+//! the Lease syncs and writes. The gate opens when kube-lease-manager reports that we hold the
+//! Lease, and closes when it reports otherwise **or** when our own check of the Lease object
+//! (every second) finds another holder, an expired renewal, or has not succeeded for longer than
+//! the lease duration minus the grace period — so a replica cut off from the apiserver stops
+//! writing before another one can take over. On shutdown the Lease is released, so the next
+//! replica takes over at once instead of waiting for expiry.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+
+/// Leader-election settings (`--leader-elect*` flags).
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub name: String,
+    /// This replica's identity (the Pod name and a random suffix by default).
+    pub identity: String,
+    /// How long a Lease is valid after its last renewal.
+    pub lease_duration: Duration,
+    /// How long before expiry the holder renews.
+    pub grace: Duration,
+}
+
+/// The write gate: `true` while this replica may write.
+pub type Gate = watch::Receiver<bool>;
+
+/// A gate that is always open (leader election off).
+pub fn always_open() -> (watch::Sender<bool>, Gate) {
+    watch::channel(true)
+}
+
+/// Runs leader election until `stop` turns true, then releases the Lease. Returns an error only
+/// if the Lease cannot be set up at all (e.g. RBAC forbids it).
+pub async fn run(
+    client: kube::Client,
+    le: LeaderElection,
+    gate: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let secs = |d: Duration| d.as_secs().max(1);
+    let build = || async {
+        LeaseManagerBuilder::new(client.clone(), &le.name)
+            .with_namespace(&le.namespace)
+            .with_identity(&le.identity)
+            .with_duration(secs(le.lease_duration))
+            .with_grace(secs(le.grace))
+            .with_field_manager(format!("epslice-{}", le.identity))
+            .build()
+            .await
+            .map_err(|e| anyhow::anyhow!("leader election on Lease {}/{}: {e}", le.namespace, le.name))
+    };
+    let mut manager = build().await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &le.namespace);
+    let valid_for = le.lease_duration.saturating_sub(le.grace);
+    let mut last_ok = tokio::time::Instant::now();
+    let mut held = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        // `changed()` re-reads the Lease first, so restarting it every second is safe and makes a
+        // follower notice a released Lease within a second (kube-lease-manager alone would wait
+        // for the old expiry).
+        tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            r = manager.changed() => match r {
+                Ok(state) => held = state,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: cannot sync the Lease");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
+            _ = tick.tick() => {}
+        }
+        // Our own view of the Lease, so a replica that cannot renew stops in time.
+        let mine = match leases.get_opt(&le.name).await {
+            Ok(lease) => {
+                last_ok = tokio::time::Instant::now();
+                let released = lease.as_ref().and_then(|l| l.spec.as_ref()).is_none_or(|s| s.holder_identity.is_none());
+                if released && !held {
+                    // kube-lease-manager re-reads a held Lease only after its old expiry; a fresh
+                    // manager sees the release now and takes the Lease at once.
+                    match build().await {
+                        Ok(m) => manager = m,
+                        Err(e) => tracing::warn!(error = %e, "leader election: cannot rebuild the Lease manager"),
+                    }
+                }
+                lease.and_then(|l| l.spec).is_some_and(|spec| {
+                    let holder = spec.holder_identity.as_deref() == Some(le.identity.as_str());
+                    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+                    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+                    let fresh = spec.renew_time.is_some_and(|r| now < r.0.as_second() + duration);
+                    holder && fresh
+                })
+            }
+            Err(e) => {
+                if last_ok.elapsed() > valid_for {
+                    tracing::warn!(error = %e, "cannot read the Lease for longer than the lease duration; not writing");
+                    false
+                } else {
+                    *gate.borrow()
+                }
+            }
+        };
+        let leading = held && mine;
+        if *gate.borrow() != leading {
+            tracing::info!(identity = %le.identity, leading, "leadership changed");
+            let _ = gate.send(leading);
+        }
+    }
+    let _ = gate.send(false);
+    if held {
+        match tokio::time::timeout(Duration::from_secs(5), manager.release()).await {
+            Ok(Ok(())) => tracing::info!("Lease released"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the Lease"),
+            Err(_) => tracing::warn!("Lease release did not finish in 5 s"),
+        }
+    }
+    Ok(())
+}

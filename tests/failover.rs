@@ -1,0 +1,139 @@
+//! Leader election with real processes: two (then three) `epslice run` replicas on one control
+//! plane. Only the Lease holder writes; SIGKILL of the leader hands over within the lease
+//! duration; SIGTERM releases the Lease so the next replica takes over at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use envtest::{Component, kwok};
+use epslice_integration_tests::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, PostParams};
+
+struct Replica {
+    name: String,
+    proc: Component,
+    admin: u16,
+}
+
+impl Replica {
+    fn start(cp: &envtest::ControlPlane, ns: &str, name: &str) -> Replica {
+        let admin = envtest::free_port().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_epslice-run"));
+        cmd.env_remove("KUBECONFIG")
+            .env("POD_NAME", name)
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig_path())
+            .args(["--namespace", ns, "--leader-elect-resource-namespace", ns])
+            .args(["--leader-elect-lease-duration", "10s", "--leader-elect-renew-grace", "3s"])
+            .args(["--admin-bind-address", &format!("127.0.0.1:{admin}")])
+            .args(["--field-manager", &format!("epslice-{name}"), "--log-level", "info"]);
+        let proc = cp.spawn_in_group(&format!("epslice-{name}"), cmd).unwrap();
+        Replica { name: name.into(), proc, admin }
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.admin)).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, text))
+    }
+
+    async fn wait_ready(&self) {
+        let t0 = Instant::now();
+        while self.get("/readyz").await.map(|r| r.0) != Some(200) {
+            assert!(t0.elapsed() < CONVERGE, "replica {} not ready; log:\n{}", self.name, self.proc.log_tail(3000));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Slice writes this replica made.
+    async fn writes(&self) -> f64 {
+        let Some((_, text)) = self.get("/metrics").await else { return -1.0 };
+        text.lines()
+            .filter(|l| l.starts_with("endpoint_slice_controller_changes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases.get_opt("epslice").await.ok().flatten().and_then(|l| l.spec).and_then(|s| s.holder_identity)
+}
+
+async fn wait_holder(leases: &Api<Lease>, prefix: &str, within: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if holder(leases).await.is_some_and(|h| h.starts_with(&format!("{prefix}_"))) {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < within, "{prefix} did not take the Lease within {within:?} (holder {:?})", holder(leases).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn add_pod(pods: &Api<Pod>, name: &str, i: usize) {
+    let node = &kwok::default_nodes()[i % 6].name;
+    pods.create(&PostParams::default(), &kwok::pod(name, node, &[("app", "ha")], &[("http", 8080)])).await.unwrap();
+}
+
+#[tokio::test]
+async fn only_the_leader_writes_and_failover_is_quick() {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "failover").await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+
+    let mut a = Replica::start(cp, &ns, "a");
+    a.wait_ready().await;
+    wait_holder(&leases, "a", CONVERGE).await;
+    let b = Replica::start(cp, &ns, "b");
+    b.wait_ready().await;
+
+    svcs.create(&PostParams::default(), &service("ha", "ha", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    for i in 0..3 {
+        add_pod(&pods, &format!("ha-{i}"), i).await;
+    }
+    wait_slices(&client, &ns, "ha", "3 endpoints", |s| endpoint_count(s) == 3).await;
+    assert!(a.writes().await > 0.0, "the leader wrote");
+    assert_eq!(b.writes().await, 0.0, "the follower never writes");
+    let slices_before = slices(&client, &ns, "ha").await;
+    let managers: Vec<String> = slices_before
+        .iter()
+        .flat_map(|s| s.metadata.managed_fields.clone().unwrap_or_default())
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(managers.iter().all(|m| m == "epslice-a"), "{managers:?}");
+
+    // Crash the leader: the follower takes over once the Lease expires (10 s here; kcm's default 15 s).
+    a.proc.kill();
+    let t_kill = Instant::now();
+    let took = wait_holder(&leases, "b", Duration::from_secs(15)).await;
+    add_pod(&pods, "ha-3", 3).await;
+    wait_slices(&client, &ns, "ha", "writes resume under the new leader", |s| endpoint_count(s) == 4).await;
+    assert!(b.writes().await > 0.0);
+    eprintln!("takeover after SIGKILL: {took:?}; writes resumed {:?} after the kill", t_kill.elapsed());
+
+    // Graceful handover: SIGTERM releases the Lease, so a third replica takes over at once.
+    let c = Replica::start(cp, &ns, "c");
+    c.wait_ready().await;
+    let mut b = b;
+    let t_term = Instant::now();
+    b.proc.stop();
+    let handover = wait_holder(&leases, "c", Duration::from_secs(8)).await;
+    eprintln!("takeover after SIGTERM: {:?} (stop included: {:?})", handover, t_term.elapsed());
+    assert!(t_term.elapsed() < Duration::from_secs(8), "release on shutdown: no wait for expiry");
+    add_pod(&pods, "ha-4", 4).await;
+    wait_slices(&client, &ns, "ha", "writes resume after a graceful handover", |s| endpoint_count(s) == 5).await;
+    assert!(c.writes().await > 0.0);
+    drop(c);
+}
