@@ -158,7 +158,7 @@ pub fn from_services<S: Borrow<Service>>(services: &[S]) -> Vec<ServiceEnvVar> {
 ///   the master Service on a name clash (so a namespace's own `kubernetes` Service shadows the API
 ///   server's variables, as with the kubelet; a warning says so). Among duplicates of one name
 ///   in the pod's namespace the last one wins, as in the kubelet's map.
-/// * Nothing else (no other namespaces).
+/// * Nothing else (no other namespaces; see [`visible_services_in`] for policy exports).
 ///
 /// The result is sorted by name.
 pub fn visible_services<'a, S, I>(pod_namespace: &str, enable_service_links: bool, services: I) -> Selection<'a>
@@ -166,21 +166,73 @@ where
     S: Borrow<Service> + 'a,
     I: IntoIterator<Item = &'a S>,
 {
-    let mut by_name: BTreeMap<&'a str, &'a Service> = BTreeMap::new();
+    visible_services_in(pod_namespace, &[], enable_service_links, services)
+}
+
+/// [`visible_services`] plus Services of `extra_namespaces` (a policy's cross-namespace export;
+/// not a kubelet feature). Extra-namespace Services follow the same `enable_service_links` rule as
+/// the pod's own, but rank below both the pod's namespace and the master Service on a name clash
+/// (so they can never shadow `KUBERNETES_*` or a same-named local Service); between two extra
+/// namespaces the one named first in `extra_namespaces` wins. Each hidden Service gives a warning.
+pub fn visible_services_in<'a, S, I>(
+    pod_namespace: &str,
+    extra_namespaces: &[String],
+    enable_service_links: bool,
+    services: I,
+) -> Selection<'a>
+where
+    S: Borrow<Service> + 'a,
+    I: IntoIterator<Item = &'a S>,
+{
+    // Rank: pod namespace 3, master 2, extra namespaces 1 (minus their position, as a tiebreak).
+    let rank = |s: &Service| -> Option<(u8, usize)> {
+        let ns = svc_namespace(s);
+        if ns == MASTER_NAMESPACE && svc_name(s) == MASTER_NAME {
+            // The master Service also counts as a local Service for pods in `default`.
+            return Some(if ns == pod_namespace && enable_service_links { (3, 0) } else { (2, 0) });
+        }
+        if !enable_service_links {
+            return None;
+        }
+        if ns == pod_namespace {
+            return Some((3, 0));
+        }
+        let pos = extra_namespaces.iter().position(|e| e == ns)?;
+        Some((1, usize::MAX - pos))
+    };
+    let mut by_name: BTreeMap<&'a str, ((u8, usize), &'a Service)> = BTreeMap::new();
+    let mut hidden: Vec<(&'a Service, &'a Service)> = Vec::new();
     for s in services {
         let s: &'a Service = s.borrow();
         if !is_service_ip_set(s) {
             continue;
         }
+        let Some(r) = rank(s) else { continue };
         let name = svc_name(s);
-        if svc_namespace(s) == MASTER_NAMESPACE && name == MASTER_NAME {
-            by_name.entry(name).or_insert(s);
-        } else if svc_namespace(s) == pod_namespace && enable_service_links {
-            by_name.insert(name, s);
+        match by_name.get(name) {
+            // Same rank: the last one wins (the kubelet's map), except between extra namespaces,
+            // whose position is part of the rank.
+            Some((have, kept)) if *have > r => {
+                if r.0 == 1 {
+                    hidden.push((s, kept));
+                }
+            }
+            Some((have, kept)) => {
+                if have.0 == 1 && !std::ptr::eq(*kept, s) {
+                    hidden.push((kept, s));
+                }
+                by_name.insert(name, (r, s));
+            }
+            None => {
+                by_name.insert(name, (r, s));
+            }
         }
     }
     let mut warnings = Vec::new();
-    if let Some(k) = by_name.get(MASTER_NAME)
+    for (gone, kept) in hidden {
+        warnings.push(warning(format!("service {} hidden by {} of the same name", display(gone), display(kept))));
+    }
+    if let Some((_, k)) = by_name.get(MASTER_NAME)
         && svc_namespace(k) != MASTER_NAMESPACE
     {
         warnings.push(warning(format!(
@@ -188,7 +240,7 @@ where
             svc_namespace(k)
         )));
     }
-    Selection { services: by_name.into_values().collect(), warnings }
+    Selection { services: by_name.into_values().map(|(_, s)| s).collect(), warnings }
 }
 
 /// Whether `service` is a namespace's own `kubernetes` Service that would shadow the master

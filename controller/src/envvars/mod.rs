@@ -56,11 +56,12 @@ mod tests;
 
 pub use generate::{
     Collision, Generated, Mode, Selection, ServiceEnvVar, from_services, generate, is_service_ip_set, select_services,
-    visible_services,
+    visible_services, visible_services_in,
 };
 pub use patch::{
     DEFAULT_MAX_ADDED_BYTES, MARKER_ANNOTATION, Marker, Mutation, PatchOptions, mutate, plan_patch, vars_hash,
 };
+pub(crate) use review::base64 as base64_encode;
 pub use review::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WARNINGS, Decision, Outcome, PodRequest, ReviewConfig, Reviewed, review,
 };

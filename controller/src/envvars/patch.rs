@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Map, Value};
 
-use super::generate::{Generated, Mode, ServiceEnvVar, generate, shadows_master, visible_services};
+use super::generate::{Generated, Mode, ServiceEnvVar, generate, shadows_master, visible_services_in};
 use super::warning;
 
 /// Annotation recording what was injected.
@@ -40,11 +40,19 @@ pub struct PatchOptions {
     /// Inject nothing (and warn) if the added env entries and marker would exceed this many
     /// bytes of JSON.
     pub max_added_bytes: usize,
+    /// Namespaces besides the pod's whose Services, among the candidates given to [`mutate`], are
+    /// visible (a policy's cross-namespace export; see [`super::visible_services_in`]). Empty: the
+    /// kubelet's rule (the pod's namespace and `default/kubernetes` only).
+    pub extra_namespaces: Vec<String>,
 }
 
 impl Default for PatchOptions {
     fn default() -> Self {
-        Self { disable_kubelet_service_links: false, max_added_bytes: DEFAULT_MAX_ADDED_BYTES }
+        Self {
+            disable_kubelet_service_links: false,
+            max_added_bytes: DEFAULT_MAX_ADDED_BYTES,
+            extra_namespaces: Vec::new(),
+        }
     }
 }
 
@@ -280,13 +288,14 @@ pub fn mutate<S: Borrow<Service>>(
     }
     let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
     let drop_shadow = options.disable_kubelet_service_links;
+    let extra = options.extra_namespaces.as_slice();
     let run = |links: bool| -> (Generated, Vec<String>) {
-        let visible = visible_services(namespace, links, services);
+        let visible = visible_services_in(namespace, extra, links, services);
         if drop_shadow && visible.services.iter().any(|s| shadows_master(s, namespace)) {
             // With the kubelet's links off it still adds the real master Service's variables;
             // the shadow's would mix with them (different port names). Use the master instead.
             let without = services.iter().filter(|s| !shadows_master((*s).borrow(), namespace));
-            let visible = visible_services(namespace, links, without);
+            let visible = visible_services_in(namespace, extra, links, without);
             let note = warning(format!(
                 "service {namespace}/kubernetes not injected: it would mix with the API server's KUBERNETES_* vars"
             ));

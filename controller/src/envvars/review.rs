@@ -75,12 +75,24 @@ pub struct Decision<S> {
     pub services: Vec<S>,
     /// Passed through to the response (each cut to 120 characters).
     pub warnings: Vec<String>,
+    /// Per-pod override of [`ReviewConfig::patch`]'s `disable_kubelet_service_links` (a policy's
+    /// `disableKubeletServiceLinks`); `None` keeps the configured value.
+    pub disable_kubelet_service_links: Option<bool>,
+    /// Namespaces besides the pod's whose Services (among `services`) are visible: a policy's
+    /// cross-namespace export. Replaces [`PatchOptions::extra_namespaces`] when non-empty.
+    pub extra_namespaces: Vec<String>,
 }
 
 impl<S> Decision<S> {
     /// No injection.
     pub fn off() -> Self {
-        Self { mode: Mode::Off, services: Vec::new(), warnings: Vec::new() }
+        Self {
+            mode: Mode::Off,
+            services: Vec::new(),
+            warnings: Vec::new(),
+            disable_kubelet_service_links: None,
+            extra_namespaces: Vec::new(),
+        }
     }
 }
 
@@ -274,7 +286,19 @@ where
     }
 
     let decision = decide(&PodRequest { uid: &echo.uid, namespace: &namespace, name: &name, pod: &pod, dry_run });
-    let mutation = mutate(&pod, &namespace, decision.mode, &decision.services, &config.patch);
+    let options = if decision.disable_kubelet_service_links.is_some() || !decision.extra_namespaces.is_empty() {
+        let mut o = config.patch.clone();
+        if let Some(d) = decision.disable_kubelet_service_links {
+            o.disable_kubelet_service_links = d;
+        }
+        if !decision.extra_namespaces.is_empty() {
+            o.extra_namespaces = decision.extra_namespaces;
+        }
+        std::borrow::Cow::Owned(o)
+    } else {
+        std::borrow::Cow::Borrowed(&config.patch)
+    };
+    let mutation = mutate(&pod, &namespace, decision.mode, &decision.services, &options);
     let mut warnings: Vec<String> = decision.warnings.into_iter().map(warning).collect();
     warnings.extend(mutation.warnings);
     let Some(patch) = mutation.patch else {

@@ -155,7 +155,7 @@ fn disable_links_patch_and_user_opt_out() {
 #[test]
 fn cap_exceeded_means_no_injection_and_a_warning() {
     let p = pod("ns", Some(true), vec![container("c", None)]);
-    let opts = PatchOptions { disable_kubelet_service_links: true, max_added_bytes: 200 };
+    let opts = PatchOptions { disable_kubelet_service_links: true, max_added_bytes: 200, ..PatchOptions::default() };
     let m = mutate(&p, "ns", Mode::All, &services(), &opts);
     assert_eq!(m.patch, None, "not even enableServiceLinks");
     assert_eq!(m.injected, 0);
@@ -292,9 +292,8 @@ fn hash_is_stable_and_order_sensitive() {
 #[test]
 fn large_namespace_hits_the_default_cap_smaller_one_fits() {
     // About 360 bytes of env JSON per single-port Service: 2,000 of them exceed 256 KiB.
-    let many: Vec<Service> = (0..2000)
-        .map(|i| svc("ns", &format!("svc-{i}"), "10.0.0.1", &[("", 80, "TCP")]))
-        .collect();
+    let many: Vec<Service> =
+        (0..2000).map(|i| svc("ns", &format!("svc-{i}"), "10.0.0.1", &[("", 80, "TCP")])).collect();
     let p = pod("ns", Some(true), vec![container("c", None)]);
     let m = mutate(&p, "ns", Mode::All, &many, &links_off());
     assert_eq!(m.patch, None);

@@ -284,6 +284,7 @@ proptest! {
             mode: Mode::All,
             services: services.iter().collect(),
             warnings: Vec::new(),
+            ..Decision::off()
         });
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         if r.status == 200 {
@@ -415,6 +416,7 @@ proptest! {
             mode: Mode::All,
             services: services.iter().collect(),
             warnings: Vec::new(),
+            ..Decision::off()
         };
         let r = review(&wrap(&object), &cfg, decide);
         prop_assert_eq!(r.status, 200);

@@ -49,6 +49,7 @@ fn run(body: &[u8]) -> Reviewed {
         mode: Mode::All,
         services: svcs.iter().collect(),
         warnings: Vec::new(),
+        ..Decision::off()
     })
 }
 
@@ -187,7 +188,7 @@ fn dry_run_gives_the_same_patch_and_is_reported() {
     let svcs = services();
     let r = review(&body_for(simple_pod_json(), &[("dryRun", json!(true))]), &ReviewConfig::default(), |req| {
         seen.set(Some(req.dry_run));
-        Decision { mode: Mode::All, services: svcs.iter().collect(), warnings: Vec::new() }
+        Decision { mode: Mode::All, services: svcs.iter().collect(), warnings: Vec::new(), ..Decision::off() }
     });
     let normal = run(&body_for(simple_pod_json(), &[]));
     assert_eq!(seen.get(), Some(true));
@@ -242,6 +243,7 @@ fn decision_warnings_are_cut_and_capped() {
         mode: Mode::All,
         services: Vec::new(),
         warnings: (0..10).map(|i| format!("{i}{}", "w".repeat(200))).collect(),
+        ..Decision::off()
     });
     let w = json_of(&r)["response"]["warnings"].as_array().unwrap().clone();
     assert_eq!(w.len(), 3);
@@ -260,6 +262,7 @@ fn cap_in_config_reaches_the_patch() {
         mode: Mode::All,
         services: svcs.iter().collect(),
         warnings: Vec::new(),
+        ..Decision::off()
     });
     assert_eq!(r.outcome, Outcome::Unchanged);
     let w = &json_of(&r)["response"]["warnings"][0];
@@ -276,7 +279,7 @@ fn real_world_review_body() {
     ];
     let r = review(body.as_bytes(), &ReviewConfig::default(), |req| {
         assert_eq!(req.name, "echo-pod");
-        Decision { mode: Mode::All, services: svcs.iter().collect(), warnings: Vec::new() }
+        Decision { mode: Mode::All, services: svcs.iter().collect(), warnings: Vec::new(), ..Decision::off() }
     });
     assert_eq!(r.outcome, Outcome::Patched);
     let v = json_of(&r);

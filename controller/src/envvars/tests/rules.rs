@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use k8s_openapi::api::core::v1::Service;
 
 use super::super::{
-    MAX_WARNING_CHARS, from_services, generate, is_service_ip_set, select_services, visible_services, warning,
+    MAX_WARNING_CHARS, from_services, generate, is_service_ip_set, select_services, visible_services,
+    visible_services_in, warning,
 };
 use super::{svc, var};
 
@@ -229,4 +230,36 @@ fn warnings_are_cut_to_120_chars() {
     ]);
     assert!(!g.warnings.is_empty());
     assert!(g.warnings.iter().all(|w| w.chars().count() <= MAX_WARNING_CHARS));
+}
+
+#[test]
+fn extra_namespaces_rank_below_local_and_master() {
+    let all = vec![
+        svc("default", "kubernetes", "10.96.0.1", &[("https", 443, "")]),
+        svc("app", "db", "10.0.0.1", &[("", 5432, "")]),
+        svc("shared", "db", "10.0.0.2", &[("", 5432, "")]),
+        svc("shared", "cache", "10.0.0.3", &[("", 6379, "")]),
+        svc("other", "cache", "10.0.0.4", &[("", 6379, "")]),
+        svc("shared", "kubernetes", "10.0.0.5", &[("", 443, "")]),
+        svc("hidden", "queue", "10.0.0.6", &[("", 5672, "")]),
+    ];
+    let extra = vec!["shared".to_owned(), "other".to_owned()];
+    let sel = visible_services_in("app", &extra, true, &all);
+    assert_eq!(names(&sel.services), ["shared/cache", "app/db", "default/kubernetes"]);
+    // Three hidden: shared/db by app/db, other/cache by shared/cache, shared/kubernetes by the master.
+    assert_eq!(sel.warnings.len(), 3, "{:?}", sel.warnings);
+    assert!(sel.warnings.iter().any(|w| w.contains("shared/db hidden by app/db")), "{:?}", sel.warnings);
+    // Order of extra namespaces decides between them, whatever the input order.
+    let mut rev = all.clone();
+    rev.reverse();
+    let sel = visible_services_in("app", &["other".to_owned(), "shared".to_owned()], true, &rev);
+    assert_eq!(names(&sel.services), ["other/cache", "app/db", "default/kubernetes"]);
+    // Links off: only the master, as for the pod's own namespace.
+    let sel = visible_services_in("app", &extra, false, &all);
+    assert_eq!(names(&sel.services), ["default/kubernetes"]);
+    // No extra namespaces: exactly the kubelet rule.
+    assert_eq!(
+        names(&visible_services_in("app", &[], true, &all).services),
+        names(&visible_services("app", true, &all).services)
+    );
 }

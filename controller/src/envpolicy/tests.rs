@@ -1,0 +1,402 @@
+//! Unit tests of policy selection, decisions, validation, status and the committed CRD.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta, Time};
+
+use super::*;
+use crate::envvars::{Mode, ReviewConfig, review};
+
+type Labels = BTreeMap<String, String>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+#[derive(Default)]
+struct View {
+    namespaces: BTreeMap<String, Labels>,
+    policies: Vec<Arc<ServiceEnvPolicy>>,
+    services: Vec<Arc<Service>>,
+}
+
+impl ClusterView for View {
+    fn namespace_labels(&self, namespace: &str) -> Option<Labels> {
+        self.namespaces.get(namespace).cloned()
+    }
+    fn policies(&self, namespace: &str) -> Vec<Arc<ServiceEnvPolicy>> {
+        self.policies.iter().filter(|p| p.metadata.namespace.as_deref() == Some(namespace)).cloned().collect()
+    }
+    fn services(&self, namespace: &str) -> Vec<Arc<Service>> {
+        self.services.iter().filter(|s| s.metadata.namespace.as_deref() == Some(namespace)).cloned().collect()
+    }
+}
+
+fn svc(ns: &str, name: &str, ip: &str, port: i32, lbls: &[(&str, &str)]) -> Arc<Service> {
+    Arc::new(Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            labels: Some(labels(lbls)),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(ip.into()),
+            ports: Some(vec![ServicePort { port, ..Default::default() }]),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+fn selector(pairs: &[(&str, &str)]) -> LabelSelector {
+    LabelSelector { match_labels: Some(labels(pairs)), match_expressions: None }
+}
+
+fn policy(ns: &str, name: &str, spec: ServiceEnvPolicySpec) -> Arc<ServiceEnvPolicy> {
+    let mut p = ServiceEnvPolicy::new(name, spec);
+    p.metadata.namespace = Some(ns.into());
+    p.metadata.generation = Some(3);
+    Arc::new(p)
+}
+
+fn pod(lbls: &[(&str, &str)]) -> Pod {
+    Pod {
+        metadata: ObjectMeta { labels: Some(labels(lbls)), ..Default::default() },
+        spec: Some(PodSpec {
+            containers: vec![Container { name: "c".into(), ..Default::default() }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn names(services: &[Arc<Service>]) -> Vec<String> {
+    let mut v: Vec<String> = services
+        .iter()
+        .map(|s| {
+            format!("{}/{}", s.metadata.namespace.as_deref().unwrap_or(""), s.metadata.name.as_deref().unwrap_or(""))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn cluster() -> View {
+    View {
+        namespaces: [
+            ("app".to_owned(), labels(&[])),
+            ("shared".to_owned(), labels(&[(EXPORT_LABEL, "true")])),
+            ("private".to_owned(), labels(&[])),
+            ("labelled".to_owned(), labels(&[(NAMESPACE_MODE_LABEL, "all")])),
+            ("weird".to_owned(), labels(&[(NAMESPACE_MODE_LABEL, "sometimes")])),
+        ]
+        .into(),
+        policies: Vec::new(),
+        services: vec![
+            svc("default", "kubernetes", "10.96.0.1", 443, &[]),
+            svc("app", "db", "10.0.0.1", 5432, &[("tier", "data")]),
+            svc("app", "cache", "10.0.0.2", 6379, &[("tier", "data")]),
+            svc("app", "web", "10.0.0.3", 80, &[]),
+            svc("shared", "auth", "10.0.1.1", 443, &[("tier", "data")]),
+            svc("shared", "mail", "10.0.1.2", 25, &[]),
+            svc("private", "vault", "10.0.2.1", 8200, &[]),
+            svc("labelled", "api", "10.0.3.1", 80, &[]),
+        ],
+    }
+}
+
+fn selected(names: &[&str], sel: Option<LabelSelector>) -> Option<ServiceSelection> {
+    Some(ServiceSelection { names: names.iter().map(|s| (*s).to_owned()).collect(), selector: sel })
+}
+
+#[test]
+fn most_specific_selector_wins_then_name() {
+    let mut v = cluster();
+    let all = ServiceEnvPolicySpec { mode: PolicyMode::All, ..Default::default() };
+    let off = ServiceEnvPolicySpec {
+        mode: PolicyMode::Off,
+        pod_selector: Some(selector(&[("app", "x")])),
+        ..Default::default()
+    };
+    let off_b = ServiceEnvPolicySpec { pod_selector: Some(selector(&[("app", "x")])), ..off.clone() };
+    v.policies = vec![policy("app", "z-everyone", all), policy("app", "b-x", off_b), policy("app", "a-x", off)];
+    let (d, src) = decide("app", &pod(&[("app", "x")]), &v, DefaultMode::Off);
+    assert_eq!(src, Source::Policy("a-x".into()));
+    assert_eq!(d.mode, Mode::Off);
+    assert!(d.warnings.iter().any(|w| w.contains("a-x applies; also matching: b-x, z-everyone")), "{:?}", d.warnings);
+    // A pod the specific policies do not match falls to the catch-all.
+    let (d, src) = decide("app", &pod(&[("app", "y")]), &v, DefaultMode::Off);
+    assert_eq!(src, Source::Policy("z-everyone".into()));
+    assert_eq!(d.mode, Mode::All);
+    assert_eq!(names(&d.services), ["app/cache", "app/db", "app/web", "default/kubernetes"]);
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    // Policies of other namespaces never apply.
+    let (_, src) = decide("shared", &pod(&[("app", "x")]), &v, DefaultMode::Off);
+    assert_eq!(src, Source::Default);
+}
+
+#[test]
+fn match_expressions_count_and_invalid_policies_are_skipped() {
+    let mut v = cluster();
+    let expr = |op: &str, values: Option<Vec<&str>>| LabelSelectorRequirement {
+        key: "app".into(),
+        operator: op.into(),
+        values: values.map(|v| v.into_iter().map(String::from).collect()),
+    };
+    let two = LabelSelector {
+        match_labels: Some(labels(&[("tier", "web")])),
+        match_expressions: Some(vec![expr("In", Some(vec!["x", "y"]))]),
+    };
+    let broken = LabelSelector { match_labels: None, match_expressions: Some(vec![expr("In", None)]) };
+    let broken2 = LabelSelector {
+        match_labels: Some(labels(&[("tier", "web")])),
+        match_expressions: Some(vec![expr("Exists", None), expr("Near", None)]),
+    };
+    v.policies = vec![
+        policy(
+            "app",
+            "one",
+            ServiceEnvPolicySpec { pod_selector: Some(selector(&[("tier", "web")])), ..Default::default() },
+        ),
+        policy(
+            "app",
+            "two",
+            ServiceEnvPolicySpec { pod_selector: Some(two), mode: PolicyMode::Off, ..Default::default() },
+        ),
+        policy("app", "broken", ServiceEnvPolicySpec { pod_selector: Some(broken), ..Default::default() }),
+        policy("app", "broken2", ServiceEnvPolicySpec { pod_selector: Some(broken2), ..Default::default() }),
+        // Valid selector, invalid spec (Selected without services).
+        policy("app", "empty-selected", ServiceEnvPolicySpec { mode: PolicyMode::Selected, ..Default::default() }),
+    ];
+    let (d, src) = decide("app", &pod(&[("tier", "web"), ("app", "y")]), &v, DefaultMode::Off);
+    assert_eq!(src, Source::Policy("two".into()));
+    assert!(d.warnings.iter().any(|w| w.contains("policy broken ignored")), "{:?}", d.warnings);
+    assert!(d.warnings.iter().any(|w| w.contains("policy broken2 ignored")), "{:?}", d.warnings);
+    assert!(d.warnings.iter().any(|w| w.contains("empty-selected matches but is invalid")), "{:?}", d.warnings);
+    let (_, src) = decide("app", &pod(&[("tier", "web"), ("app", "z")]), &v, DefaultMode::Off);
+    assert_eq!(src, Source::Policy("one".into()));
+}
+
+#[test]
+fn without_policy_the_namespace_label_then_the_default_decide() {
+    let v = cluster();
+    let (d, src) = decide("labelled", &pod(&[]), &v, DefaultMode::Off);
+    assert_eq!((d.mode, src), (Mode::All, Source::NamespaceLabel));
+    assert_eq!(names(&d.services), ["default/kubernetes", "labelled/api"]);
+    assert_eq!(d.disable_kubelet_service_links, None);
+    let (d, src) = decide("app", &pod(&[]), &v, DefaultMode::Off);
+    assert_eq!((d.mode, src), (Mode::Off, Source::Default));
+    let (d, _) = decide("app", &pod(&[]), &v, DefaultMode::All);
+    assert_eq!(names(&d.services), ["app/cache", "app/db", "app/web", "default/kubernetes"]);
+    let (d, src) = decide("weird", &pod(&[]), &v, DefaultMode::Off);
+    assert_eq!((d.mode, src), (Mode::Off, Source::Default));
+    assert!(d.warnings[0].contains("sometimes"), "{:?}", d.warnings);
+    // Unknown namespace (cache lag): the default.
+    assert_eq!(decide("new", &pod(&[]), &v, DefaultMode::Off).1, Source::Default);
+}
+
+#[test]
+fn selected_picks_names_and_selector_only() {
+    let mut v = cluster();
+    let spec = ServiceEnvPolicySpec {
+        mode: PolicyMode::Selected,
+        services: selected(&["web", "ghost"], Some(selector(&[("tier", "data")]))),
+        disable_kubelet_service_links: true,
+        ..Default::default()
+    };
+    v.policies = vec![policy("app", "p", spec)];
+    let (d, _) = decide("app", &pod(&[]), &v, DefaultMode::Off);
+    assert_eq!(d.mode, Mode::Selected);
+    assert_eq!(names(&d.services), ["app/cache", "app/db", "app/web"]);
+    assert_eq!(d.disable_kubelet_service_links, Some(true));
+    assert!(d.warnings.iter().any(|w| w.contains("ghost not found")), "{:?}", d.warnings);
+}
+
+#[test]
+fn other_namespaces_need_the_export_label() {
+    let mut v = cluster();
+    let spec = ServiceEnvPolicySpec {
+        mode: PolicyMode::Selected,
+        namespaces: vec!["shared".into(), "private".into()],
+        services: selected(&["db", "shared/mail", "private/vault"], Some(selector(&[("tier", "data")]))),
+        ..Default::default()
+    };
+    v.policies = vec![policy("app", "p", spec.clone())];
+    let (d, _) = decide("app", &pod(&[]), &v, DefaultMode::Off);
+    assert_eq!(names(&d.services), ["app/cache", "app/db", "shared/auth", "shared/mail"]);
+    assert_eq!(d.extra_namespaces, ["shared"]);
+    assert!(d.warnings.iter().any(|w| w.contains("namespace private not used")), "{:?}", d.warnings);
+    // Mode All: everything of the exported namespace.
+    v.policies = vec![policy("app", "p", ServiceEnvPolicySpec { mode: PolicyMode::All, services: None, ..spec })];
+    let (d, _) = decide("app", &pod(&[]), &v, DefaultMode::Off);
+    assert_eq!(
+        names(&d.services),
+        ["app/cache", "app/db", "app/web", "default/kubernetes", "shared/auth", "shared/mail"]
+    );
+}
+
+#[test]
+fn off_with_disabled_links_switches_links_off_and_injects_nothing() {
+    let mut v = cluster();
+    v.policies = vec![policy(
+        "app",
+        "p",
+        ServiceEnvPolicySpec { mode: PolicyMode::Off, disable_kubelet_service_links: true, ..Default::default() },
+    )];
+    let (d, _) = decide("app", &pod(&[]), &v, DefaultMode::All);
+    assert_eq!(d.mode, Mode::Selected);
+    assert!(d.services.is_empty());
+    // Through the core: only enableServiceLinks and the marker.
+    let body = admission_body(&pod(&[]), "app");
+    let r = review(&body, &ReviewConfig::default(), |req| decide(req.namespace, req.pod, &v, DefaultMode::All).0);
+    let ops = patch_ops(&r.body);
+    let paths: Vec<&str> = ops.iter().map(|o| o["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/metadata/annotations", "/spec/enableServiceLinks"], "{ops:?}");
+}
+
+fn admission_body(pod: &Pod, ns: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": ns,
+            "operation": "CREATE",
+            "object": pod,
+        }
+    }))
+    .unwrap()
+}
+
+fn patch_ops(body: &[u8]) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let Some(p) = v["response"]["patch"].as_str() else { return Vec::new() };
+    serde_json::from_slice(&decode_b64(p)).unwrap()
+}
+
+fn decode_b64(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &c)| n | (u32::from(val(c)) << (18 - 6 * i)));
+        let k = chunk.len() - 1;
+        for i in 0..k {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn selected_policy_through_review_injects_only_the_pick_and_cross_namespace_vars() {
+    let mut v = cluster();
+    v.policies = vec![policy(
+        "app",
+        "p",
+        ServiceEnvPolicySpec {
+            mode: PolicyMode::Selected,
+            namespaces: vec!["shared".into()],
+            services: selected(&["db", "shared/mail"], None),
+            disable_kubelet_service_links: true,
+            ..Default::default()
+        },
+    )];
+    let body = admission_body(&pod(&[]), "app");
+    let r = review(&body, &ReviewConfig::default(), |req| decide(req.namespace, req.pod, &v, DefaultMode::Off).0);
+    let ops = patch_ops(&r.body);
+    let env = ops.iter().find(|o| o["path"] == "/spec/containers/0/env").expect("env op");
+    let vars: Vec<&str> = env["value"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(vars.contains(&"DB_SERVICE_HOST") && vars.contains(&"MAIL_SERVICE_HOST"), "{vars:?}");
+    assert!(
+        !vars.iter().any(|n| n.starts_with("CACHE_") || n.starts_with("WEB_") || n.starts_with("KUBERNETES_")),
+        "{vars:?}"
+    );
+    assert!(ops.iter().any(|o| o["path"] == "/spec/enableServiceLinks" && o["value"] == false), "{ops:?}");
+}
+
+#[test]
+fn validation_reports_each_problem() {
+    let bad = ServiceEnvPolicy::new(
+        "bad",
+        ServiceEnvPolicySpec {
+            mode: PolicyMode::Selected,
+            namespaces: vec!["Not_A_Namespace".into()],
+            services: selected(&["ok", "other/x", "UPPER"], None),
+            ..Default::default()
+        },
+    );
+    let problems = validate(&bad);
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("namespace other is not listed")));
+    let ok = ServiceEnvPolicy::new("ok", ServiceEnvPolicySpec::default());
+    assert!(validate(&ok).is_empty());
+    let selected_empty =
+        ServiceEnvPolicy::new("s", ServiceEnvPolicySpec { mode: PolicyMode::Selected, ..Default::default() });
+    assert_eq!(validate(&selected_empty), ["mode Selected needs services.names or services.selector"]);
+}
+
+#[test]
+fn status_conditions_track_validity_export_and_keep_transition_times() {
+    let t0 = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
+    let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(2_000).unwrap());
+    let v = cluster();
+    let lookup = |n: &str| v.namespace_labels(n);
+    let mut p = (*policy(
+        "app",
+        "p",
+        ServiceEnvPolicySpec { namespaces: vec!["shared".into(), "private".into()], ..Default::default() },
+    ))
+    .clone();
+    let s = desired_status(&p, lookup, &t0);
+    assert_eq!(s.observed_generation, Some(3));
+    let valid = s.conditions.iter().find(|c| c.type_ == CONDITION_VALID).unwrap();
+    assert_eq!((valid.status.as_str(), valid.reason.as_str(), valid.observed_generation), ("True", "Valid", Some(3)));
+    let exp = s.conditions.iter().find(|c| c.type_ == CONDITION_EXPORTED).unwrap();
+    assert_eq!((exp.status.as_str(), exp.reason.as_str()), ("False", "NotExported"));
+    assert!(exp.message.ends_with(": private"), "{}", exp.message);
+    // Recomputed later with no change: identical (no write), transition time kept.
+    p.status = Some(s.clone());
+    assert_eq!(desired_status(&p, lookup, &t1), s);
+    // The spec turns invalid: Valid flips, with the new time.
+    p.spec.mode = PolicyMode::Selected;
+    let s2 = desired_status(&p, lookup, &t1);
+    let valid = s2.conditions.iter().find(|c| c.type_ == CONDITION_VALID).unwrap();
+    assert_eq!((valid.status.as_str(), valid.reason.as_str()), ("False", "InvalidSpec"));
+    assert_eq!(valid.last_transition_time, t1);
+    let exp2 = s2.conditions.iter().find(|c| c.type_ == CONDITION_EXPORTED).unwrap();
+    assert_eq!(exp2.last_transition_time, t0);
+}
+
+#[test]
+fn committed_crd_is_current() {
+    let generated = crd_yaml().unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../", "crds/serviceenvpolicy.yaml");
+    if std::env::var("EPSLICE_UPDATE_CRDS").is_ok_and(|v| v == "1") {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is stale: run `cargo run -p epslice -- crds > {}` (or EPSLICE_UPDATE_CRDS=1 cargo test -p epslice committed_crd)",
+        super::CRD_PATH,
+        super::CRD_PATH
+    );
+    for want in
+        ["x-kubernetes-validations", "mode Selected needs", "x-kubernetes-list-type: map", "maxItems: 32", "shortNames"]
+    {
+        assert!(generated.contains(want), "missing {want}");
+    }
+}
