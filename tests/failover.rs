@@ -22,8 +22,9 @@ struct Replica {
 impl Replica {
     fn start(cp: &envtest::ControlPlane, ns: &str, name: &str) -> Replica {
         let admin = envtest::free_port().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_epslice-run"));
-        cmd.env_remove("KUBECONFIG")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_epslice-cli"));
+        cmd.arg("run")
+            .env_remove("KUBECONFIG")
             .env("POD_NAME", name)
             .arg("--kubeconfig")
             .arg(cp.kubeconfig_path())

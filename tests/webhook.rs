@@ -63,8 +63,7 @@ impl Webhook {
         let port = envtest::free_port().unwrap();
         let mut options = Options::new(([127, 0, 0, 1], port).into(), tls);
         let metrics = options.metrics.clone();
-        // Several webhooks run at once in this binary; one status writer is enough per test.
-        options.status_controller = true;
+        // Several webhooks (each with a status controller) run at once in this binary.
         options.field_manager = format!("epslice-test-{port}");
         let ready = Arc::new(Readiness::default());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

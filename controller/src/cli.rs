@@ -212,6 +212,49 @@ pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
     r.map_err(|e| format!("logging: {e}"))
 }
 
+/// The subcommands every `epslice` build has (the binary adds `demo`).
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run the controllers against a cluster (the production mode).
+    Run(RunArgs),
+    /// Compare every Service's EndpointSlices and Endpoints with what the controllers would
+    /// write (exit code 1 on any difference, 2 if it cannot check). Also `kubectl epslice
+    /// verify` when installed as `kubectl-epslice` on the PATH.
+    Verify(crate::verify::VerifyArgs),
+    /// Run the service-env admission webhook (HTTPS `/mutate`) and the admin server.
+    Webhook(Box<crate::webhook::WebhookArgs>),
+    /// Print the CustomResourceDefinitions (YAML) epslice uses.
+    Crds,
+}
+
+/// Runs a subcommand to completion and returns the process exit code.
+pub async fn dispatch(command: Command) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let result = match command {
+        Command::Verify(args) => {
+            // 0: everything matches; 1: differences; 2: could not verify.
+            return match crate::verify::run(args).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("epslice verify: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Run(args) => run(args).await,
+        Command::Webhook(args) => crate::webhook::cli::main(*args).await,
+        Command::Crds => crate::envpolicy::crd_yaml().map(|y| print!("{y}")).map_err(anyhow::Error::msg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("epslice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `epslice run`: connects to the cluster and runs the controllers until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args.log_level, args.log_format).map_err(anyhow::Error::msg)?;

@@ -15,4 +15,5 @@ pub mod mirroring;
 pub mod envvars;
 pub mod podutil;
 pub mod runtime;
+pub mod verify;
 pub mod webhook;

@@ -1,4 +1,4 @@
-//! The `epslice` binary.
+//! The `epslice` binary: the library's subcommands plus `demo`.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -18,16 +18,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the controllers against a cluster (the production mode).
-    Run(epslice::cli::RunArgs),
-    /// Start a local control plane (etcd, kube-apiserver, kwok nodes in three zones) with a
-    /// sample workload, print how to reach it with kubectl, and run until Ctrl-C.
+    #[command(flatten)]
+    Core(epslice::cli::Command),
+    /// Start a local control plane (etcd, kube-apiserver, kwok nodes in three zones) with
+    /// epslice's controllers and a sample workload, print the EndpointSlices and how to change
+    /// them with kubectl, and run until Ctrl-C.
     #[cfg(feature = "demo")]
     Demo(demo::Args),
-    /// Run the service-env admission webhook (HTTPS `/mutate`) and the admin server.
-    Webhook(Box<epslice::webhook::WebhookArgs>),
-    /// Print the CustomResourceDefinitions (YAML) epslice uses.
-    Crds,
 }
 
 fn main() -> ExitCode {
@@ -39,20 +36,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(async move {
+    rt.block_on(async move {
         match cli.command {
-            Command::Run(args) => epslice::cli::run(args).await,
+            Command::Core(c) => epslice::cli::dispatch(c).await,
             #[cfg(feature = "demo")]
-            Command::Demo(args) => demo::run(args).await,
-            Command::Webhook(args) => epslice::webhook::cli::main(*args).await,
-            Command::Crds => epslice::envpolicy::crd_yaml().map(|y| print!("{y}")).map_err(anyhow::Error::msg),
+            Command::Demo(args) => match demo::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("epslice demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("epslice: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -1,0 +1,20 @@
+//! The `epslice` command (without `demo`) built inside the test crate, so process-level tests
+//! (leader election, graceful shutdown, `kubectl epslice verify`) can spawn it through
+//! `CARGO_BIN_EXE_epslice-cli`: the same code as the `epslice` binary (`epslice::cli`).
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "epslice")]
+struct Cli {
+    #[command(subcommand)]
+    command: epslice::cli::Command,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    epslice::cli::dispatch(Cli::parse().command).await
+}

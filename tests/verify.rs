@@ -1,0 +1,129 @@
+//! `kubectl epslice verify` against the real apiserver: OK after convergence, then DRIFT, MISSING
+//! and EXTRA after corrupting the objects by hand.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use envtest::kwok;
+use epslice::controllers::ControllerName;
+use epslice_integration_tests::*;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, DeleteParams, PostParams};
+
+/// `kubectl epslice verify …`, with `kubectl-epslice` (this crate's build of the epslice CLI) on PATH.
+fn kubectl_epslice(args: &[&str]) -> (i32, String) {
+    let dir = tempfile_dir();
+    let link = dir.join("kubectl-epslice");
+    match std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_epslice-cli"), &link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("symlink: {e}"),
+    }
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let cp = envtest::shared();
+    // kubectl refuses flags before a plugin name, so the kubeconfig goes through the environment.
+    let out = Command::new(cp.binary(envtest::Binary::Kubectl))
+        .env("PATH", path)
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .arg("epslice")
+        .arg("verify")
+        .args(args)
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() && out.status.code() != Some(1) {
+        text += &String::from_utf8_lossy(&out.stderr);
+    }
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("epslice-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn status_of(json: &str, kind: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    v.as_array().unwrap().iter().find(|r| r["kind"] == kind).map(|r| r["status"].as_str().unwrap().to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn verify_reports_ok_drift_missing_and_extra() {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "verify").await.unwrap();
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let ctl = start(&client, &ns, |o| o.controllers = vec![ControllerName::EndpointSlice, ControllerName::Endpoints]).await;
+    svcs.create(&PostParams::default(), &service("v", "v", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    for i in 0..3 {
+        let node = &kwok::default_nodes()[i].name;
+        pods.create(&PostParams::default(), &kwok::pod(&format!("v-{i}"), node, &[("app", "v")], &[("http", 8080)])).await.unwrap();
+    }
+    wait_slices(&client, &ns, "v", "3 endpoints", |s| endpoint_count(s) == 3).await;
+    wait_endpoints(&client, &ns, "v", "3 addresses", |e| endpoints_counts(e) == (3, 0)).await;
+    ctl.stop().await;
+
+    let (code, text) = kubectl_epslice(&["-n", &ns]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.lines().next().unwrap().starts_with("NAMESPACE"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains(" OK ")).count(), 2, "{text}");
+
+    // Drift: an endpoint removed by hand.
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let mut s = slices(&client, &ns, "v").await.remove(0);
+    s.endpoints.as_mut().unwrap().pop();
+    slices_api.replace(&s.metadata.name.clone().unwrap(), &PostParams::default(), &s).await.unwrap();
+    let (code, text) = kubectl_epslice(&["-n", &ns, "v", "-o", "json"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(status_of(&text, "EndpointSlice"), "DRIFT");
+    assert_eq!(status_of(&text, "Endpoints"), "OK");
+
+    // Missing: the Endpoints object deleted.
+    Api::<Endpoints>::namespaced(client.clone(), &ns).delete("v", &DeleteParams::default()).await.unwrap();
+    let (code, text) = kubectl_epslice(&["-n", &ns, "v", "-o", "json"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(status_of(&text, "Endpoints"), "MISSING");
+
+    // Missing slices: all of ours deleted.
+    slices_api.delete(&s.metadata.name.clone().unwrap(), &DeleteParams::default()).await.unwrap();
+    let (_, text) = kubectl_epslice(&["-n", &ns, "v", "-o", "json"]);
+    assert_eq!(status_of(&text, "EndpointSlice"), "MISSING");
+
+    // Bad input: a Service name without a namespace, and an unknown Service.
+    let (code, text) = kubectl_epslice(&["v"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("needs --namespace"), "{text}");
+    let (code, text) = kubectl_epslice(&["-n", &ns, "nope"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("not found"), "{text}");
+}
+
+#[tokio::test]
+async fn verify_reports_extra_slices() {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "verify-extra").await.unwrap();
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let ctl = start(&client, &ns, |_| {}).await;
+    let svc = svcs.create(&PostParams::default(), &service("x", "x", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    let placeholder = wait_slices(&client, &ns, "x", "placeholder", |s| s.len() == 1).await.remove(0);
+    ctl.stop().await;
+    // A second placeholder-like slice owned by the Service: one too many.
+    let mut extra = placeholder.clone();
+    extra.metadata = kube::api::ObjectMeta {
+        name: Some("x-extra".into()),
+        labels: placeholder.metadata.labels.clone(),
+        owner_references: placeholder.metadata.owner_references.clone(),
+        ..Default::default()
+    };
+    extra.endpoints = Some(vec![]);
+    Api::<EndpointSlice>::namespaced(client.clone(), &ns).create(&PostParams::default(), &extra).await.unwrap();
+    assert!(svc.metadata.uid.is_some());
+    let (code, text) = kubectl_epslice(&["-n", &ns, "x", "--endpoints=false", "-o", "json"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(status_of(&text, "EndpointSlice"), "EXTRA", "{text}");
+}
