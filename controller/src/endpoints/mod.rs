@@ -94,7 +94,9 @@ use crate::endpointslice::labels::{
 use crate::podutil::{IpFamily, PortNotFound};
 
 pub use repack::{repack_subsets, subsets_equal_ignore_resource_version, truncate_subsets};
-pub use subsets::{DesiredSubsets, desired_subsets, endpoint_family, endpoint_port_from_service_port, pod_to_endpoint_address};
+pub use subsets::{
+    DesiredSubsets, desired_subsets, endpoint_family, endpoint_port_from_service_port, pod_to_endpoint_address,
+};
 
 /// Upstream `maxCapacity`: the most addresses (ready plus not ready) an Endpoints object gets.
 pub const MAX_CAPACITY: usize = 1000;
@@ -325,7 +327,11 @@ pub fn desired_labels(service: &Service, config: &Config) -> BTreeMap<String, St
 /// `labelsCorrectForEndpoints`, see DIFFERENCES 4).
 fn labels_correct(current: Option<&BTreeMap<String, String>>, desired: &BTreeMap<String, String>) -> bool {
     let strip = |m: Option<&BTreeMap<String, String>>| -> BTreeMap<String, String> {
-        m.into_iter().flatten().filter(|(k, _)| k.as_str() != LABEL_HEADLESS).map(|(k, v)| (k.clone(), v.clone())).collect()
+        m.into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != LABEL_HEADLESS)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     };
     strip(current) == strip(Some(desired))
 }
@@ -348,7 +354,11 @@ fn up_to_date(
     let (ready, not_ready) = repack::count_addresses(current_subsets);
     let annotation = current.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_OVER_CAPACITY));
     ready + not_ready <= MAX_CAPACITY
-        && if truncated { annotation.map(String::as_str) == Some(OVER_CAPACITY_TRUNCATED) } else { annotation.is_none() }
+        && if truncated {
+            annotation.map(String::as_str) == Some(OVER_CAPACITY_TRUNCATED)
+        } else {
+            annotation.is_none()
+        }
 }
 
 /// Computes the write for one Service key (upstream `syncService` after the listers). Never

@@ -287,8 +287,7 @@ pub fn truncate_subsets(subsets: &mut [EndpointSubset], max: usize) -> bool {
         return false;
     }
     let truncate_ready = total_ready > max;
-    let (budget, num_total) =
-        if truncate_ready { (max, total_ready) } else { (max - total_ready, total_not_ready) };
+    let (budget, num_total) = if truncate_ready { (max, total_ready) } else { (max - total_ready, total_not_ready) };
     let mut can_be_added = budget;
     for subset in subsets.iter_mut() {
         let list = if truncate_ready { &mut subset.addresses } else { &mut subset.not_ready_addresses };

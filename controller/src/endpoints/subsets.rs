@@ -11,7 +11,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, ObjectReference, Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, ObjectReference, Pod, Service, ServicePort,
+};
 
 use super::PlanWarning;
 use super::repack::{count_addresses, repack_subsets};
@@ -50,7 +52,7 @@ pub fn endpoint_family(service: &Service, pod: &Pod) -> IpFamily {
 pub fn pod_to_endpoint_address(service: &Service, pod: &Pod) -> Option<EndpointAddress> {
     let family = endpoint_family(service, pod);
     let (valid, _invalid) = podutil::pod_ips(pod);
-    let _ = valid; let ip = pod.status.as_ref()?.pod_ips.as_ref()?.iter().find(|p| crate::podutil::canonical_ip(&p.ip).is_some_and(|(f,_)| f == family))?.ip.clone();
+    let ip = valid.into_iter().find(|(f, _)| *f == family)?.1;
     Some(EndpointAddress {
         ip,
         node_name: Some(pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()),
@@ -111,7 +113,8 @@ pub fn desired_subsets(service: &Service, pods: &[&Pod]) -> DesiredSubsets {
 
     let mut selected: Vec<&Pod> = pods.iter().copied().filter(|p| podutil::service_selects_pod(service, p)).collect();
     selected.sort_by(|a, b| {
-        (a.metadata.name.as_deref(), a.metadata.uid.as_deref()).cmp(&(b.metadata.name.as_deref(), b.metadata.uid.as_deref()))
+        (a.metadata.name.as_deref(), a.metadata.uid.as_deref())
+            .cmp(&(b.metadata.name.as_deref(), b.metadata.uid.as_deref()))
     });
 
     // (ip, uid) -> pod name of the first pod that gave that address.

@@ -100,7 +100,10 @@ fn duplicate_addresses() {
     let addrs = all_addresses(e);
     assert_eq!(addrs.len(), 1);
     assert_eq!(addrs[0].target_ref.as_ref().unwrap().name.as_deref(), Some("pod0"), "first pod by name wins");
-    assert_eq!(p.warnings, vec![PlanWarning::DuplicateAddress { ip: "10.0.0.1".into(), pod: "pod1".into(), kept: "pod0".into() }]);
+    assert_eq!(
+        p.warnings,
+        vec![PlanWarning::DuplicateAddress { ip: "10.0.0.1".into(), pod: "pod1".into(), kept: "pod0".into() }]
+    );
 
     // hostNetwork pods share an IP but not a UID: both kept, even one ready and one not.
     a.metadata.uid = Some("uid-a".into());
@@ -154,7 +157,10 @@ fn ten_thousand_pods() {
     let p = run(&svc, &pods, None);
     let e = expect_create(&p);
     assert_eq!(counts(e), (MAX_CAPACITY, 0));
-    assert_eq!(e.metadata.annotations.as_ref().unwrap().get(ANNOTATION_OVER_CAPACITY).unwrap(), OVER_CAPACITY_TRUNCATED);
+    assert_eq!(
+        e.metadata.annotations.as_ref().unwrap().get(ANNOTATION_OVER_CAPACITY).unwrap(),
+        OVER_CAPACITY_TRUNCATED
+    );
     assert_eq!(p.counts.ready, 6000);
     assert_eq!(p.counts.not_ready, 4000);
     assert!(p.warnings.contains(&PlanWarning::Truncated { total: 10_000, kept: MAX_CAPACITY }));
@@ -174,7 +180,8 @@ fn ports_without_names() {
     assert!(p.warnings.is_empty());
     assert_eq!(expect_create(&p).subsets.as_ref().unwrap()[0].ports, Some(vec![eport("", 8080, "TCP")]));
     // Several, some unnamed: upstream's outcome (both ports, no names), plus a warning.
-    let svc = service(ns, "foo", Some(&[("foo", "bar")]), vec![sport("", 80, "TCP", 8080), sport("", 81, "TCP", 8081)], IPV4);
+    let svc =
+        service(ns, "foo", Some(&[("foo", "bar")]), vec![sport("", 80, "TCP", 8080), sport("", 81, "TCP", 8081)], IPV4);
     let p = run(&svc, &pods, None);
     assert_eq!(p.warnings, vec![PlanWarning::UnnamedServicePorts { ports: 2 }]);
     assert_eq!(
@@ -195,7 +202,10 @@ fn unresolvable_ports_are_skipped() {
     };
     let svc = service(ns, "foo", Some(&[("foo", "bar")]), vec![named("a", "port0"), named("b", "missing")], IPV4);
     let p = run(&svc, &pods, None);
-    assert_eq!(expect_create(&p).subsets, Some(vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![eport("a", 8080, "TCP")])]));
+    assert_eq!(
+        expect_create(&p).subsets,
+        Some(vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![eport("a", 8080, "TCP")])])
+    );
     assert!(matches!(&p.warnings[..], [PlanWarning::PortNotFound(e)] if e.port_name == "missing"));
     // Every port fails: the pod contributes nothing.
     let svc = service(ns, "foo", Some(&[("foo", "bar")]), vec![named("b", "missing")], IPV4);
@@ -215,8 +225,11 @@ fn truncation_drops_subsets_it_empties() {
     };
     let with_port = |id: usize, ready: bool, port: &str| {
         let mut p = test_pod(ns, id, 0, ready, IPV4);
-        p.spec.as_mut().unwrap().containers[0].ports =
-            Some(vec![k8s_openapi::api::core::v1::ContainerPort { name: Some(port.into()), container_port: 9000, ..Default::default() }]);
+        p.spec.as_mut().unwrap().containers[0].ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+            name: Some(port.into()),
+            container_port: 9000,
+            ..Default::default()
+        }]);
         p
     };
     let mut pods: Vec<Pod> = (0..999).map(|i| with_port(i, true, "a")).collect();
@@ -338,7 +351,8 @@ fn kcm_subset_order_is_not_a_change() {
 fn degenerate_objects_do_not_panic() {
     let ns = "ns";
     // A Service without spec has no selector.
-    let bare = Service { metadata: ObjectMeta { namespace: Some(ns.into()), ..Default::default() }, ..Default::default() };
+    let bare =
+        Service { metadata: ObjectMeta { namespace: Some(ns.into()), ..Default::default() }, ..Default::default() };
     assert_eq!(run(&bare, &[], None).skipped, Some(Skipped::NoSelector));
     // Empty pods, a bogus IP family, a nameless Service, garbage existing subsets.
     let svc = Service {

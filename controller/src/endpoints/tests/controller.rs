@@ -17,13 +17,20 @@ fn updated(namespace: &str, labels: &[(&str, &str)], subsets: Vec<EndpointSubset
 }
 
 fn preexisting_6789(namespace: &str, protocol: &str) -> Endpoints {
-    endpoints(namespace, "1", &[], &[], Some(vec![subset(vec![bare_addr("6.7.8.9")], vec![], vec![eport("", 1000, protocol)])]))
+    endpoints(
+        namespace,
+        "1",
+        &[],
+        &[],
+        Some(vec![subset(vec![bare_addr("6.7.8.9")], vec![], vec![eport("", 1000, protocol)])]),
+    )
 }
 
 #[test]
 fn sync_endpoints_items_preserve_no_selector() {
     let ns = "default";
-    let existing = endpoints(ns, "1", &[], &[], Some(vec![subset(vec![bare_addr("6.7.8.9")], vec![], vec![eport("", 1000, "")])]));
+    let existing =
+        endpoints(ns, "1", &[], &[], Some(vec![subset(vec![bare_addr("6.7.8.9")], vec![], vec![eport("", 1000, "")])]));
     let svc = service(ns, "foo", None, vec![bare_port(80)], &[]);
     let p = run(&svc, &[], Some(&existing));
     assert_eq!(p.action, Action::Nothing);
@@ -81,7 +88,8 @@ fn sync_endpoints_new_no_subsets() {
 #[test]
 fn check_leftover_endpoints() {
     let ns = "default";
-    let leftover = endpoints(ns, "1", &[], &[], Some(vec![subset(vec![bare_addr("6.7.8.9")], vec![], vec![eport("", 1000, "")])]));
+    let leftover =
+        endpoints(ns, "1", &[], &[], Some(vec![subset(vec![bare_addr("6.7.8.9")], vec![], vec![eport("", 1000, "")])]));
     // Upstream queues it and syncService, finding no Service, deletes it.
     assert!(should_delete_orphan(&leftover, false));
     assert_eq!(
@@ -101,7 +109,11 @@ fn sync_endpoints_protocol_tcp() {
     let pods = add_pods(ns, 1, 1, 0, IPV4);
     let svc = service(ns, "foo", Some(&[]), vec![sport("", 80, "TCP", 8080)], IPV4);
     let p = run(&svc, &pods, Some(&existing));
-    let want = updated(ns, &managed_headless(), vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![eport("", 8080, "TCP")])]);
+    let want = updated(
+        ns,
+        &managed_headless(),
+        vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![eport("", 8080, "TCP")])],
+    );
     assert_eq!(expect_update(&p), &want);
 }
 
@@ -117,7 +129,11 @@ fn sync_endpoints_headless_service_label() {
 fn sync_service_external_name_type() {
     let ns = "default";
     let cases: [(&str, Option<&[(&str, &str)]>, Vec<ServicePort>); 4] = [
-        ("External name with selector and ports should not receive endpoints", Some(&[("foo", "bar")]), vec![bare_port(80)]),
+        (
+            "External name with selector and ports should not receive endpoints",
+            Some(&[("foo", "bar")]),
+            vec![bare_port(80)],
+        ),
         ("External name with ports should not receive endpoints", None, vec![bare_port(80)]),
         ("External name with selector should not receive endpoints", Some(&[("foo", "bar")]), vec![]),
         ("External name without selector and ports should not receive endpoints", None, vec![]),
@@ -139,8 +155,11 @@ fn sync_endpoints_protocol_udp_and_sctp() {
         let existing = preexisting_6789(ns, protocol);
         let pods = add_pods(ns, 1, 1, 0, IPV4);
         let svc = service(ns, "foo", Some(&[]), vec![sport("", 80, protocol, 8080)], IPV4);
-        let want =
-            updated(ns, &managed_headless(), vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![eport("", 8080, protocol)])]);
+        let want = updated(
+            ns,
+            &managed_headless(),
+            vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![eport("", 8080, protocol)])],
+        );
         assert_eq!(expect_update(&run(&svc, &pods, Some(&existing))), &want, "{protocol}");
     }
 }
@@ -195,7 +214,11 @@ fn sync_endpoints_items_preexisting() {
     );
     let pods = add_pods(ns, 1, 1, 0, IPV4);
     let svc = service(ns, "foo", Some(&[("foo", "bar")]), vec![sport("", 80, "TCP", 8080)], IPV4);
-    let want = updated(ns, &managed_headless(), vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![eport("", 8080, "TCP")])]);
+    let want = updated(
+        ns,
+        &managed_headless(),
+        vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![eport("", 8080, "TCP")])],
+    );
     assert_eq!(expect_update(&run(&svc, &pods, Some(&existing))), &want);
 }
 
@@ -289,7 +312,8 @@ fn sync_endpoints_items_preexisting_labels_change() {
     svc.metadata.labels = Some(map(&[("baz", "blah")]));
     let mut labels = managed_headless();
     labels.push(("baz", "blah"));
-    let want = updated(ns, &labels, vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![eport("", 8080, "TCP")])]);
+    let want =
+        updated(ns, &labels, vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![eport("", 8080, "TCP")])]);
     assert_eq!(expect_update(&run(&svc, &pods, Some(&existing))), &want);
 }
 
@@ -351,7 +375,13 @@ fn sync_endpoints_headless_without_port() {
     spec.cluster_ip = Some("None".into());
     spec.ports = None;
     let pods = add_pods(ns, 1, 1, 0, IPV4);
-    let want = endpoints(ns, "", &managed_headless(), &[], Some(vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![])]));
+    let want = endpoints(
+        ns,
+        "",
+        &managed_headless(),
+        &[],
+        Some(vec![subset(vec![addr("1.2.3.4", ns, "pod0")], vec![], vec![])]),
+    );
     assert_eq!(expect_create(&run(&svc, &pods, None)), &want);
 }
 
@@ -498,14 +528,86 @@ fn sync_service_over_capacity() {
     }
     let m = MAX_CAPACITY;
     let cases = [
-        Case { name: "empty", starting_annotation: None, num_existing: 0, num_desired: 0, num_desired_not_ready: 0, num_expected_ready: 0, num_expected_not_ready: 0, expected_annotation: false },
-        Case { name: "annotation added past capacity, < than maxCapacity of Ready Addresses", starting_annotation: None, num_existing: m - 1, num_desired: m - 3, num_desired_not_ready: 4, num_expected_ready: m - 3, num_expected_not_ready: 3, expected_annotation: true },
-        Case { name: "annotation added past capacity, maxCapacity of Ready Addresses ", starting_annotation: None, num_existing: m - 1, num_desired: m, num_desired_not_ready: 10, num_expected_ready: m, num_expected_not_ready: 0, expected_annotation: true },
-        Case { name: "annotation removed below capacity", starting_annotation: Some("truncated"), num_existing: m - 1, num_desired: m - 1, num_desired_not_ready: 0, num_expected_ready: m - 1, num_expected_not_ready: 0, expected_annotation: false },
-        Case { name: "annotation was set to warning previously, annotation removed at capacity", starting_annotation: Some("warning"), num_existing: m, num_desired: m, num_desired_not_ready: 0, num_expected_ready: m, num_expected_not_ready: 0, expected_annotation: false },
-        Case { name: "annotation was set to warning previously but still over capacity", starting_annotation: Some("warning"), num_existing: m + 1, num_desired: m + 1, num_desired_not_ready: 0, num_expected_ready: m, num_expected_not_ready: 0, expected_annotation: true },
-        Case { name: "annotation removed at capacity", starting_annotation: Some("truncated"), num_existing: m, num_desired: m, num_desired_not_ready: 0, num_expected_ready: m, num_expected_not_ready: 0, expected_annotation: false },
-        Case { name: "no endpoints change, annotation value corrected", starting_annotation: Some("invalid"), num_existing: m + 1, num_desired: m + 1, num_desired_not_ready: 0, num_expected_ready: m, num_expected_not_ready: 0, expected_annotation: true },
+        Case {
+            name: "empty",
+            starting_annotation: None,
+            num_existing: 0,
+            num_desired: 0,
+            num_desired_not_ready: 0,
+            num_expected_ready: 0,
+            num_expected_not_ready: 0,
+            expected_annotation: false,
+        },
+        Case {
+            name: "annotation added past capacity, < than maxCapacity of Ready Addresses",
+            starting_annotation: None,
+            num_existing: m - 1,
+            num_desired: m - 3,
+            num_desired_not_ready: 4,
+            num_expected_ready: m - 3,
+            num_expected_not_ready: 3,
+            expected_annotation: true,
+        },
+        Case {
+            name: "annotation added past capacity, maxCapacity of Ready Addresses ",
+            starting_annotation: None,
+            num_existing: m - 1,
+            num_desired: m,
+            num_desired_not_ready: 10,
+            num_expected_ready: m,
+            num_expected_not_ready: 0,
+            expected_annotation: true,
+        },
+        Case {
+            name: "annotation removed below capacity",
+            starting_annotation: Some("truncated"),
+            num_existing: m - 1,
+            num_desired: m - 1,
+            num_desired_not_ready: 0,
+            num_expected_ready: m - 1,
+            num_expected_not_ready: 0,
+            expected_annotation: false,
+        },
+        Case {
+            name: "annotation was set to warning previously, annotation removed at capacity",
+            starting_annotation: Some("warning"),
+            num_existing: m,
+            num_desired: m,
+            num_desired_not_ready: 0,
+            num_expected_ready: m,
+            num_expected_not_ready: 0,
+            expected_annotation: false,
+        },
+        Case {
+            name: "annotation was set to warning previously but still over capacity",
+            starting_annotation: Some("warning"),
+            num_existing: m + 1,
+            num_desired: m + 1,
+            num_desired_not_ready: 0,
+            num_expected_ready: m,
+            num_expected_not_ready: 0,
+            expected_annotation: true,
+        },
+        Case {
+            name: "annotation removed at capacity",
+            starting_annotation: Some("truncated"),
+            num_existing: m,
+            num_desired: m,
+            num_desired_not_ready: 0,
+            num_expected_ready: m,
+            num_expected_not_ready: 0,
+            expected_annotation: false,
+        },
+        Case {
+            name: "no endpoints change, annotation value corrected",
+            starting_annotation: Some("invalid"),
+            num_existing: m + 1,
+            num_desired: m + 1,
+            num_desired_not_ready: 0,
+            num_expected_ready: m,
+            num_expected_not_ready: 0,
+            expected_annotation: true,
+        },
     ];
     for c in cases {
         let ns = "test";
@@ -528,7 +630,12 @@ fn sync_service_over_capacity() {
         }
         assert_eq!(counts(&actual), (c.num_expected_ready, c.num_expected_not_ready), "{}", c.name);
         assert_eq!(p.counts.truncated, c.expected_annotation, "{}", c.name);
-        assert_eq!(p.warnings.iter().any(|w| matches!(w, PlanWarning::Truncated { .. })), c.expected_annotation, "{}", c.name);
+        assert_eq!(
+            p.warnings.iter().any(|w| matches!(w, PlanWarning::Truncated { .. })),
+            c.expected_annotation,
+            "{}",
+            c.name
+        );
     }
 }
 
@@ -536,10 +643,34 @@ fn sync_service_over_capacity() {
 fn truncate_endpoints() {
     let cases: [(&str, &[usize], &[usize], &[usize], &[usize]); 5] = [
         ("empty", &[], &[], &[], &[]),
-        ("total endpoints < max capacity", &[50, 100, 100, 100, 100], &[50, 100, 100, 100, 100], &[50, 100, 100, 100, 100], &[50, 100, 100, 100, 100]),
-        ("total endpoints = max capacity", &[100, 100, 100, 100, 100], &[100, 100, 100, 100, 100], &[100, 100, 100, 100, 100], &[100, 100, 100, 100, 100]),
-        ("total ready endpoints < max capacity, but total endpoints > max capacity", &[90, 110, 50, 10, 20], &[101, 200, 200, 201, 298], &[90, 110, 50, 10, 20], &[73, 144, 144, 145, 214]),
-        ("total ready endpoints > max capacity", &[205, 400, 402, 400, 693], &[100, 200, 200, 200, 300], &[98, 191, 192, 191, 328], &[0, 0, 0, 0, 0]),
+        (
+            "total endpoints < max capacity",
+            &[50, 100, 100, 100, 100],
+            &[50, 100, 100, 100, 100],
+            &[50, 100, 100, 100, 100],
+            &[50, 100, 100, 100, 100],
+        ),
+        (
+            "total endpoints = max capacity",
+            &[100, 100, 100, 100, 100],
+            &[100, 100, 100, 100, 100],
+            &[100, 100, 100, 100, 100],
+            &[100, 100, 100, 100, 100],
+        ),
+        (
+            "total ready endpoints < max capacity, but total endpoints > max capacity",
+            &[90, 110, 50, 10, 20],
+            &[101, 200, 200, 201, 298],
+            &[90, 110, 50, 10, 20],
+            &[73, 144, 144, 145, 214],
+        ),
+        (
+            "total ready endpoints > max capacity",
+            &[205, 400, 402, 400, 693],
+            &[100, 200, 200, 200, 300],
+            &[98, 191, 192, 191, 328],
+            &[0, 0, 0, 0, 0],
+        ),
     ];
     for (name, ready, not_ready, want_ready, want_not_ready) in cases {
         let mut subsets: Vec<EndpointSubset> = ready
@@ -681,8 +812,16 @@ fn endpoint_subsets_equal_ignore_resource_version() {
         target_ref: Some(ObjectReference { resource_version: Some(rv.into()), ..target_ref(ns, pod) }),
         ..Default::default()
     };
-    let es1 = subset(vec![a("1.1.1.1", "pod1-1", "ns", "1")], vec![a("1.1.1.2", "pod1-2", "ns2", "2")], vec![eport("", 8081, "TCP")]);
-    let es2 = subset(vec![a("2.2.2.1", "pod2-1", "ns", "3")], vec![a("2.2.2.2", "pod2-2", "ns2", "4")], vec![eport("", 8082, "TCP")]);
+    let es1 = subset(
+        vec![a("1.1.1.1", "pod1-1", "ns", "1")],
+        vec![a("1.1.1.2", "pod1-2", "ns2", "2")],
+        vec![eport("", 8081, "TCP")],
+    );
+    let es2 = subset(
+        vec![a("2.2.2.1", "pod2-1", "ns", "3")],
+        vec![a("2.2.2.2", "pod2-2", "ns2", "4")],
+        vec![eport("", 8082, "TCP")],
+    );
     let mutate = |s: &EndpointSubset, f: &dyn Fn(&mut EndpointSubset)| {
         let mut s = s.clone();
         f(&mut s);
@@ -718,7 +857,9 @@ fn endpoint_subsets_equal_ignore_resource_version() {
             vec![es1.clone(), es2.clone()],
             vec![
                 es1.clone(),
-                mutate(&es2, &|s| s.addresses.as_mut().unwrap()[0].target_ref.as_mut().unwrap().resource_version = None),
+                mutate(&es2, &|s| {
+                    s.addresses.as_mut().unwrap()[0].target_ref.as_mut().unwrap().resource_version = None
+                }),
             ],
             true,
         ),

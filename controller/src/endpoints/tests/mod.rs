@@ -5,7 +5,8 @@
 //! request sent (or that none was sent). Here the same inputs go through [`plan`] and the
 //! resulting [`Action`] is compared with the object upstream sends, in this crate's port and
 //! subset order (see DIFFERENCES 1). [`apply`] plays the apiserver for multi-step tests.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Test tables are tuples of slices; naming each type would not help reading them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
 
 mod bad_input;
 mod controller;
@@ -45,7 +46,11 @@ pub(super) fn trigger_time() -> DateTime<Utc> {
 
 /// The IP upstream's `testPod` gives pod `id` of `family`.
 pub(super) fn test_ip(id: usize, family: &str) -> String {
-    if family == "IPv4" { format!("1.2.{}.{}", 3 + (4 + id) / 256, (4 + id) % 256) } else { format!("2000::{:x}", 4 + id) }
+    if family == "IPv4" {
+        format!("1.2.{}.{}", 3 + (4 + id) / 256, (4 + id) % 256)
+    } else {
+        format!("2000::{:x}", 4 + id)
+    }
 }
 
 /// Upstream `testPod`: `pod<id>` labelled `foo=bar`, resourceVersion `id`, one container with
@@ -89,7 +94,13 @@ pub(super) fn test_pod(namespace: &str, id: usize, n_ports: usize, ready: bool, 
 }
 
 /// Upstream `addPods`: `n_ready` ready pods then `n_not_ready` not-ready ones, ids from 0.
-pub(super) fn add_pods(namespace: &str, n_ready: usize, n_ports: usize, n_not_ready: usize, families: &[&str]) -> Vec<Pod> {
+pub(super) fn add_pods(
+    namespace: &str,
+    n_ready: usize,
+    n_ports: usize,
+    n_not_ready: usize,
+    families: &[&str],
+) -> Vec<Pod> {
     (0..n_ready + n_not_ready).map(|i| test_pod(namespace, i, n_ports, i < n_ready, families)).collect()
 }
 
@@ -118,7 +129,11 @@ pub(super) fn service(
     families: &[&str],
 ) -> Service {
     Service {
-        metadata: ObjectMeta { namespace: Some(namespace.to_owned()), name: Some(name.to_owned()), ..Default::default() },
+        metadata: ObjectMeta {
+            namespace: Some(namespace.to_owned()),
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
         spec: Some(ServiceSpec {
             selector: selector.map(map),
             ports: Some(ports),
@@ -167,7 +182,11 @@ fn opt_vec<T>(v: Vec<T>) -> Option<Vec<T>> {
     (!v.is_empty()).then_some(v)
 }
 
-pub(super) fn subset(ready: Vec<EndpointAddress>, not_ready: Vec<EndpointAddress>, ports: Vec<EndpointPort>) -> EndpointSubset {
+pub(super) fn subset(
+    ready: Vec<EndpointAddress>,
+    not_ready: Vec<EndpointAddress>,
+    ports: Vec<EndpointPort>,
+) -> EndpointSubset {
     EndpointSubset { addresses: opt_vec(ready), not_ready_addresses: opt_vec(not_ready), ports: opt_vec(ports) }
 }
 
@@ -201,7 +220,12 @@ pub(super) fn run(service: &Service, pods: &[Pod], existing: Option<&Endpoints>)
     run_at(service, pods, existing, None)
 }
 
-pub(super) fn run_at(service: &Service, pods: &[Pod], existing: Option<&Endpoints>, trigger: Option<DateTime<Utc>>) -> Plan {
+pub(super) fn run_at(
+    service: &Service,
+    pods: &[Pod],
+    existing: Option<&Endpoints>,
+    trigger: Option<DateTime<Utc>>,
+) -> Plan {
     let refs: Vec<&Pod> = pods.iter().collect();
     plan(&Input::new(service, &refs, existing).with_trigger_time(trigger), &Config::default())
 }

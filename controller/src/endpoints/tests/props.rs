@@ -10,18 +10,8 @@ use super::*;
 use crate::endpoints::{ANNOTATION_OVER_CAPACITY, MAX_CAPACITY, OVER_CAPACITY_TRUNCATED};
 
 const NS: &str = "ns";
-const IP_POOL: &[&str] = &[
-    "10.0.0.1",
-    "10.0.0.2",
-    "10.0.0.3",
-    "010.0.0.4",
-    "::ffff:10.0.0.5",
-    "fd00::1",
-    "fd00::2",
-    "FD00::3",
-    "bogus",
-    "",
-];
+const IP_POOL: &[&str] =
+    &["10.0.0.1", "10.0.0.2", "10.0.0.3", "010.0.0.4", "::ffff:10.0.0.5", "fd00::1", "fd00::2", "FD00::3", "bogus", ""];
 const PORT_NAMES: &[&str] = &["http", "dns", "metrics"];
 const PROTOCOLS: &[Option<&str>] = &[Some("TCP"), Some("UDP"), None];
 
@@ -43,7 +33,14 @@ fn pod_gen() -> impl Strategy<Value = PodSpecGen> {
     (
         prop::bool::weighted(0.05),
         prop::bool::weighted(0.9),
-        prop::sample::select(vec![None, Some("Running"), Some("Pending"), Some("Unknown"), Some("Failed"), Some("Succeeded")]),
+        prop::sample::select(vec![
+            None,
+            Some("Running"),
+            Some("Pending"),
+            Some("Unknown"),
+            Some("Failed"),
+            Some("Succeeded"),
+        ]),
         any::<bool>(),
         prop::bool::weighted(0.2),
         prop::collection::vec(0..IP_POOL.len(), 0..3),
@@ -133,7 +130,9 @@ fn service_gen() -> impl Strategy<Value = Service> {
                 metadata: ObjectMeta {
                     namespace: Some(NS.into()),
                     name: Some("svc".into()),
-                    labels: Some(labels.iter().map(|&k| (label_pool[k].0.to_owned(), label_pool[k].1.to_owned())).collect()),
+                    labels: Some(
+                        labels.iter().map(|&k| (label_pool[k].0.to_owned(), label_pool[k].1.to_owned())).collect(),
+                    ),
                     ..Default::default()
                 },
                 spec: Some(ServiceSpec {
@@ -188,7 +187,11 @@ fn check_output(e: &Endpoints, p: &Plan) -> Result<(), TestCaseError> {
         prop_assert!(ready.is_disjoint(&not_ready), "address both ready and not ready: {s:?}");
         prop_assert!(!ready.is_empty() || !not_ready.is_empty(), "subset without addresses");
         prop_assert_eq!(ready.len(), s.addresses.as_ref().map_or(0, Vec::len), "duplicate ready address");
-        prop_assert_eq!(not_ready.len(), s.not_ready_addresses.as_ref().map_or(0, Vec::len), "duplicate not-ready address");
+        prop_assert_eq!(
+            not_ready.len(),
+            s.not_ready_addresses.as_ref().map_or(0, Vec::len),
+            "duplicate not-ready address"
+        );
         for a in s.addresses.iter().flatten().chain(s.not_ready_addresses.iter().flatten()) {
             prop_assert!(a.ip.parse::<std::net::IpAddr>().is_ok(), "invalid address {}", a.ip);
             prop_assert!(!a.ip.starts_with("::ffff:"), "mapped address not canonical: {}", a.ip);
@@ -199,7 +202,10 @@ fn check_output(e: &Endpoints, p: &Plan) -> Result<(), TestCaseError> {
     let annotation = e.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_OVER_CAPACITY));
     prop_assert_eq!(annotation.map(String::as_str), p.counts.truncated.then_some(OVER_CAPACITY_TRUNCATED));
     prop_assert_eq!(p.counts.truncated, p.counts.ready + p.counts.not_ready > MAX_CAPACITY);
-    prop_assert_eq!(e.metadata.labels.as_ref().unwrap().get(LABEL_MANAGED_BY).map(String::as_str), Some(DEFAULT_MANAGED_BY));
+    prop_assert_eq!(
+        e.metadata.labels.as_ref().unwrap().get(LABEL_MANAGED_BY).map(String::as_str),
+        Some(DEFAULT_MANAGED_BY)
+    );
     Ok(())
 }
 

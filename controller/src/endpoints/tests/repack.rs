@@ -38,7 +38,11 @@ fn pack_subsets() {
     let cases: Vec<(&str, Vec<EndpointSubset>, Vec<EndpointSubset>)> = vec![
         ("empty everything", vec![given(vec![], vec![], vec![])], vec![]),
         ("empty addresses", vec![given(vec![], vec![], vec![p(111)])], vec![]),
-        ("empty ports", vec![given(vec![a("1.2.3.4")], vec![], vec![])], vec![subset(vec![a("1.2.3.4")], vec![], vec![])]),
+        (
+            "empty ports",
+            vec![given(vec![a("1.2.3.4")], vec![], vec![])],
+            vec![subset(vec![a("1.2.3.4")], vec![], vec![])],
+        ),
         (
             "empty ports (not ready)",
             vec![given(vec![], vec![a("1.2.3.4")], vec![])],
@@ -111,12 +115,20 @@ fn pack_subsets() {
         ),
         (
             "one set, dup ips with target-refs, one port",
-            vec![subset(vec![a_ref("1.2.3.4", named_ref("foo")), a_ref("1.2.3.4", named_ref("bar"))], vec![], vec![p(111)])],
+            vec![subset(
+                vec![a_ref("1.2.3.4", named_ref("foo")), a_ref("1.2.3.4", named_ref("bar"))],
+                vec![],
+                vec![p(111)],
+            )],
             vec![subset(vec![a_ref("1.2.3.4", named_ref("foo"))], vec![], vec![p(111)])],
         ),
         (
             "one set, dup mixed ips with target-refs, one port",
-            vec![subset(vec![a_ref("1.2.3.4", named_ref("foo"))], vec![a_ref("1.2.3.4", named_ref("bar"))], vec![p(111)])],
+            vec![subset(
+                vec![a_ref("1.2.3.4", named_ref("foo"))],
+                vec![a_ref("1.2.3.4", named_ref("bar"))],
+                vec![p(111)],
+            )],
             // The same address twice is an input error: only the first one is kept.
             vec![subset(vec![], vec![a_ref("1.2.3.4", named_ref("foo"))], vec![p(111)])],
         ),
@@ -268,7 +280,11 @@ fn repack_normalises_empty_strings_like_go() {
         vec![EndpointAddress {
             ip: "1.2.3.4".into(),
             hostname: Some(String::new()),
-            target_ref: Some(ObjectReference { uid: Some(String::new()), name: Some("p".into()), ..Default::default() }),
+            target_ref: Some(ObjectReference {
+                uid: Some(String::new()),
+                name: Some("p".into()),
+                ..Default::default()
+            }),
             node_name: Some(String::new()),
         }],
         vec![],
@@ -301,7 +317,7 @@ fn repack_port_only_sentinel_merges_with_a_real_port_of_the_same_addresses() {
 
 #[test]
 fn address_order_is_ip_bytes_then_uid() {
-    let mut v = vec![
+    let mut v = [
         a_ref("10.0.0.2", pod_ref("b")),
         a("10.0.0.10"),
         a_ref("10.0.0.2", pod_ref("a")),
@@ -347,6 +363,23 @@ fn equality_is_go_semantic() {
     // Moving an address from ready to not ready is a change.
     let moved = vec![subset(vec![], vec![addr("1.2.3.4", "ns", "p")], vec![eport("http", 80, "TCP")])];
     assert!(!subsets_equal_ignore_resource_version(&base, &moved));
+    // Order of subsets, addresses and ports does not matter; multiplicity does.
+    let two = vec![
+        subset(
+            vec![addr("1.2.3.4", "ns", "p"), addr("1.2.3.5", "ns", "q")],
+            vec![],
+            vec![eport("a", 80, "TCP"), eport("b", 81, "TCP")],
+        ),
+        subset(vec![], vec![addr("1.2.3.6", "ns", "r")], vec![eport("c", 82, "TCP")]),
+    ];
+    let mut shuffled = two.clone();
+    shuffled.reverse();
+    shuffled[1].addresses.as_mut().unwrap().reverse();
+    shuffled[1].ports.as_mut().unwrap().reverse();
+    assert!(subsets_equal_ignore_resource_version(&two, &shuffled));
+    let mut doubled = two.clone();
+    doubled[0].addresses.as_mut().unwrap().push(addr("1.2.3.4", "ns", "p"));
+    assert!(!subsets_equal_ignore_resource_version(&two, &doubled));
     // Missing lists equal empty ones.
     assert!(subsets_equal_ignore_resource_version(&[], &[]));
     let empty_lists = EndpointSubset { addresses: Some(vec![]), not_ready_addresses: None, ports: Some(vec![]) };
