@@ -82,6 +82,34 @@ async fn workload(svcs: &Api<Service>, pods: &Api<Pod>) -> BTreeMap<String, usiz
             .unwrap();
     }
     want.insert("topo".to_string(), 12);
+    // Selector-less with custom Endpoints: mirrored.
+    let mut ext = service("ext", "unused", &[("pg", 5432, IntOrString::Int(5432))]);
+    ext.spec.as_mut().unwrap().selector = None;
+    svcs.create(&PostParams::default(), &ext).await.unwrap();
+    let eps: Api<Endpoints> = Api::namespaced(svcs.clone().into_client(), svcs.namespace().unwrap_or("default"));
+    eps.create(
+        &PostParams::default(),
+        &Endpoints {
+            metadata: kube::api::ObjectMeta { name: Some("ext".into()), ..Default::default() },
+            subsets: Some(vec![k8s_openapi::api::core::v1::EndpointSubset {
+                addresses: Some(
+                    ["192.0.2.1", "192.0.2.2"]
+                        .iter()
+                        .map(|ip| k8s_openapi::api::core::v1::EndpointAddress { ip: ip.to_string(), ..Default::default() })
+                        .collect(),
+                ),
+                ports: Some(vec![k8s_openapi::api::core::v1::EndpointPort {
+                    name: Some("pg".into()),
+                    port: 5432,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }]),
+        },
+    )
+    .await
+    .unwrap();
+    want.insert("ext".to_string(), 2);
     // Selects nothing: placeholder.
     svcs.create(&PostParams::default(), &service("empty", "nobody", &[("http", 80, IntOrString::Int(80))])).await.unwrap();
     want.insert("empty".to_string(), 0);
@@ -118,7 +146,14 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
     let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
 
     let mut kcm = cp
-        .start_kube_controller_manager(&["endpointslice-controller".to_string(), "endpoints-controller".to_string()], &[])
+        .start_kube_controller_manager(
+            &[
+                "endpointslice-controller".to_string(),
+                "endpoints-controller".to_string(),
+                "endpointslice-mirroring-controller".to_string(),
+            ],
+            &[],
+        )
         .await
         .unwrap();
     let want = workload(&svcs, &pods).await;
@@ -130,7 +165,7 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
         .await;
     }
     // The Endpoints: the primary family only (dual: 3 of 6).
-    for (svc, n) in &want {
+    for (svc, n) in want.iter().filter(|(s, _)| *s != "ext") {
         let n = if svc == "dual" { 3 } else { *n };
         wait_endpoints(&client, &ns, svc, "kube-controller-manager converged Endpoints", |e| {
             let (r, nr) = endpoints_counts(e);
@@ -160,12 +195,13 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
     );
 
     let ctl = start(&client, &ns, |o| {
-        o.controllers = vec![ControllerName::EndpointSlice, ControllerName::Endpoints];
+        o.controllers =
+            vec![ControllerName::EndpointSlice, ControllerName::Endpoints, ControllerName::EndpointSliceMirroring];
     })
     .await;
     // Every Service synced at least once, then a little longer for slice-triggered resyncs.
     let t0 = Instant::now();
-    while ctl.metric("endpoint_slice_controller_syncs_total{result=\"success\"}") < want.len() as f64 {
+    while ctl.metric("endpoint_slice_controller_syncs_total{result=\"success\"}") < (want.len() - 1) as f64 {
         assert!(t0.elapsed() < CONVERGE, "not every Service was synced");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -174,5 +210,10 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
     assert_eq!(snapshot(&slices_api).await, last, "no slice changed");
     assert_eq!(ctl.endpoints_writes(), (0.0, 0.0, 0.0), "epslice wrote to Endpoints kube-controller-manager had converged");
     assert_eq!(snapshot_endpoints(&endpoints_api).await, endpoints_before, "no Endpoints changed");
+    let mirror_writes: f64 = ["create", "update", "delete"]
+        .iter()
+        .map(|op| ctl.metric(&format!("endpoint_slice_mirroring_controller_changes_total{{operation=\"{op}\"}}")))
+        .sum();
+    assert_eq!(mirror_writes, 0.0, "epslice rewrote slices kube-controller-manager had mirrored");
     ctl.stop().await;
 }

@@ -17,7 +17,7 @@ pub struct RunArgs {
     /// Controllers to run, kube-controller-manager style: `*` for all, `name` to enable,
     /// `-name` to disable. Names: endpointslice-controller, endpoints-controller,
     /// endpointslice-mirroring-controller.
-    #[arg(long, value_delimiter = ',', default_value = "endpointslice-controller")]
+    #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
 
     /// Maximum endpoints per EndpointSlice (1–1000).
@@ -39,6 +39,22 @@ pub struct RunArgs {
     /// Delay of pod-triggered Endpoints syncs (Go duration).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub endpoint_updates_batch_period: Duration,
+
+    /// Endpoints synced at once by the mirroring controller (1–50).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub mirroring_concurrent_service_endpoint_syncs: u16,
+
+    /// Maximum addresses mirrored per Endpoints subset (1–1000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub mirroring_max_endpoints_per_subset: u16,
+
+    /// Delay of mirroring syncs (Go duration).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub mirroring_endpointslice_updates_batch_period: Duration,
+
+    /// managed-by value of mirrored EndpointSlices.
+    #[arg(long, default_value = "endpointslicemirroring-controller.k8s.io", value_parser = parse_label_value)]
+    pub mirroring_managed_by: String,
 
     /// Value of the `endpointslice.kubernetes.io/managed-by` label written and owned. The default
     /// takes over kube-controller-manager's slices in place; use another value to run side by side.
@@ -145,6 +161,14 @@ impl RunArgs {
                 core: crate::endpoints::Config::default(),
                 workers: usize::from(self.concurrent_endpoint_syncs),
                 batch_period: self.endpoint_updates_batch_period,
+            },
+            mirroring: controllers::mirroring::Settings {
+                core: crate::mirroring::Config {
+                    max_endpoints_per_subset: usize::from(self.mirroring_max_endpoints_per_subset),
+                    managed_by: self.mirroring_managed_by.clone(),
+                },
+                workers: usize::from(self.mirroring_concurrent_service_endpoint_syncs),
+                batch_period: self.mirroring_endpointslice_updates_batch_period,
             },
             admin_addr,
             field_manager: self.field_manager.clone(),

@@ -17,7 +17,6 @@ use tokio::sync::watch;
 use crate::endpointslice as core;
 use crate::runtime::admin::Readiness;
 use crate::runtime::cache::Handler;
-use crate::runtime::index::GroupIndex;
 use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels, ResultLabels, WriterLabels};
 use crate::runtime::queue::{RateLimit, WorkQueue};
 
@@ -55,8 +54,6 @@ struct Shared {
     settings: Settings,
     field_manager: String,
     queue: WorkQueue<Key>,
-    /// Slices by Service (`kubernetes.io/service-name`).
-    slices_by_service: GroupIndex,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     /// Services whose hints depend on Nodes (topology-mode Auto or trafficDistribution).
@@ -95,7 +92,6 @@ impl Controller {
             settings,
             field_manager,
             queue: WorkQueue::new("endpoint_slice", RateLimit::ENDPOINTSLICE),
-            slices_by_service: GroupIndex::default(),
             metrics,
             recorder,
             hinted: Mutex::default(),
@@ -351,9 +347,6 @@ impl SliceEvents {
 impl Handler<EndpointSlice> for SliceEvents {
     fn applied(&self, old: Option<Arc<EndpointSlice>>, new: Arc<EndpointSlice>) {
         let s = &self.0;
-        let ns = new.namespace().unwrap_or_default();
-        let group = new.labels().get(LABEL_SERVICE_NAME).cloned();
-        s.slices_by_service.set(&ns, &new.name_any(), group.as_deref());
         s.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
         if self.ours(&new) {
             self.check_foreign_writer(&new);
@@ -386,7 +379,6 @@ impl Handler<EndpointSlice> for SliceEvents {
 
     fn deleted(&self, old: Arc<EndpointSlice>) {
         let s = &self.0;
-        s.slices_by_service.set(&old.namespace().unwrap_or_default(), &old.name_any(), None);
         s.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
         if self.ours(&old)
             && let Some(k) = Self::service_of(&old)
@@ -411,12 +403,7 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate
         return Ok(());
     }
     let pods: Vec<Arc<Pod>> = snap.pods_of(ns, name);
-    let cached: Vec<Arc<EndpointSlice>> = s
-        .slices_by_service
-        .members(ns, name)
-        .iter()
-        .filter_map(|n| snap.slices.get(Some(ns), n))
-        .collect();
+    let cached: Vec<Arc<EndpointSlice>> = snap.slices_of(ns, name);
     let slices = s.written.lock().unwrap_or_else(|e| e.into_inner()).overlay(ns, cached, |w| {
         w.labels().get(LABEL_SERVICE_NAME).map(String::as_str) == Some(name.as_str())
     });

@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 
 use super::prune;
 use crate::runtime::cache::{Cache, Handler, run_cache};
-use crate::runtime::index::SelectorIndex;
+use crate::runtime::index::{GroupIndex, SelectorIndex};
 
 /// `(namespace, name)`.
 pub type Key = (String, String);
@@ -177,6 +177,8 @@ pub struct Informers {
     pub endpoints: Cache<Endpoints>,
     /// Pod ↔ Service membership.
     pub membership: Arc<Membership>,
+    /// Slices by their `kubernetes.io/service-name` label.
+    pub slices_by_service: Arc<GroupIndex>,
 }
 
 impl Informers {
@@ -189,6 +191,11 @@ impl Informers {
             self.slices.wait_synced(),
             self.endpoints.wait_synced()
         );
+    }
+
+    /// The slices labelled with a Service's name (managed by anyone), from the cache.
+    pub fn slices_of(&self, ns: &str, svc: &str) -> Vec<Arc<EndpointSlice>> {
+        self.slices_by_service.members(ns, svc).iter().filter_map(|n| self.slices.get(Some(ns), n)).collect()
     }
 
     /// The pods a Service selects, from the cache.
@@ -210,6 +217,19 @@ impl Handler<Service> for ServiceMembership {
     fn deleted(&self, old: Arc<Service>) {
         let (ns, name) = key_of(&*old);
         self.0.remove_service(&ns, &name);
+    }
+}
+
+struct SliceIndex(Arc<GroupIndex>);
+
+impl Handler<EndpointSlice> for SliceIndex {
+    fn applied(&self, _old: Option<Arc<EndpointSlice>>, new: Arc<EndpointSlice>) {
+        let ns = new.namespace().unwrap_or_default();
+        self.0.set(&ns, &new.name_any(), new.labels().get(LABEL_SERVICE_NAME).map(String::as_str));
+    }
+
+    fn deleted(&self, old: Arc<EndpointSlice>) {
+        self.0.set(&old.namespace().unwrap_or_default(), &old.name_any(), None);
     }
 }
 
@@ -267,16 +287,19 @@ pub fn start(
         run_cache(api::<Service>(client, namespace), watcher::Config::default(), prune::managed_fields, service_handlers);
     let (nodes, nodes_fut) =
         run_cache(Api::<Node>::all(client.clone()), watcher::Config::default(), prune::managed_fields, subs.nodes);
+    let slices_by_service = Arc::new(GroupIndex::default());
+    let mut slice_handlers: Vec<Arc<dyn Handler<EndpointSlice>>> = vec![Arc::new(SliceIndex(slices_by_service.clone()))];
+    slice_handlers.extend(subs.slices);
     let (slices, slices_fut) = run_cache(
         api::<EndpointSlice>(client, namespace),
         watcher::Config::default().labels(LABEL_SERVICE_NAME),
         prune::endpoint_slice,
-        subs.slices,
+        slice_handlers,
     );
     let (endpoints, endpoints_fut) =
         run_cache(api::<Endpoints>(client, namespace), watcher::Config::default(), prune::managed_fields, subs.endpoints);
     let fut = async move {
         tokio::join!(pods_fut, services_fut, nodes_fut, slices_fut, endpoints_fut);
     };
-    (Informers { services, pods, nodes, slices, endpoints, membership }, fut)
+    (Informers { services, pods, nodes, slices, endpoints, membership, slices_by_service }, fut)
 }

@@ -5,6 +5,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod informers;
 pub mod leader;
+pub mod mirroring;
 pub mod overlay;
 pub mod prune;
 pub mod trigger;
@@ -45,7 +46,7 @@ impl ControllerName {
 
     /// Whether epslice implements it yet.
     pub fn implemented(self) -> bool {
-        matches!(self, ControllerName::EndpointSlice | ControllerName::Endpoints)
+        true
     }
 }
 
@@ -95,6 +96,8 @@ pub struct Options {
     pub endpointslice: endpointslice::Settings,
     /// Endpoints controller settings.
     pub endpoints: endpoints::Settings,
+    /// Mirroring controller settings.
+    pub mirroring: mirroring::Settings,
     /// Admin server address (`/metrics`, `/healthz`, `/readyz`); `None` disables it.
     pub admin_addr: Option<SocketAddr>,
     /// Field manager used for every write.
@@ -111,6 +114,7 @@ impl Default for Options {
             controllers: vec![ControllerName::EndpointSlice],
             endpointslice: endpointslice::Settings::default(),
             endpoints: endpoints::Settings::default(),
+            mirroring: mirroring::Settings::default(),
             admin_addr: None,
             field_manager: "epslice".into(),
             namespace: None,
@@ -184,6 +188,17 @@ pub async fn run(
         let ctl = endpoints::Controller::new(
             client.clone(),
             options.endpoints.clone(),
+            options.field_manager.clone(),
+            metrics.clone(),
+            &ready,
+        );
+        subs.extend(ctl.subscribers());
+        runs.push(Box::new(move |inf, rx, gate| Box::pin(ctl.run(inf, rx, gate))));
+    }
+    if options.controllers.contains(&ControllerName::EndpointSliceMirroring) {
+        let ctl = mirroring::Controller::new(
+            client.clone(),
+            options.mirroring.clone(),
             options.field_manager.clone(),
             metrics.clone(),
             &ready,

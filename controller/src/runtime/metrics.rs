@@ -158,6 +158,66 @@ impl EndpointsMetrics {
     }
 }
 
+/// Mirroring controller metrics (subsystem `endpoint_slice_mirroring_controller`).
+#[derive(Debug, Clone)]
+pub struct MirroringMetrics {
+    /// Endpoints added per sync.
+    pub endpoints_added_per_sync: Histogram,
+    /// Endpoints updated per sync.
+    pub endpoints_updated_per_sync: Histogram,
+    /// Endpoints removed per sync.
+    pub endpoints_removed_per_sync: Histogram,
+    /// Addresses skipped per sync (invalid or over the per-subset maximum).
+    pub addresses_skipped_per_sync: Histogram,
+    /// Sync duration in seconds.
+    pub endpoints_sync_duration: Histogram,
+    /// Desired endpoints.
+    pub endpoints_desired: Gauge,
+    /// Actual slices.
+    pub num_endpoint_slices: Gauge,
+    /// Desired slices.
+    pub desired_endpoint_slices: Gauge,
+    /// Slice writes by operation.
+    pub changes: Family<OperationLabels, Counter>,
+}
+
+impl MirroringMetrics {
+    fn new() -> Self {
+        MirroringMetrics {
+            endpoints_added_per_sync: per_sync_histogram(),
+            endpoints_updated_per_sync: per_sync_histogram(),
+            endpoints_removed_per_sync: per_sync_histogram(),
+            addresses_skipped_per_sync: per_sync_histogram(),
+            endpoints_sync_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            endpoints_desired: Gauge::default(),
+            num_endpoint_slices: Gauge::default(),
+            desired_endpoint_slices: Gauge::default(),
+            changes: Family::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        let s = r.sub_registry_with_prefix("endpoint_slice_mirroring_controller");
+        s.register("endpoints_added_per_sync", "Number of endpoints added on each Endpoints sync", self.endpoints_added_per_sync.clone());
+        s.register("endpoints_updated_per_sync", "Number of endpoints updated on each Endpoints sync", self.endpoints_updated_per_sync.clone());
+        s.register("endpoints_removed_per_sync", "Number of endpoints removed on each Endpoints sync", self.endpoints_removed_per_sync.clone());
+        s.register(
+            "addresses_skipped_per_sync",
+            "Number of addresses skipped on each Endpoints sync due to being invalid or exceeding MaxEndpointsPerSubset",
+            self.addresses_skipped_per_sync.clone(),
+        );
+        s.register("endpoints_sync_duration", "Duration of syncEndpoints() in seconds", self.endpoints_sync_duration.clone());
+        s.register("endpoints_desired", "Number of endpoints desired", self.endpoints_desired.clone());
+        s.register("num_endpoint_slices", "Number of EndpointSlices", self.num_endpoint_slices.clone());
+        s.register(
+            "desired_endpoint_slices",
+            "Number of EndpointSlices that would exist with perfect endpoint allocation",
+            self.desired_endpoint_slices.clone(),
+        );
+        s.register("changes", "Number of EndpointSlice changes", self.changes.clone());
+    }
+}
+
 /// Work queue metrics (`workqueue_*{name}`), as client-go exposes them.
 #[derive(Debug, Clone, Default)]
 pub struct QueueMetrics {
@@ -178,6 +238,8 @@ pub struct Metrics {
     pub endpointslice: EndpointSliceMetrics,
     /// Endpoints controller.
     pub endpoints: EndpointsMetrics,
+    /// Mirroring controller.
+    pub mirroring: MirroringMetrics,
     /// Work queues.
     pub queue: QueueMetrics,
 }
@@ -189,12 +251,14 @@ impl Default for Metrics {
         endpointslice.register(&mut registry);
         let endpoints = EndpointsMetrics::default();
         endpoints.register(&mut registry);
+        let mirroring = MirroringMetrics::new();
+        mirroring.register(&mut registry);
         let queue = QueueMetrics::default();
         let w = registry.sub_registry_with_prefix("workqueue");
         w.register("depth", "Current depth of workqueue", queue.depth.clone());
         w.register("adds", "Total number of adds handled by workqueue", queue.adds.clone());
         w.register("retries", "Total number of retries handled by workqueue", queue.retries.clone());
-        Metrics { registry, endpointslice, endpoints, queue }
+        Metrics { registry, endpointslice, endpoints, mirroring, queue }
     }
 }
 

@@ -1,0 +1,363 @@
+//! The EndpointSlice mirroring controller's shell: custom Endpoints of selector-less Services
+//! become EndpointSlices managed by `endpointslicemirroring-controller.k8s.io`. Events are mapped
+//! to Endpoints keys by the pure decisions in [`crate::mirroring::queue`]; each key is planned by
+//! [`crate::mirroring::plan`] and applied here.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use tokio::sync::watch;
+
+use super::informers::{Informers, Key, LABEL_SERVICE_NAME, Subscribers, key_of};
+use super::overlay::RecentWrites;
+use crate::mirroring as core;
+use crate::mirroring::queue::{self as decide, SliceUpdate};
+use crate::runtime::admin::Readiness;
+use crate::runtime::cache::Handler;
+use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels};
+use crate::runtime::queue::{RateLimit, WorkQueue};
+
+const QUEUE: &str = "endpoint_slice_mirroring";
+/// Upstream's `maxRetries` for the mirroring controller.
+pub const MAX_RETRIES: u32 = 15;
+
+/// Mirroring controller settings (validated flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The pure planner's configuration (per-subset maximum, managed-by value).
+    pub core: core::Config,
+    /// Workers (`--mirroring-concurrent-service-endpoint-syncs`).
+    pub workers: usize,
+    /// Delay of syncs (`--mirroring-endpointslice-updates-batch-period`).
+    pub batch_period: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { core: core::Config::default(), workers: 5, batch_period: Duration::ZERO }
+    }
+}
+
+struct Shared {
+    client: kube::Client,
+    settings: Settings,
+    field_manager: String,
+    queue: WorkQueue<Key>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    written: Mutex<RecentWrites<EndpointSlice>>,
+    gauges: Mutex<core::metrics::MetricsCache>,
+}
+
+/// The controller.
+pub struct Controller {
+    shared: Arc<Shared>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn parse_key(k: &str) -> Option<Key> {
+    let (ns, name) = k.split_once('/')?;
+    Some((ns.to_string(), name.to_string()))
+}
+
+impl Controller {
+    /// A controller using `client`; registers its readiness check.
+    pub fn new(
+        client: kube::Client,
+        settings: Settings,
+        field_manager: String,
+        metrics: Arc<Metrics>,
+        ready: &Readiness,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: "endpoint-slice-mirroring-controller".into(), instance: std::env::var("HOSTNAME").ok() },
+        );
+        let gauges = core::metrics::MetricsCache::new(settings.core.max_endpoints());
+        let shared = Arc::new(Shared {
+            client,
+            settings,
+            field_manager,
+            queue: WorkQueue::new(QUEUE, RateLimit::MIRRORING),
+            metrics,
+            recorder,
+            written: Mutex::default(),
+            gauges: Mutex::new(gauges),
+        });
+        Controller { shared, ready: ready.check("endpointslice-mirroring-controller caches") }
+    }
+
+    /// The handlers this controller needs on the shared caches.
+    pub fn subscribers(&self) -> Subscribers {
+        let s = &self.shared;
+        Subscribers {
+            services: vec![Arc::new(ServiceEvents(s.clone()))],
+            endpoints: vec![Arc::new(EndpointsEvents(s.clone()))],
+            slices: vec![Arc::new(SliceEvents(s.clone()))],
+            ..Default::default()
+        }
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self, informers: Informers, mut stop: watch::Receiver<bool>, gate: super::leader::Gate) {
+        let s = self.shared.clone();
+        tokio::select! {
+            _ = informers.wait_synced() => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+        self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(workers = s.settings.workers, "endpointslice-mirroring-controller caches synced; starting workers");
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..s.settings.workers.max(1) {
+            let (s, inf, mut gate) = (s.clone(), informers.clone(), gate.clone());
+            workers.spawn(async move {
+                loop {
+                    if gate.wait_for(|leading| *leading).await.is_err() {
+                        break;
+                    }
+                    let Some(key) = s.queue.get().await else { break };
+                    let t0 = Instant::now();
+                    let result = sync(&s, &inf, &key, &gate).await;
+                    s.metrics.mirroring.endpoints_sync_duration.observe(t0.elapsed().as_secs_f64());
+                    handle_result(&s, &key, result);
+                    s.queue.done(&key);
+                    s.metrics.queue.depth.get_or_create(&QueueLabels { name: QUEUE.into() }).set(s.queue.len() as i64);
+                }
+            });
+        }
+        let _ = stop.wait_for(|v| *v).await;
+        s.queue.shut_down();
+        while workers.join_next().await.is_some() {}
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("stale cache: {0}")]
+    Stale(String),
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+    #[error("not the leader")]
+    NotLeader,
+}
+
+fn handle_result(s: &Shared, key: &Key, result: Result<(), SyncError>) {
+    match result {
+        Ok(()) => s.queue.forget(key),
+        Err(SyncError::NotLeader) => s.queue.add(key.clone()),
+        Err(e) => {
+            if s.queue.failures(key) < MAX_RETRIES {
+                let n = s.queue.add_rate_limited(key.clone());
+                s.metrics.queue.retries.get_or_create(&QueueLabels { name: QUEUE.into() }).inc();
+                tracing::info!(namespace = %key.0, endpoints = %key.1, attempt = n, error = %e, "mirroring sync failed; retrying with backoff");
+            } else {
+                s.queue.forget(key);
+                tracing::error!(namespace = %key.0, endpoints = %key.1, error = %e, "mirroring sync failed {MAX_RETRIES} times; dropping the key until the next event");
+            }
+        }
+    }
+}
+
+fn enqueue(s: &Shared, key: Key) {
+    s.metrics.queue.adds.get_or_create(&QueueLabels { name: QUEUE.into() }).inc();
+    if s.settings.batch_period.is_zero() {
+        s.queue.add(key);
+    } else {
+        s.queue.add_after(key, s.settings.batch_period);
+    }
+}
+
+struct ServiceEvents(Arc<Shared>);
+
+impl Handler<Service> for ServiceEvents {
+    fn applied(&self, old: Option<Arc<Service>>, new: Arc<Service>) {
+        let queue = match old {
+            None => decide::service_added_or_deleted(&new),
+            Some(old) => decide::service_updated(&old, &new),
+        };
+        if queue {
+            enqueue(&self.0, key_of(&*new));
+        }
+    }
+
+    fn deleted(&self, old: Arc<Service>) {
+        if decide::service_added_or_deleted(&old) {
+            enqueue(&self.0, key_of(&*old));
+        }
+    }
+}
+
+struct EndpointsEvents(Arc<Shared>);
+
+impl Handler<Endpoints> for EndpointsEvents {
+    fn applied(&self, old: Option<Arc<Endpoints>>, new: Arc<Endpoints>) {
+        let queue = match old {
+            None => decide::endpoints_added_or_deleted(&new),
+            Some(old) => old.metadata.resource_version != new.metadata.resource_version && decide::endpoints_updated(&old, &new),
+        };
+        if queue {
+            enqueue(&self.0, key_of(&*new));
+        }
+    }
+
+    fn deleted(&self, old: Arc<Endpoints>) {
+        if decide::endpoints_added_or_deleted(&old) {
+            enqueue(&self.0, key_of(&*old));
+        }
+    }
+}
+
+struct SliceEvents(Arc<Shared>);
+
+impl SliceEvents {
+    fn act(&self, u: SliceUpdate) {
+        let keys = match u {
+            SliceUpdate::Ignore => vec![],
+            SliceUpdate::Queue(keys) => keys,
+            // Without a generation tracker the echo of our own write is queued too; its sync
+            // plans nothing (see the overlay), which costs one plan and no write.
+            SliceUpdate::UnlessOwnWrite(key) => vec![key],
+        };
+        for k in keys.iter().filter_map(|k| parse_key(k)) {
+            enqueue(&self.0, k);
+        }
+    }
+}
+
+impl Handler<EndpointSlice> for SliceEvents {
+    fn applied(&self, old: Option<Arc<EndpointSlice>>, new: Arc<EndpointSlice>) {
+        self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
+        let managed_by = &self.0.settings.core.managed_by;
+        let u = match old {
+            None => decide::slice_added_or_deleted(&new, managed_by),
+            Some(old) if old.metadata.resource_version == new.metadata.resource_version => SliceUpdate::Ignore,
+            Some(old) => decide::slice_updated(&old, &new, managed_by),
+        };
+        self.act(u);
+    }
+
+    fn deleted(&self, old: Arc<EndpointSlice>) {
+        self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
+        self.act(decide::slice_added_or_deleted(&old, &self.0.settings.core.managed_by));
+    }
+}
+
+fn count(s: &Shared, op: &str) {
+    s.metrics.mirroring.changes.get_or_create(&OperationLabels { operation: op.into() }).inc();
+}
+
+async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate) -> Result<(), SyncError> {
+    let (ns, name) = key;
+    let cached = inf.slices_of(ns, name);
+    let existing = s.written.lock().unwrap_or_else(|e| e.into_inner()).overlay(ns, cached, |w| {
+        w.labels().get(LABEL_SERVICE_NAME).map(String::as_str) == Some(name.as_str())
+    });
+    let endpoints = inf.endpoints.get(Some(ns), name);
+    let service = inf.services.get(Some(ns), name);
+    let plan = {
+        let refs: Vec<&EndpointSlice> = existing.iter().map(|s| &**s).collect();
+        match endpoints.as_deref() {
+            Some(ep) => core::plan(&core::Input { endpoints: ep, service: service.as_deref(), existing_slices: &refs }, &s.settings.core),
+            None => core::plan_delete_all(ns, name, &refs, &s.settings.core),
+        }
+    };
+    for w in &plan.warnings {
+        tracing::warn!(namespace = %ns, endpoints = %name, "{w}");
+    }
+    let key_str = format!("{ns}/{name}");
+    {
+        let mut g = s.gauges.lock().unwrap_or_else(|e| e.into_inner());
+        if plan.not_mirrored.is_some() {
+            g.delete(&key_str);
+        } else {
+            g.update(&key_str, &plan.stats.port_sets);
+        }
+        let t = g.totals();
+        let m = &s.metrics.mirroring;
+        m.endpoints_desired.set(t.endpoints_desired as i64);
+        m.num_endpoint_slices.set(t.num_endpoint_slices as i64);
+        m.desired_endpoint_slices.set(t.desired_endpoint_slices as i64);
+        m.endpoints_added_per_sync.observe(plan.stats.endpoints_added as f64);
+        m.endpoints_updated_per_sync.observe(plan.stats.endpoints_updated as f64);
+        m.endpoints_removed_per_sync.observe(plan.stats.endpoints_removed as f64);
+        m.addresses_skipped_per_sync.observe(plan.stats.addresses_skipped as f64);
+    }
+    if let Some(ep) = endpoints.as_deref() {
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Endpoints".into()),
+            namespace: Some(ns.clone()),
+            name: Some(name.clone()),
+            uid: ep.metadata.uid.clone(),
+            ..Default::default()
+        };
+        for ev in &plan.events {
+            let e = KubeEvent {
+                type_: if ev.event_type == crate::endpointslice::hints::EventType::Warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: ev.reason.to_string(),
+                note: Some(ev.message.clone()),
+                action: "Mirror".into(),
+                secondary: None,
+            };
+            if let Err(err) = s.recorder.publish(&e, &reference).await {
+                tracing::debug!(error = %err, "could not record event");
+            }
+        }
+    }
+    apply(s, ns, &plan, gate).await
+}
+
+async fn apply(s: &Shared, ns: &str, plan: &core::Plan, gate: &super::leader::Gate) -> Result<(), SyncError> {
+    let leading = || if *gate.borrow() { Ok(()) } else { Err(SyncError::NotLeader) };
+    let api: Api<EndpointSlice> = Api::namespaced(s.client.clone(), ns);
+    let pp = PostParams { field_manager: Some(s.field_manager.clone()), ..Default::default() };
+    for slice in &plan.update {
+        leading()?;
+        let name = slice.name_any();
+        match api.replace(&name, &pp, slice).await {
+            Ok(done) => {
+                count(s, "update");
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, slice.metadata.resource_version.clone());
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                return Err(SyncError::Stale(format!("update of EndpointSlice {name}: {}", e.message)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for slice in &plan.delete {
+        leading()?;
+        match api.delete(&slice.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {
+                count(s, "delete");
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).deleted(slice);
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for slice in &plan.create {
+        leading()?;
+        match api.create(&pp, slice).await {
+            Ok(done) => {
+                count(s, "create");
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None);
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Err(SyncError::Stale(format!("EndpointSlice {} already exists", slice.name_any())));
+            }
+            Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("being terminated") => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
