@@ -240,7 +240,7 @@ pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Run the controllers against a cluster (the production mode).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Compare every Service's EndpointSlices and Endpoints with what the controllers would
     /// write (exit code 1 on any difference, 2 if it cannot check). Also `kubectl epslice
     /// verify` when installed as `kubectl-epslice` on the PATH.
@@ -266,7 +266,7 @@ pub async fn dispatch(command: Command) -> std::process::ExitCode {
                 }
             };
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Webhook(args) => crate::webhook::cli::main(*args).await,
         Command::Crds => crate::envpolicy::crd_yaml().map(|y| print!("{y}")).map_err(anyhow::Error::msg),
     };

@@ -66,8 +66,7 @@ impl Drop for Running {
 /// Starts the controllers for namespace `ns` (EndpointSlice controller by default), after `tweak`
 /// adjusts the options, and waits until their caches are synced.
 pub async fn start(client: &kube::Client, ns: &str, tweak: impl FnOnce(&mut Options)) -> Running {
-    let mut options = Options::default();
-    options.namespace = Some(ns.to_string());
+    let mut options = Options { namespace: Some(ns.to_string()), ..Default::default() };
     tweak(&mut options);
     let handles = Handles::default();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
