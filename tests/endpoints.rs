@@ -33,14 +33,18 @@ async fn ready_and_not_ready_addresses_and_service_deletion() {
         .await
         .unwrap();
     for i in 0..3 {
-        pods.create(&PostParams::default(), &kwok::pod(&format!("web-{i}"), &node(i), &[("app", "web")], &[("http", 8080)]))
-            .await
-            .unwrap();
+        pods.create(
+            &PostParams::default(),
+            &kwok::pod(&format!("web-{i}"), &node(i), &[("app", "web")], &[("http", 8080)]),
+        )
+        .await
+        .unwrap();
     }
     let p = kwok::with_custom_status(kwok::pod("web-nr", &node(3), &[("app", "web")], &[("http", 8080)]));
     pods.create(&PostParams::default(), &p).await.unwrap();
     kwok::set_pod_status(&pods, "web-nr", kwok::running_status(&["10.250.3.3"], false)).await.unwrap();
-    let e = wait_endpoints(&client, &ns, "web", "3 ready + 1 not ready", |e| endpoints_counts(e) == (3, 1)).await.unwrap();
+    let e =
+        wait_endpoints(&client, &ns, "web", "3 ready + 1 not ready", |e| endpoints_counts(e) == (3, 1)).await.unwrap();
     let subsets = e.subsets.unwrap();
     assert_eq!(subsets.len(), 1, "one subset: same port for all pods");
     let port = &subsets[0].ports.as_ref().unwrap()[0];
@@ -49,7 +53,9 @@ async fn ready_and_not_ready_addresses_and_service_deletion() {
     let a = &subsets[0].addresses.as_ref().unwrap()[0];
     assert_eq!(a.target_ref.as_ref().and_then(|t| t.kind.as_deref()), Some("Pod"));
     assert!(a.node_name.is_some());
-    assert!(e.metadata.annotations.unwrap_or_default().contains_key("endpoints.kubernetes.io/last-change-trigger-time"));
+    assert!(
+        e.metadata.annotations.unwrap_or_default().contains_key("endpoints.kubernetes.io/last-change-trigger-time")
+    );
 
     svcs.delete("web", &DeleteParams::default()).await.unwrap();
     wait_endpoints(&client, &ns, "web", "deleted with the Service", |e| e.is_none()).await;
@@ -62,18 +68,28 @@ async fn truncation_at_1000_prefers_ready_and_is_undone_below() {
     svcs.create(&PostParams::default(), &service("big", "big", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
     // 900 ready pods (kwok) and 300 not ready ones (custom status).
     for i in 0..900 {
-        pods.create(&PostParams::default(), &kwok::pod(&format!("big-{i}"), &node(i), &[("app", "big")], &[("http", 8080)]))
-            .await
-            .unwrap();
+        pods.create(
+            &PostParams::default(),
+            &kwok::pod(&format!("big-{i}"), &node(i), &[("app", "big")], &[("http", 8080)]),
+        )
+        .await
+        .unwrap();
     }
     for i in 0..300 {
         let name = format!("big-nr-{i}");
-        pods.create(&PostParams::default(), &kwok::with_custom_status(kwok::pod(&name, &node(i), &[("app", "big")], &[("http", 8080)])))
-            .await
-            .unwrap();
-        kwok::set_pod_status(&pods, &name, kwok::running_status(&[&format!("10.251.{}.{}", i / 250, i % 250 + 1)], false))
-            .await
-            .unwrap();
+        pods.create(
+            &PostParams::default(),
+            &kwok::with_custom_status(kwok::pod(&name, &node(i), &[("app", "big")], &[("http", 8080)])),
+        )
+        .await
+        .unwrap();
+        kwok::set_pod_status(
+            &pods,
+            &name,
+            kwok::running_status(&[&format!("10.251.{}.{}", i / 250, i % 250 + 1)], false),
+        )
+        .await
+        .unwrap();
     }
     let e = wait_endpoints(&client, &ns, "big", "truncated to 1000, ready first", |e| {
         endpoints_counts(e) == (900, 100) && over_capacity(e).as_deref() == Some("truncated")
@@ -83,7 +99,9 @@ async fn truncation_at_1000_prefers_ready_and_is_undone_below() {
 
     // Back under the capacity: delete 300 of the not-ready pods' worth (all of them).
     for i in 0..300 {
-        pods.delete(&format!("big-nr-{i}"), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+        pods.delete(&format!("big-nr-{i}"), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+            .await
+            .unwrap();
     }
     wait_endpoints(&client, &ns, "big", "900 addresses, annotation removed", |e| {
         endpoints_counts(e) == (900, 0) && over_capacity(e).is_none()
@@ -117,7 +135,9 @@ async fn selectorless_endpoints_are_left_alone_and_orphans_cleaned_at_start() {
     eps.create(&PostParams::default(), &custom("external-db", None)).await.unwrap();
     // Leftovers: one without a Service, one leader-election record.
     eps.create(&PostParams::default(), &custom("orphan", None)).await.unwrap();
-    eps.create(&PostParams::default(), &custom("lock", Some(("control-plane.alpha.kubernetes.io/leader", "{}")))).await.unwrap();
+    eps.create(&PostParams::default(), &custom("lock", Some(("control-plane.alpha.kubernetes.io/leader", "{}"))))
+        .await
+        .unwrap();
 
     let ctl = start(&client, &ns, |o| o.controllers = vec![ControllerName::Endpoints]).await;
     wait_endpoints(&client, &ns, "orphan", "orphan deleted at start-up", |e| e.is_none()).await;
@@ -134,7 +154,9 @@ async fn selectorless_endpoints_are_left_alone_and_orphans_cleaned_at_start() {
 #[tokio::test]
 async fn rapid_readiness_flaps_end_in_the_right_state() {
     let (client, ns, svcs, pods, ctl) = setup("ep-flap").await;
-    svcs.create(&PostParams::default(), &service("flap", "flap", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    svcs.create(&PostParams::default(), &service("flap", "flap", &[("http", 80, IntOrString::Int(8080))]))
+        .await
+        .unwrap();
     let p = kwok::with_custom_status(kwok::pod("flap-0", &node(0), &[("app", "flap")], &[("http", 8080)]));
     pods.create(&PostParams::default(), &p).await.unwrap();
     kwok::set_pod_status(&pods, "flap-0", kwok::running_status(&["10.250.4.4"], true)).await.unwrap();
@@ -145,10 +167,17 @@ async fn rapid_readiness_flaps_end_in_the_right_state() {
     // 20 flips starting with ready=true: the last write is ready=false.
     wait_endpoints(&client, &ns, "flap", "final state not ready", |e| endpoints_counts(e) == (0, 1)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(endpoints_counts(Api::<Endpoints>::namespaced(client.clone(), &ns).get_opt("flap").await.unwrap().as_ref()), (0, 1));
-    pods.patch("flap-0", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"labels": {"app": "other"}}})))
-        .await
-        .unwrap();
+    assert_eq!(
+        endpoints_counts(Api::<Endpoints>::namespaced(client.clone(), &ns).get_opt("flap").await.unwrap().as_ref()),
+        (0, 1)
+    );
+    pods.patch(
+        "flap-0",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {"app": "other"}}})),
+    )
+    .await
+    .unwrap();
     wait_endpoints(&client, &ns, "flap", "pod no longer selected", |e| endpoints_counts(e) == (0, 0)).await;
     ctl.stop().await;
 }

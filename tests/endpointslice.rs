@@ -51,9 +51,16 @@ async fn pod_lifecycle_add_ready_not_ready_terminating_delete() {
         .unwrap();
     // A Service selecting nothing gets one placeholder slice: no endpoints, no ports.
     let s = wait_slices(&client, &ns, "web", "placeholder", |s| s.len() == 1).await;
-    assert!(s[0].endpoints.as_ref().is_none_or(|e| e.is_empty()) && s[0].ports.as_ref().is_none_or(|p| p.is_empty()), "{}", describe(&s));
+    assert!(
+        s[0].endpoints.as_ref().is_none_or(|e| e.is_empty()) && s[0].ports.as_ref().is_none_or(|p| p.is_empty()),
+        "{}",
+        describe(&s)
+    );
     let labels = s[0].metadata.labels.clone().unwrap_or_default();
-    assert_eq!(labels.get("endpointslice.kubernetes.io/managed-by").map(String::as_str), Some("endpointslice-controller.k8s.io"));
+    assert_eq!(
+        labels.get("endpointslice.kubernetes.io/managed-by").map(String::as_str),
+        Some("endpointslice-controller.k8s.io")
+    );
     let owner = &s[0].metadata.owner_references.as_ref().unwrap()[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("Service", "web", Some(true)));
 
@@ -63,7 +70,9 @@ async fn pod_lifecycle_add_ready_not_ready_terminating_delete() {
     let want: BTreeSet<String> = ips.values().cloned().collect();
     let s = wait_slices(&client, &ns, "web", "3 ready endpoints", |s| {
         addresses(s).into_iter().collect::<BTreeSet<_>>() == want
-            && s.iter().flat_map(|s| s.endpoints.iter().flatten()).all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+            && s.iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
     })
     .await;
     assert_eq!(s.len(), 1, "one slice replaces the placeholder: {}", describe(&s));
@@ -77,7 +86,8 @@ async fn pod_lifecycle_add_ready_not_ready_terminating_delete() {
         let zone = kwok::default_nodes().into_iter().find(|n| n.name == node_name).unwrap().zone;
         assert_eq!(e.zone.as_deref(), Some(zone.as_str()));
     }
-    let trigger = s[0].metadata.annotations.as_ref().and_then(|a| a.get("endpoints.kubernetes.io/last-change-trigger-time"));
+    let trigger =
+        s[0].metadata.annotations.as_ref().and_then(|a| a.get("endpoints.kubernetes.io/last-change-trigger-time"));
     assert!(trigger.is_some(), "trigger-time annotation: {:?} writes={:?}", s[0].metadata, ctl.writes());
 
     // Not ready: take over the status of web-0 and flip Ready off.
@@ -90,18 +100,25 @@ async fn pod_lifecycle_add_ready_not_ready_terminating_delete() {
     .await
     .unwrap();
     kwok::set_pod_status(&pods, "web-0", kwok::running_status(&[&ip0], false)).await.unwrap();
-    wait_slices(&client, &ns, "web", "web-0 not ready", |s| conditions(s, &ip0) == (Some(false), Some(false), Some(false)))
-        .await;
+    wait_slices(&client, &ns, "web", "web-0 not ready", |s| {
+        conditions(s, &ip0) == (Some(false), Some(false), Some(false))
+    })
+    .await;
 
     // Terminating (held by a finalizer): ready=false, serving follows readiness, terminating=true.
-    pods.create(&PostParams::default(), &kwok::with_test_finalizer(kwok::pod("web-held", &node(1), &[("app", "web")], &[("http", 8080)])))
-        .await
-        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &kwok::with_test_finalizer(kwok::pod("web-held", &node(1), &[("app", "web")], &[("http", 8080)])),
+    )
+    .await
+    .unwrap();
     let held = wait_ready_ips(&pods, &["web-held".to_string()]).await["web-held"].clone();
     wait_slices(&client, &ns, "web", "web-held ready", |s| conditions(s, &held).0 == Some(true)).await;
     kwok::hold_terminating(&pods, "web-held").await.unwrap();
-    wait_slices(&client, &ns, "web", "web-held terminating", |s| conditions(s, &held) == (Some(false), Some(true), Some(true)))
-        .await;
+    wait_slices(&client, &ns, "web", "web-held terminating", |s| {
+        conditions(s, &held) == (Some(false), Some(true), Some(true))
+    })
+    .await;
     kwok::release(&pods, "web-held").await.unwrap();
 
     // Delete: the endpoint goes.
@@ -150,7 +167,9 @@ async fn two_hundred_fifty_pods_give_100_100_50() {
     create_pods(&pods, "big", 250, &[("http", 8080)]).await;
     let s = wait_slices(&client, &ns, "big", "250 ready endpoints", |s| {
         endpoint_count(s) == 250
-            && s.iter().flat_map(|s| s.endpoints.iter().flatten()).all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+            && s.iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .all(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
     })
     .await;
     let mut sizes: Vec<usize> = s.iter().map(|s| s.endpoints.as_ref().map_or(0, Vec::len)).collect();
@@ -174,7 +193,10 @@ async fn deleted_slice_is_recreated_and_edited_slice_reverted() {
     edited.endpoints.as_mut().unwrap().truncate(1);
     slices.replace(&edited.metadata.name.clone().unwrap(), &PostParams::default(), &edited).await.unwrap();
     let want: BTreeSet<String> = ips.values().cloned().collect();
-    wait_slices(&client, &ns, "rep", "edit reverted", |s| addresses(s).into_iter().collect::<BTreeSet<_>>() == want && s.len() == 1).await;
+    wait_slices(&client, &ns, "rep", "edit reverted", |s| {
+        addresses(s).into_iter().collect::<BTreeSet<_>>() == want && s.len() == 1
+    })
+    .await;
 
     // Delete: the controller recreates it.
     slices.delete(&s[0].metadata.name.clone().unwrap(), &DeleteParams::default()).await.unwrap();
@@ -212,7 +234,9 @@ async fn externalname_and_selectorless_services_are_left_alone() {
 async fn kubectl_lists_the_slices() {
     let (client, ns, svcs, pods) = setup("es-kubectl").await;
     let ctl = start(&client, &ns, |_| {}).await;
-    svcs.create(&PostParams::default(), &service("shop", "shop", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    svcs.create(&PostParams::default(), &service("shop", "shop", &[("http", 80, IntOrString::Int(8080))]))
+        .await
+        .unwrap();
     let names = create_pods(&pods, "shop", 3, &[("http", 8080)]).await;
     let ips = wait_ready_ips(&pods, &names).await;
     let s = wait_slices(&client, &ns, "shop", "3 endpoints", |s| endpoint_count(s) == 3).await;
@@ -239,16 +263,28 @@ async fn kubectl_lists_the_slices() {
 async fn selector_change_switches_endpoints() {
     let (client, ns, svcs, pods) = setup("es-selector").await;
     let ctl = start(&client, &ns, |_| {}).await;
-    svcs.create(&PostParams::default(), &service("sel", "blue", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    svcs.create(&PostParams::default(), &service("sel", "blue", &[("http", 80, IntOrString::Int(8080))]))
+        .await
+        .unwrap();
     let blue = wait_ready_ips(&pods, &create_pods(&pods, "blue", 2, &[("http", 8080)]).await).await;
     let green = wait_ready_ips(&pods, &create_pods(&pods, "green", 3, &[("http", 8080)]).await).await;
     let want_blue: BTreeSet<String> = blue.values().cloned().collect();
-    wait_slices(&client, &ns, "sel", "blue endpoints", |s| addresses(s).into_iter().collect::<BTreeSet<_>>() == want_blue).await;
-    svcs.patch("sel", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"selector": {"app": "green"}}})))
-        .await
-        .unwrap();
+    wait_slices(&client, &ns, "sel", "blue endpoints", |s| {
+        addresses(s).into_iter().collect::<BTreeSet<_>>() == want_blue
+    })
+    .await;
+    svcs.patch(
+        "sel",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"selector": {"app": "green"}}})),
+    )
+    .await
+    .unwrap();
     let want_green: BTreeSet<String> = green.values().cloned().collect();
-    wait_slices(&client, &ns, "sel", "green endpoints", |s| addresses(s).into_iter().collect::<BTreeSet<_>>() == want_green).await;
+    wait_slices(&client, &ns, "sel", "green endpoints", |s| {
+        addresses(s).into_iter().collect::<BTreeSet<_>>() == want_green
+    })
+    .await;
     ctl.stop().await;
 }
 
@@ -256,12 +292,20 @@ async fn selector_change_switches_endpoints() {
 async fn named_port_resolving_differently_gives_separate_slices() {
     let (client, ns, svcs, pods) = setup("es-named").await;
     let ctl = start(&client, &ns, |_| {}).await;
-    svcs.create(&PostParams::default(), &service("np", "np", &[("web", 80, IntOrString::String("web".into()))])).await.unwrap();
-    pods.create(&PostParams::default(), &kwok::pod("np-a", &node(0), &[("app", "np")], &[("web", 8080)])).await.unwrap();
-    pods.create(&PostParams::default(), &kwok::pod("np-b", &node(1), &[("app", "np")], &[("web", 9090)])).await.unwrap();
+    svcs.create(&PostParams::default(), &service("np", "np", &[("web", 80, IntOrString::String("web".into()))]))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &kwok::pod("np-a", &node(0), &[("app", "np")], &[("web", 8080)]))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &kwok::pod("np-b", &node(1), &[("app", "np")], &[("web", 9090)]))
+        .await
+        .unwrap();
     // A pod without the named port has no endpoint for it... but still appears with no ports set? No:
     // upstream omits unresolvable ports, so it lands in a slice whose port set is empty.
-    pods.create(&PostParams::default(), &kwok::pod("np-c", &node(2), &[("app", "np")], &[("other", 7070)])).await.unwrap();
+    pods.create(&PostParams::default(), &kwok::pod("np-c", &node(2), &[("app", "np")], &[("other", 7070)]))
+        .await
+        .unwrap();
     let ips = wait_ready_ips(&pods, &["np-a".into(), "np-b".into(), "np-c".into()]).await;
     let s = wait_slices(&client, &ns, "np", "three port sets", |s| s.len() == 3 && endpoint_count(s) == 3).await;
     let port_of = |ip: &str| {
@@ -296,7 +340,11 @@ async fn dual_stack_service_gets_a_slice_per_family() {
     }
     let s = wait_slices(&client, &ns, "dual", "v4 and v6 slices", |s| s.len() == 2 && endpoint_count(s) == 4).await;
     let by_type = |t: &str| {
-        let mut a: Vec<String> = s.iter().filter(|x| x.address_type == t).flat_map(|x| x.endpoints.iter().flatten().flat_map(|e| e.addresses.clone())).collect();
+        let mut a: Vec<String> = s
+            .iter()
+            .filter(|x| x.address_type == t)
+            .flat_map(|x| x.endpoints.iter().flatten().flat_map(|e| e.addresses.clone()))
+            .collect();
         a.sort();
         a
     };
@@ -323,10 +371,15 @@ async fn headless_service_with_hostnames_and_publish_not_ready() {
         ps.subdomain = Some("db".into());
         pods.create(&PostParams::default(), &p).await.unwrap();
         // db-1 is not ready: publishNotReadyAddresses still makes it a ready endpoint.
-        kwok::set_pod_status(&pods, &name, kwok::running_status(&[&format!("10.250.2.{}", i + 1)], i == 0)).await.unwrap();
+        kwok::set_pod_status(&pods, &name, kwok::running_status(&[&format!("10.250.2.{}", i + 1)], i == 0))
+            .await
+            .unwrap();
     }
     let s = wait_slices(&client, &ns, "db", "2 endpoints", |s| endpoint_count(s) == 2).await;
-    assert_eq!(s[0].metadata.labels.as_ref().unwrap().get("service.kubernetes.io/headless").map(String::as_str), Some(""));
+    assert_eq!(
+        s[0].metadata.labels.as_ref().unwrap().get("service.kubernetes.io/headless").map(String::as_str),
+        Some("")
+    );
     assert!(s[0].ports.as_ref().is_none_or(|p| p.is_empty()), "headless without ports: {}", describe(&s));
     let mut hosts: Vec<(String, Option<bool>)> = s
         .iter()
@@ -343,7 +396,9 @@ async fn service_deletion_removes_slices_through_the_garbage_collector() {
     let (client, ns, svcs, pods) = setup("es-gc").await;
     let ctl = start(&client, &ns, |_| {}).await;
     let mut gc = envtest::shared().start_kube_controller_manager(&["garbagecollector".to_string()], &[]).await.unwrap();
-    svcs.create(&PostParams::default(), &service("gone", "gone", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    svcs.create(&PostParams::default(), &service("gone", "gone", &[("http", 80, IntOrString::Int(8080))]))
+        .await
+        .unwrap();
     wait_ready_ips(&pods, &create_pods(&pods, "gone", 2, &[("http", 8080)]).await).await;
     wait_slices(&client, &ns, "gone", "2 endpoints", |s| endpoint_count(s) == 2).await;
     svcs.delete("gone", &DeleteParams::default()).await.unwrap();
@@ -359,7 +414,10 @@ async fn service_deletion_removes_slices_through_the_garbage_collector() {
 #[tokio::test]
 async fn stale_cache_cannot_create_a_duplicate() {
     let (client, ns, svcs, pods) = setup("es-stale").await;
-    let created = svcs.create(&PostParams::default(), &service("st", "st", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    let created = svcs
+        .create(&PostParams::default(), &service("st", "st", &[("http", 80, IntOrString::Int(8080))]))
+        .await
+        .unwrap();
     let uid = created.metadata.uid.clone().unwrap();
     let name = epslice::endpointslice::naming::slice_name("st", &uid, "IPv4", 0);
     let ghost = EndpointSlice {

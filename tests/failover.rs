@@ -75,7 +75,11 @@ async fn wait_holder(leases: &Api<Lease>, prefix: &str, within: Duration) -> Dur
         if holder(leases).await.is_some_and(|h| h.starts_with(&format!("{prefix}_"))) {
             return t0.elapsed();
         }
-        assert!(t0.elapsed() < within, "{prefix} did not take the Lease within {within:?} (holder {:?})", holder(leases).await);
+        assert!(
+            t0.elapsed() < within,
+            "{prefix} did not take the Lease within {within:?} (holder {:?})",
+            holder(leases).await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -21,8 +21,15 @@ fn custom_endpoints(name: &str, ips: &[&str], port: i32) -> Endpoints {
             ..Default::default()
         },
         subsets: Some(vec![EndpointSubset {
-            addresses: Some(ips.iter().map(|ip| EndpointAddress { ip: ip.to_string(), ..Default::default() }).collect()),
-            ports: Some(vec![EndpointPort { name: Some("pg".into()), port, protocol: Some("TCP".into()), ..Default::default() }]),
+            addresses: Some(
+                ips.iter().map(|ip| EndpointAddress { ip: ip.to_string(), ..Default::default() }).collect(),
+            ),
+            ports: Some(vec![EndpointPort {
+                name: Some("pg".into()),
+                port,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
             ..Default::default()
         }]),
     }
@@ -36,11 +43,17 @@ fn selectorless(name: &str) -> Service {
 
 fn mirrored(s: &[EndpointSlice]) -> Vec<&EndpointSlice> {
     s.iter()
-        .filter(|x| x.metadata.labels.as_ref().and_then(|l| l.get("endpointslice.kubernetes.io/managed-by")).map(String::as_str) == Some(MIRRORING))
+        .filter(|x| {
+            x.metadata.labels.as_ref().and_then(|l| l.get("endpointslice.kubernetes.io/managed-by")).map(String::as_str)
+                == Some(MIRRORING)
+        })
         .collect()
 }
 
-async fn setup(prefix: &str, tweak: impl FnOnce(&mut epslice::controllers::Options)) -> (kube::Client, String, Running) {
+async fn setup(
+    prefix: &str,
+    tweak: impl FnOnce(&mut epslice::controllers::Options),
+) -> (kube::Client, String, Running) {
     let client = envtest::shared().client().await.unwrap();
     let ns = envtest::create_namespace(&client, prefix).await.unwrap();
     let ctl = start(&client, &ns, |o| {
@@ -58,7 +71,8 @@ async fn mirrors_custom_endpoints_through_create_update_delete() {
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
     let eps: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
     svcs.create(&PostParams::default(), &selectorless("db")).await.unwrap();
-    let created = eps.create(&PostParams::default(), &custom_endpoints("db", &["192.0.2.1", "192.0.2.2"], 5432)).await.unwrap();
+    let created =
+        eps.create(&PostParams::default(), &custom_endpoints("db", &["192.0.2.1", "192.0.2.2"], 5432)).await.unwrap();
     let s = wait_slices(&client, &ns, "db", "mirrored", |s| mirrored(s).len() == 1 && endpoint_count(s) == 2).await;
     let m = mirrored(&s)[0];
     assert_eq!(m.address_type, "IPv4");
@@ -94,14 +108,23 @@ async fn a_service_gaining_a_selector_stops_mirroring_and_losing_it_resumes() {
     svcs.create(&PostParams::default(), &selectorless("flip")).await.unwrap();
     eps.create(&PostParams::default(), &custom_endpoints("flip", &["192.0.2.9"], 5432)).await.unwrap();
     wait_slices(&client, &ns, "flip", "mirrored", |s| mirrored(s).len() == 1).await;
-    svcs.patch("flip", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"selector": {"app": "flip"}}})))
+    svcs.patch(
+        "flip",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"selector": {"app": "flip"}}})),
+    )
+    .await
+    .unwrap();
+    wait_slices(&client, &ns, "flip", "mirrored slices removed", |s| mirrored(s).is_empty()).await;
+    svcs.patch("flip", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"selector": null}})))
         .await
         .unwrap();
-    wait_slices(&client, &ns, "flip", "mirrored slices removed", |s| mirrored(s).is_empty()).await;
-    svcs.patch("flip", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"selector": null}}))).await.unwrap();
     // The Endpoints object may have been rewritten meanwhile by nobody (only the mirroring
     // controller runs here), so it is mirrored again.
-    wait_slices(&client, &ns, "flip", "mirrored again", |s| mirrored(s).len() == 1 && addresses(s) == vec!["192.0.2.9"]).await;
+    wait_slices(&client, &ns, "flip", "mirrored again", |s| {
+        mirrored(s).len() == 1 && addresses(s) == vec!["192.0.2.9"]
+    })
+    .await;
     ctl.stop().await;
 }
 
@@ -113,7 +136,10 @@ async fn skip_mirror_label_and_too_many_addresses() {
     // Skip-mirror label: never mirrored.
     svcs.create(&PostParams::default(), &selectorless("skip")).await.unwrap();
     let mut skip = custom_endpoints("skip", &["192.0.2.20"], 5432);
-    skip.metadata.labels.get_or_insert_with(Default::default).insert("endpointslice.kubernetes.io/skip-mirror".into(), "true".into());
+    skip.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("endpointslice.kubernetes.io/skip-mirror".into(), "true".into());
     eps.create(&PostParams::default(), &skip).await.unwrap();
     // Five addresses with a maximum of three per subset: three mirrored, an event.
     svcs.create(&PostParams::default(), &selectorless("many")).await.unwrap();
@@ -131,7 +157,11 @@ async fn skip_mirror_label_and_too_many_addresses() {
         if list.iter().any(|e| e.reason.as_deref() == Some("TooManyAddressesToMirror")) {
             break;
         }
-        assert!(t0.elapsed() < CONVERGE, "no TooManyAddressesToMirror event: {:?}", list.iter().map(|e| e.reason.clone()).collect::<Vec<_>>());
+        assert!(
+            t0.elapsed() < CONVERGE,
+            "no TooManyAddressesToMirror event: {:?}",
+            list.iter().map(|e| e.reason.clone()).collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;

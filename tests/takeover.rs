@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use envtest::kwok;
-use epslice_integration_tests::*;
 use epslice::controllers::ControllerName;
+use epslice_integration_tests::*;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -25,9 +25,12 @@ async fn workload(svcs: &Api<Service>, pods: &Api<Pod>) -> BTreeMap<String, usiz
     // Plain, int target port, 250 pods (100/100/50 packing).
     svcs.create(&PostParams::default(), &service("big", "big", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
     for i in 0..250 {
-        pods.create(&PostParams::default(), &kwok::pod(&format!("big-{i}"), &node(i), &[("app", "big")], &[("http", 8080)]))
-            .await
-            .unwrap();
+        pods.create(
+            &PostParams::default(),
+            &kwok::pod(&format!("big-{i}"), &node(i), &[("app", "big")], &[("http", 8080)]),
+        )
+        .await
+        .unwrap();
     }
     want.insert("big".to_string(), 250);
     // Named port resolving to two different container ports, plus one not-ready pod.
@@ -36,9 +39,12 @@ async fn workload(svcs: &Api<Service>, pods: &Api<Pod>) -> BTreeMap<String, usiz
         .unwrap();
     for i in 0..4 {
         let port = if i % 2 == 0 { 8080 } else { 9090 };
-        pods.create(&PostParams::default(), &kwok::pod(&format!("named-{i}"), &node(i), &[("app", "named")], &[("web", port)]))
-            .await
-            .unwrap();
+        pods.create(
+            &PostParams::default(),
+            &kwok::pod(&format!("named-{i}"), &node(i), &[("app", "named")], &[("web", port)]),
+        )
+        .await
+        .unwrap();
     }
     let p = kwok::with_custom_status(kwok::pod("named-nr", &node(5), &[("app", "named")], &[("web", 8080)]));
     pods.create(&PostParams::default(), &p).await.unwrap();
@@ -50,12 +56,19 @@ async fn workload(svcs: &Api<Service>, pods: &Api<Pod>) -> BTreeMap<String, usiz
     svcs.create(&PostParams::default(), &dual).await.unwrap();
     for i in 0..3 {
         let name = format!("dual-{i}");
-        pods.create(&PostParams::default(), &kwok::with_custom_status(kwok::pod(&name, &node(i), &[("app", "dual")], &[("http", 8080)])))
-            .await
-            .unwrap();
-        kwok::set_pod_status(pods, &name, kwok::running_status(&[&format!("10.250.8.{i}"), &format!("fd00:250::8:{i}")], true))
-            .await
-            .unwrap();
+        pods.create(
+            &PostParams::default(),
+            &kwok::with_custom_status(kwok::pod(&name, &node(i), &[("app", "dual")], &[("http", 8080)])),
+        )
+        .await
+        .unwrap();
+        kwok::set_pod_status(
+            pods,
+            &name,
+            kwok::running_status(&[&format!("10.250.8.{i}"), &format!("fd00:250::8:{i}")], true),
+        )
+        .await
+        .unwrap();
     }
     want.insert("dual".to_string(), 6);
     // Headless with hostnames, publishNotReadyAddresses.
@@ -77,9 +90,12 @@ async fn workload(svcs: &Api<Service>, pods: &Api<Pod>) -> BTreeMap<String, usiz
     topo.metadata.annotations = Some([("service.kubernetes.io/topology-mode".to_string(), "Auto".to_string())].into());
     svcs.create(&PostParams::default(), &topo).await.unwrap();
     for i in 0..12 {
-        pods.create(&PostParams::default(), &kwok::pod(&format!("topo-{i}"), &node(i), &[("app", "topo")], &[("http", 8080)]))
-            .await
-            .unwrap();
+        pods.create(
+            &PostParams::default(),
+            &kwok::pod(&format!("topo-{i}"), &node(i), &[("app", "topo")], &[("http", 8080)]),
+        )
+        .await
+        .unwrap();
     }
     want.insert("topo".to_string(), 12);
     // Selector-less with custom Endpoints: mirrored.
@@ -95,7 +111,10 @@ async fn workload(svcs: &Api<Service>, pods: &Api<Pod>) -> BTreeMap<String, usiz
                 addresses: Some(
                     ["192.0.2.1", "192.0.2.2"]
                         .iter()
-                        .map(|ip| k8s_openapi::api::core::v1::EndpointAddress { ip: ip.to_string(), ..Default::default() })
+                        .map(|ip| k8s_openapi::api::core::v1::EndpointAddress {
+                            ip: ip.to_string(),
+                            ..Default::default()
+                        })
                         .collect(),
                 ),
                 ports: Some(vec![k8s_openapi::api::core::v1::EndpointPort {
@@ -111,7 +130,9 @@ async fn workload(svcs: &Api<Service>, pods: &Api<Pod>) -> BTreeMap<String, usiz
     .unwrap();
     want.insert("ext".to_string(), 2);
     // Selects nothing: placeholder.
-    svcs.create(&PostParams::default(), &service("empty", "nobody", &[("http", 80, IntOrString::Int(80))])).await.unwrap();
+    svcs.create(&PostParams::default(), &service("empty", "nobody", &[("http", 80, IntOrString::Int(80))]))
+        .await
+        .unwrap();
     want.insert("empty".to_string(), 0);
     want
 }
@@ -208,7 +229,11 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(ctl.writes(), (0.0, 0.0, 0.0), "epslice wrote to slices kube-controller-manager had converged");
     assert_eq!(snapshot(&slices_api).await, last, "no slice changed");
-    assert_eq!(ctl.endpoints_writes(), (0.0, 0.0, 0.0), "epslice wrote to Endpoints kube-controller-manager had converged");
+    assert_eq!(
+        ctl.endpoints_writes(),
+        (0.0, 0.0, 0.0),
+        "epslice wrote to Endpoints kube-controller-manager had converged"
+    );
     assert_eq!(snapshot_endpoints(&endpoints_api).await, endpoints_before, "no Endpoints changed");
     let mirror_writes: f64 = ["create", "update", "delete"]
         .iter()

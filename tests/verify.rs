@@ -57,11 +57,14 @@ async fn verify_reports_ok_drift_missing_and_extra() {
     let ns = envtest::create_namespace(&client, "verify").await.unwrap();
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let ctl = start(&client, &ns, |o| o.controllers = vec![ControllerName::EndpointSlice, ControllerName::Endpoints]).await;
+    let ctl =
+        start(&client, &ns, |o| o.controllers = vec![ControllerName::EndpointSlice, ControllerName::Endpoints]).await;
     svcs.create(&PostParams::default(), &service("v", "v", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
     for i in 0..3 {
         let node = &kwok::default_nodes()[i].name;
-        pods.create(&PostParams::default(), &kwok::pod(&format!("v-{i}"), node, &[("app", "v")], &[("http", 8080)])).await.unwrap();
+        pods.create(&PostParams::default(), &kwok::pod(&format!("v-{i}"), node, &[("app", "v")], &[("http", 8080)]))
+            .await
+            .unwrap();
     }
     wait_slices(&client, &ns, "v", "3 endpoints", |s| endpoint_count(s) == 3).await;
     wait_endpoints(&client, &ns, "v", "3 addresses", |e| endpoints_counts(e) == (3, 0)).await;
@@ -109,7 +112,8 @@ async fn verify_reports_extra_slices() {
     let ns = envtest::create_namespace(&client, "verify-extra").await.unwrap();
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
     let ctl = start(&client, &ns, |_| {}).await;
-    let svc = svcs.create(&PostParams::default(), &service("x", "x", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    let svc =
+        svcs.create(&PostParams::default(), &service("x", "x", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
     let placeholder = wait_slices(&client, &ns, "x", "placeholder", |s| s.len() == 1).await.remove(0);
     ctl.stop().await;
     // A second placeholder-like slice owned by the Service: one too many.

@@ -136,7 +136,8 @@ impl RunArgs {
                     "--leader-elect-lease-duration ({d:?}) must be ≥ 2s and --leader-elect-renew-grace ({g:?}) ≥ 1s and shorter"
                 ));
             }
-            let pod = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "epslice".into());
+            let pod =
+                std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "epslice".into());
             let suffix = std::process::id();
             Some(controllers::leader::LeaderElection {
                 namespace: self.leader_elect_resource_namespace.clone(),
@@ -222,7 +223,11 @@ pub fn parse_label_value(s: &str) -> Result<String, String> {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok { Ok(s.to_string()) } else { Err(format!("{s:?} is not a valid label value (≤ 63 characters: a-z, 0-9, '-', '_', '.')")) }
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a valid label value (≤ 63 characters: a-z, 0-9, '-', '_', '.')"))
+    }
 }
 
 /// Installs the tracing subscriber.
@@ -289,7 +294,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("reading kubeconfig {}: {e}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
         }
-        None => kube::Config::infer().await.map_err(|e| anyhow::anyhow!("no cluster configuration found ({e}); pass --kubeconfig"))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| anyhow::anyhow!("no cluster configuration found ({e}); pass --kubeconfig"))?,
     };
     let client = kube::Client::try_from(config)?;
     let shutdown = async {

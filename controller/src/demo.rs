@@ -30,8 +30,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = cp.client().await?;
 
     let admin_port = envtest::free_port()?;
-    let mut options = Options::default();
-    options.admin_addr = Some(([127, 0, 0, 1], admin_port).into());
+    let options = Options {
+        controllers: controllers::ControllerName::ALL.to_vec(),
+        admin_addr: Some(([127, 0, 0, 1], admin_port).into()),
+        ..Default::default()
+    };
     let handles = Handles::default();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controllers = tokio::spawn(controllers::run(client.clone(), options, handles.clone(), async move {
@@ -43,13 +46,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let kubectl = cp.binary(envtest::Binary::Kubectl);
     let kubeconfig = cp.kubeconfig_path().display().to_string();
-    let out = cp.kubectl().args(["get", "endpointslices", "-n", NS, "-o", "wide"]).output()?;
-    println!("$ kubectl get endpointslices -n {NS} -o wide");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    println!(
-        "Control plane {} with epslice's EndpointSlice controller (metrics: http://127.0.0.1:{admin_port}/metrics).",
-        cp.server()
-    );
+    for what in ["endpointslices", "endpoints"] {
+        let out = cp.kubectl().args(["get", what, "-n", NS, "-o", "wide"]).output()?;
+        println!("$ kubectl get {what} -n {NS} -o wide");
+        println!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+    println!("Control plane {} with epslice's EndpointSlice, Endpoints and mirroring controllers", cp.server());
+    println!("(metrics: http://127.0.0.1:{admin_port}/metrics).");
     println!("In another shell:");
     println!("  export KUBECONFIG={kubeconfig}");
     println!("  alias kubectl={}", kubectl.display());
@@ -118,8 +121,8 @@ async fn create_workload(client: &kube::Client, pods: u16) -> anyhow::Result<Vec
         spec.ports = None;
     }
     services.create(&PostParams::default(), &db).await?;
-    for i in 0..3 {
-        let mut p = kwok::pod(&format!("db-{i}"), &nodes[i].name, &[("app", "db")], &[]);
+    for (i, node) in nodes.iter().take(3).enumerate() {
+        let mut p = kwok::pod(&format!("db-{i}"), &node.name, &[("app", "db")], &[]);
         if let Some(spec) = p.spec.as_mut() {
             spec.hostname = Some(format!("db-{i}"));
             spec.subdomain = Some("db".into());
@@ -141,7 +144,35 @@ async fn create_workload(client: &kube::Client, pods: u16) -> anyhow::Result<Vec
         let ips = [format!("10.250.0.{}", i + 10), format!("fd00:250::{}", i + 10)];
         kwok::set_pod_status(&pod_api, &name, kwok::running_status(&[&ips[0], &ips[1]], true)).await?;
     }
-    Ok(vec![("web", pods as usize), ("db", 3), ("dual", 4)])
+    // A selector-less Service with hand-written Endpoints: the mirroring controller turns them
+    // into an EndpointSlice.
+    let mut ext =
+        svc("external-db", "unused", vec![ServicePort { name: Some("pg".into()), port: 5432, ..Default::default() }]);
+    if let Some(spec) = ext.spec.as_mut() {
+        spec.selector = None;
+    }
+    services.create(&PostParams::default(), &ext).await?;
+    let endpoints = k8s_openapi::api::core::v1::Endpoints {
+        metadata: ObjectMeta { name: Some("external-db".into()), ..Default::default() },
+        subsets: Some(vec![k8s_openapi::api::core::v1::EndpointSubset {
+            addresses: Some(
+                ["192.0.2.10", "192.0.2.11"]
+                    .iter()
+                    .map(|ip| k8s_openapi::api::core::v1::EndpointAddress { ip: ip.to_string(), ..Default::default() })
+                    .collect(),
+            ),
+            ports: Some(vec![k8s_openapi::api::core::v1::EndpointPort {
+                name: Some("pg".into()),
+                port: 5432,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }]),
+    };
+    Api::<k8s_openapi::api::core::v1::Endpoints>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &endpoints)
+        .await?;
+    Ok(vec![("web", pods as usize), ("db", 3), ("dual", 4), ("external-db", 2)])
 }
 
 async fn wait_converged(client: &kube::Client, expected: Vec<(&'static str, usize)>) {

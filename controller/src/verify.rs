@@ -136,7 +136,10 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
         let (status, detail) = if plan.create.is_empty() && plan.update.is_empty() && plan.delete.is_empty() {
             (Status::Ok, format!("{ours} slice(s)"))
         } else if ours == 0 {
-            (Status::Missing, format!("no EndpointSlice managed by {}; {} would be created", args.managed_by, plan.create.len()))
+            (
+                Status::Missing,
+                format!("no EndpointSlice managed by {}; {} would be created", args.managed_by, plan.create.len()),
+            )
         } else {
             let mut d = String::new();
             if !plan.update.is_empty() {
@@ -155,10 +158,8 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
         rows.push(Row { namespace: ns.clone(), service: name.clone(), kind: "EndpointSlice", status, detail });
 
         if args.endpoints {
-            let existing = state
-                .endpoints
-                .iter()
-                .find(|e| e.namespace().as_deref() == Some(ns.as_str()) && e.name_any() == name);
+            let existing =
+                state.endpoints.iter().find(|e| e.namespace().as_deref() == Some(ns.as_str()) && e.name_any() == name);
             let plan = ep_core::plan(&ep_core::Input::new(svc, &pods, existing), &ep_core::Config::default());
             let (status, detail) = match &plan.action {
                 ep_core::Action::Nothing => {
@@ -166,7 +167,9 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
                     (Status::Ok, format!("{r} ready, {nr} not ready"))
                 }
                 ep_core::Action::Create(_) => (Status::Missing, "no Endpoints object".to_string()),
-                ep_core::Action::Update(_) => (Status::Drift, "subsets, labels or the capacity annotation differ".to_string()),
+                ep_core::Action::Update(_) => {
+                    (Status::Drift, "subsets, labels or the capacity annotation differ".to_string())
+                }
                 ep_core::Action::Delete { .. } => (Status::Extra, "Endpoints without a Service".to_string()),
             };
             rows.push(Row { namespace: ns, service: name, kind: "Endpoints", status, detail });
@@ -214,8 +217,11 @@ pub async fn read(client: &kube::Client, args: &VerifyArgs) -> anyhow::Result<Cl
         .await
         .map_err(ctx("endpointslices"))?
         .items;
-    let endpoints =
-        if args.endpoints { api::<Endpoints>(client, ns).list(&lp).await.map_err(ctx("endpoints"))?.items } else { Vec::new() };
+    let endpoints = if args.endpoints {
+        api::<Endpoints>(client, ns).list(&lp).await.map_err(ctx("endpoints"))?.items
+    } else {
+        Vec::new()
+    };
     Ok(ClusterState { services, pods, nodes, slices, endpoints })
 }
 
@@ -235,7 +241,8 @@ pub fn render(rows: &[Row], output: Output) -> String {
             let _ = writeln!(out, "{:wn$}  {:ws$}  {:wk$}  {:wt$}  DETAIL", "NAMESPACE", "SERVICE", "KIND", "STATUS");
             for r in rows {
                 let st = format!("{:?}", r.status).to_uppercase();
-                let _ = writeln!(out, "{:wn$}  {:ws$}  {:wk$}  {:wt$}  {}", r.namespace, r.service, r.kind, st, r.detail);
+                let _ =
+                    writeln!(out, "{:wn$}  {:ws$}  {:wk$}  {:wt$}  {}", r.namespace, r.service, r.kind, st, r.detail);
             }
             out
         }
@@ -261,7 +268,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
     if let Some(svc) = &args.service
         && rows.is_empty()
     {
-        anyhow::bail!("Service {}/{svc} not found, or it has no selector", args.namespace.as_deref().unwrap_or_default());
+        anyhow::bail!(
+            "Service {}/{svc} not found, or it has no selector",
+            args.namespace.as_deref().unwrap_or_default()
+        );
     }
     print!("{}", render(&rows, args.output));
     Ok(rows.iter().all(|r| r.status == Status::Ok))

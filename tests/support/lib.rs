@@ -108,7 +108,8 @@ pub fn service(name: &str, app: &str, ports: &[(&str, i32, IntOrString)]) -> Ser
 /// The slices of a Service (by the `kubernetes.io/service-name` label).
 pub async fn slices(client: &kube::Client, ns: &str, svc: &str) -> Vec<EndpointSlice> {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    let mut v = api.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"))).await.unwrap().items;
+    let mut v =
+        api.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"))).await.unwrap().items;
     v.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     v
 }
@@ -145,13 +146,7 @@ pub fn describe(slices: &[EndpointSlice]) -> String {
                 .flatten()
                 .map(|e| {
                     let c = e.conditions.clone().unwrap_or_default();
-                    format!(
-                        "{}[r={:?},s={:?},t={:?}]",
-                        e.addresses.join("|"),
-                        c.ready,
-                        c.serving,
-                        c.terminating
-                    )
+                    format!("{}[r={:?},s={:?},t={:?}]", e.addresses.join("|"), c.ready, c.serving, c.terminating)
                 })
                 .collect();
             let ports: Vec<String> = s
@@ -160,7 +155,11 @@ pub fn describe(slices: &[EndpointSlice]) -> String {
                 .flatten()
                 .map(|p| format!("{}:{}", p.name.clone().unwrap_or_default(), p.port.unwrap_or(0)))
                 .collect();
-            format!("  {} {} ports={ports:?} endpoints={eps:?}", s.metadata.name.clone().unwrap_or_default(), s.address_type)
+            format!(
+                "  {} {} ports={ports:?} endpoints={eps:?}",
+                s.metadata.name.clone().unwrap_or_default(),
+                s.address_type
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -183,7 +182,10 @@ pub async fn wait_endpoints(
         }
         if t0.elapsed() > CONVERGE {
             let subsets = e.as_ref().map(|e| serde_json::to_string(&e.subsets).unwrap_or_default());
-            panic!("{what}: not reached after {CONVERGE:?}; Endpoints {ns}/{name}: {subsets:?} annotations {:?}", e.and_then(|e| e.metadata.annotations));
+            panic!(
+                "{what}: not reached after {CONVERGE:?}; Endpoints {ns}/{name}: {subsets:?} annotations {:?}",
+                e.and_then(|e| e.metadata.annotations)
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -200,7 +202,8 @@ pub fn endpoints_counts(e: Option<&k8s_openapi::api::core::v1::Endpoints>) -> (u
 
 /// All endpoint addresses across slices.
 pub fn addresses(slices: &[EndpointSlice]) -> Vec<String> {
-    let mut v: Vec<String> = slices.iter().flat_map(|s| s.endpoints.iter().flatten().flat_map(|e| e.addresses.clone())).collect();
+    let mut v: Vec<String> =
+        slices.iter().flat_map(|s| s.endpoints.iter().flatten().flat_map(|e| e.addresses.clone())).collect();
     v.sort();
     v
 }

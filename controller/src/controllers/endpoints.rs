@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use kube::{Resource, ResourceExt};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
 use super::informers::{Informers, Key, PodSubscriber, Subscribers, key_of};
@@ -305,7 +305,9 @@ async fn apply(s: &Shared, ns: &str, name: &str, action: &core::Action) -> Resul
                 s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None);
                 Ok(())
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => Err(SyncError::Stale(format!("Endpoints {ns}/{name} already exist"))),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                Err(SyncError::Stale(format!("Endpoints {ns}/{name} already exist")))
+            }
             Err(e) if is_namespace_terminating(&e) => Ok(()),
             Err(e) => Err(e.into()),
         },

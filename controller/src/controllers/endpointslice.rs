@@ -86,7 +86,10 @@ impl Controller {
         metrics: Arc<Metrics>,
         ready: &Readiness,
     ) -> Self {
-        let recorder = Recorder::new(client.clone(), Reporter { controller: "endpoint-slice-controller".into(), instance: std::env::var("HOSTNAME").ok() });
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: "endpoint-slice-controller".into(), instance: std::env::var("HOSTNAME").ok() },
+        );
         let shared = Arc::new(Shared {
             client,
             settings,
@@ -335,7 +338,13 @@ impl SliceEvents {
                         s.settings.core.managed_by
                     );
                     tokio::spawn(async move {
-                        let ev = KubeEvent { type_: EventType::Warning, reason: "CompetingEndpointSliceWriter".into(), note: Some(note), action: "Detect".into(), secondary: None };
+                        let ev = KubeEvent {
+                            type_: EventType::Warning,
+                            reason: "CompetingEndpointSliceWriter".into(),
+                            note: Some(note),
+                            action: "Detect".into(),
+                            secondary: None,
+                        };
                         let _ = recorder.publish(&ev, &reference).await;
                     });
                 }
@@ -404,10 +413,13 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate
     }
     let pods: Vec<Arc<Pod>> = snap.pods_of(ns, name);
     let cached: Vec<Arc<EndpointSlice>> = snap.slices_of(ns, name);
-    let slices = s.written.lock().unwrap_or_else(|e| e.into_inner()).overlay(ns, cached, |w| {
-        w.labels().get(LABEL_SERVICE_NAME).map(String::as_str) == Some(name.as_str())
-    });
-    let (trigger_time, trigger_state) = s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).compute(&service, &pods);
+    let slices = s
+        .written
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .overlay(ns, cached, |w| w.labels().get(LABEL_SERVICE_NAME).map(String::as_str) == Some(name.as_str()));
+    let (trigger_time, trigger_state) =
+        s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).compute(&service, &pods);
     let hints_state = s.hints_state.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
     let ratios = cpu_ratios(s, snap);
 
@@ -447,7 +459,11 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate
     let service_ref = service.object_ref(&());
     for ev in &plan.events {
         let e = KubeEvent {
-            type_: if ev.event_type == core::hints::EventType::Warning { EventType::Warning } else { EventType::Normal },
+            type_: if ev.event_type == core::hints::EventType::Warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: ev.reason.to_string(),
             note: Some(ev.message.clone()),
             action: "Reconcile".into(),
@@ -524,7 +540,10 @@ async fn apply(s: &Shared, ns: &str, plan: &core::Plan, gate: &super::leader::Ga
         match api.replace(&name, &pp, slice).await {
             Ok(done) => {
                 count(s, "update");
-                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, slice.metadata.resource_version.clone());
+                s.written
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .wrote(done, slice.metadata.resource_version.clone());
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                 return Err(SyncError::Stale(format!("update of EndpointSlice {name}: {}", e.message)));
@@ -552,7 +571,11 @@ async fn apply(s: &Shared, ns: &str, plan: &core::Plan, gate: &super::leader::Ga
                 s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None);
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                return Err(SyncError::Stale(format!("EndpointSlice {} already exists: {}", slice.name_any(), e.message)));
+                return Err(SyncError::Stale(format!(
+                    "EndpointSlice {} already exists: {}",
+                    slice.name_any(),
+                    e.message
+                )));
             }
             Err(e) if is_namespace_terminating(&e) => {
                 tracing::debug!(namespace = %ns, "namespace is terminating; not creating EndpointSlices");

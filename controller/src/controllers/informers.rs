@@ -283,12 +283,17 @@ pub fn start(
     let mut service_handlers: Vec<Arc<dyn Handler<Service>>> =
         vec![Arc::new(ServiceMembership(membership.clone(), pods_slot))];
     service_handlers.extend(subs.services);
-    let (services, services_fut) =
-        run_cache(api::<Service>(client, namespace), watcher::Config::default(), prune::managed_fields, service_handlers);
+    let (services, services_fut) = run_cache(
+        api::<Service>(client, namespace),
+        watcher::Config::default(),
+        prune::managed_fields,
+        service_handlers,
+    );
     let (nodes, nodes_fut) =
         run_cache(Api::<Node>::all(client.clone()), watcher::Config::default(), prune::managed_fields, subs.nodes);
     let slices_by_service = Arc::new(GroupIndex::default());
-    let mut slice_handlers: Vec<Arc<dyn Handler<EndpointSlice>>> = vec![Arc::new(SliceIndex(slices_by_service.clone()))];
+    let mut slice_handlers: Vec<Arc<dyn Handler<EndpointSlice>>> =
+        vec![Arc::new(SliceIndex(slices_by_service.clone()))];
     slice_handlers.extend(subs.slices);
     let (slices, slices_fut) = run_cache(
         api::<EndpointSlice>(client, namespace),
@@ -296,8 +301,12 @@ pub fn start(
         prune::endpoint_slice,
         slice_handlers,
     );
-    let (endpoints, endpoints_fut) =
-        run_cache(api::<Endpoints>(client, namespace), watcher::Config::default(), prune::managed_fields, subs.endpoints);
+    let (endpoints, endpoints_fut) = run_cache(
+        api::<Endpoints>(client, namespace),
+        watcher::Config::default(),
+        prune::managed_fields,
+        subs.endpoints,
+    );
     let fut = async move {
         tokio::join!(pods_fut, services_fut, nodes_fut, slices_fut, endpoints_fut);
     };

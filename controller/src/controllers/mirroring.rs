@@ -76,7 +76,10 @@ impl Controller {
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
-            Reporter { controller: "endpoint-slice-mirroring-controller".into(), instance: std::env::var("HOSTNAME").ok() },
+            Reporter {
+                controller: "endpoint-slice-mirroring-controller".into(),
+                instance: std::env::var("HOSTNAME").ok(),
+            },
         );
         let gauges = core::metrics::MetricsCache::new(settings.core.max_endpoints());
         let shared = Arc::new(Shared {
@@ -111,7 +114,10 @@ impl Controller {
             _ = stop.wait_for(|v| *v) => return,
         }
         self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(workers = s.settings.workers, "endpointslice-mirroring-controller caches synced; starting workers");
+        tracing::info!(
+            workers = s.settings.workers,
+            "endpointslice-mirroring-controller caches synced; starting workers"
+        );
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..s.settings.workers.max(1) {
             let (s, inf, mut gate) = (s.clone(), informers.clone(), gate.clone());
@@ -198,7 +204,9 @@ impl Handler<Endpoints> for EndpointsEvents {
     fn applied(&self, old: Option<Arc<Endpoints>>, new: Arc<Endpoints>) {
         let queue = match old {
             None => decide::endpoints_added_or_deleted(&new),
-            Some(old) => old.metadata.resource_version != new.metadata.resource_version && decide::endpoints_updated(&old, &new),
+            Some(old) => {
+                old.metadata.resource_version != new.metadata.resource_version && decide::endpoints_updated(&old, &new)
+            }
         };
         if queue {
             enqueue(&self.0, key_of(&*new));
@@ -254,15 +262,20 @@ fn count(s: &Shared, op: &str) {
 async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate) -> Result<(), SyncError> {
     let (ns, name) = key;
     let cached = inf.slices_of(ns, name);
-    let existing = s.written.lock().unwrap_or_else(|e| e.into_inner()).overlay(ns, cached, |w| {
-        w.labels().get(LABEL_SERVICE_NAME).map(String::as_str) == Some(name.as_str())
-    });
+    let existing = s
+        .written
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .overlay(ns, cached, |w| w.labels().get(LABEL_SERVICE_NAME).map(String::as_str) == Some(name.as_str()));
     let endpoints = inf.endpoints.get(Some(ns), name);
     let service = inf.services.get(Some(ns), name);
     let plan = {
         let refs: Vec<&EndpointSlice> = existing.iter().map(|s| &**s).collect();
         match endpoints.as_deref() {
-            Some(ep) => core::plan(&core::Input { endpoints: ep, service: service.as_deref(), existing_slices: &refs }, &s.settings.core),
+            Some(ep) => core::plan(
+                &core::Input { endpoints: ep, service: service.as_deref(), existing_slices: &refs },
+                &s.settings.core,
+            ),
             None => core::plan_delete_all(ns, name, &refs, &s.settings.core),
         }
     };
@@ -326,7 +339,10 @@ async fn apply(s: &Shared, ns: &str, plan: &core::Plan, gate: &super::leader::Ga
         match api.replace(&name, &pp, slice).await {
             Ok(done) => {
                 count(s, "update");
-                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, slice.metadata.resource_version.clone());
+                s.written
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .wrote(done, slice.metadata.resource_version.clone());
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                 return Err(SyncError::Stale(format!("update of EndpointSlice {name}: {}", e.message)));

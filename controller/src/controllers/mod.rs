@@ -134,7 +134,8 @@ pub struct Handles {
 
 /// A controller's run function: informers, stop signal, write gate.
 type RunFn = Box<
-    dyn FnOnce(informers::Informers, watch::Receiver<bool>, leader::Gate) -> futures::future::BoxFuture<'static, ()> + Send,
+    dyn FnOnce(informers::Informers, watch::Receiver<bool>, leader::Gate) -> futures::future::BoxFuture<'static, ()>
+        + Send,
 >;
 
 /// Runs the enabled controllers until `shutdown` resolves.
@@ -151,7 +152,11 @@ pub async fn run(
     let Handles { metrics, ready } = handles;
     for c in &options.controllers {
         if !c.implemented() {
-            anyhow::bail!("controller {} is not implemented yet; disable it with --controllers=-{}", c.as_str(), c.as_str());
+            anyhow::bail!(
+                "controller {} is not implemented yet; disable it with --controllers=-{}",
+                c.as_str(),
+                c.as_str()
+            );
         }
     }
     let running = ready.check("not shutting down");
@@ -260,7 +265,10 @@ mod tests {
     #[test]
     fn controllers_flag_follows_kcm_syntax() {
         assert_eq!(p("*").unwrap().len(), 3);
-        assert_eq!(p("*,-endpoints-controller").unwrap(), vec!["endpointslice-controller", "endpointslice-mirroring-controller"]);
+        assert_eq!(
+            p("*,-endpoints-controller").unwrap(),
+            vec!["endpointslice-controller", "endpointslice-mirroring-controller"]
+        );
         assert_eq!(p("endpointslice-controller").unwrap(), vec!["endpointslice-controller"]);
         assert!(p("").unwrap().is_empty());
         let err = p("endpointslice").unwrap_err();

@@ -60,7 +60,8 @@ impl<K: Resource> RecentWrites<K> {
     /// Records a deleted object.
     pub fn deleted(&mut self, obj: &K) {
         let replaced = obj.meta().resource_version.clone();
-        self.entries.insert(key_of(obj), Entry { written: None, uid: obj.meta().uid.clone(), replaced, at: Instant::now() });
+        self.entries
+            .insert(key_of(obj), Entry { written: None, uid: obj.meta().uid.clone(), replaced, at: Instant::now() });
     }
 
     fn caught_up(e: &Entry<K>, cached: Option<&K>) -> bool {
@@ -177,7 +178,10 @@ mod tests {
         w.wrote(obj("a", "u1", "5", "g"), None);
         assert_eq!(rv(&w.overlay("ns", vec![], in_g)), vec![("a".into(), "5".into())]);
         assert!(w.overlay("other", vec![], in_g).is_empty());
-        assert_eq!(rv(&w.overlay("ns", vec![Arc::new(obj("a", "u1", "5", "g"))], in_g)), vec![("a".into(), "5".into())]);
+        assert_eq!(
+            rv(&w.overlay("ns", vec![Arc::new(obj("a", "u1", "5", "g"))], in_g)),
+            vec![("a".into(), "5".into())]
+        );
         assert!(w.is_empty());
     }
 
@@ -187,9 +191,15 @@ mod tests {
         // We replaced rv 7 with rv 9; the cache still shows 7: ours wins.
         w.wrote(obj("a", "u1", "9", "g"), Some("7".into()));
         let k = ("ns".to_string(), "a".to_string());
-        assert_eq!(w.get(&k, Some(Arc::new(obj("a", "u1", "7", "g")))).unwrap().metadata.resource_version.as_deref(), Some("9"));
+        assert_eq!(
+            w.get(&k, Some(Arc::new(obj("a", "u1", "7", "g")))).unwrap().metadata.resource_version.as_deref(),
+            Some("9")
+        );
         // The cache moved on (to ours or to someone else's newer write): the cache wins.
-        assert_eq!(w.get(&k, Some(Arc::new(obj("a", "u1", "12", "g")))).unwrap().metadata.resource_version.as_deref(), Some("12"));
+        assert_eq!(
+            w.get(&k, Some(Arc::new(obj("a", "u1", "12", "g")))).unwrap().metadata.resource_version.as_deref(),
+            Some("12")
+        );
         assert!(w.is_empty());
     }
 

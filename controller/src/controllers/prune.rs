@@ -102,7 +102,11 @@ mod tests {
                     name: "c".into(),
                     image: Some("img".into()),
                     env: Some(vec![EnvVar { name: "A".into(), ..Default::default() }]),
-                    ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: 80, ..Default::default() }]),
+                    ports: Some(vec![ContainerPort {
+                        name: Some("http".into()),
+                        container_port: 80,
+                        ..Default::default()
+                    }]),
                     ..Default::default()
                 }],
                 init_containers: Some(vec![Container {

@@ -41,7 +41,9 @@ impl TriggerTimeTracker {
         let mut min: Option<DateTime<Utc>> = None;
         let mut next = TriggerState::default();
         for p in pods {
-            let t = crate::podutil::pod_ready_condition(p).and_then(|c| c.last_transition_time.as_ref()).map(|t| to_chrono(t.0));
+            let t = crate::podutil::pod_ready_condition(p)
+                .and_then(|c| c.last_transition_time.as_ref())
+                .map(|t| to_chrono(t.0));
             if let Some(t) = t {
                 let name = p.name_any();
                 if prev.and_then(|st| st.pods.get(&name)).is_none_or(|before| t > *before) {
@@ -135,7 +137,11 @@ mod tests {
         sync(&mut tr, &svc(10), &[pod("a", 20), pod("b", 30)]);
         assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 20), pod("b", 30)]), None, "nothing changed");
         assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 50), pod("b", 40)]), Some(t(40)));
-        assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 50), pod("b", 40), pod("c", 45)]), Some(t(45)), "a new pod counts");
+        assert_eq!(
+            sync(&mut tr, &svc(10), &[pod("a", 50), pod("b", 40), pod("c", 45)]),
+            Some(t(45)),
+            "a new pod counts"
+        );
         tr.delete(&("ns".into(), "s".into()));
         assert_eq!(sync(&mut tr, &svc(10), &[pod("a", 50)]), Some(t(10)), "forgotten service starts over");
     }

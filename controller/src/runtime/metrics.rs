@@ -107,7 +107,11 @@ impl EndpointSliceMetrics {
 
     fn register(&self, r: &mut Registry) {
         let s = r.sub_registry_with_prefix("endpoint_slice_controller");
-        s.register("endpoints_added_per_sync", "Number of endpoints added on each Service sync", self.endpoints_added_per_sync.clone());
+        s.register(
+            "endpoints_added_per_sync",
+            "Number of endpoints added on each Service sync",
+            self.endpoints_added_per_sync.clone(),
+        );
         s.register(
             "endpoints_removed_per_sync",
             "Number of endpoints removed on each Service sync",
@@ -198,15 +202,31 @@ impl MirroringMetrics {
 
     fn register(&self, r: &mut Registry) {
         let s = r.sub_registry_with_prefix("endpoint_slice_mirroring_controller");
-        s.register("endpoints_added_per_sync", "Number of endpoints added on each Endpoints sync", self.endpoints_added_per_sync.clone());
-        s.register("endpoints_updated_per_sync", "Number of endpoints updated on each Endpoints sync", self.endpoints_updated_per_sync.clone());
-        s.register("endpoints_removed_per_sync", "Number of endpoints removed on each Endpoints sync", self.endpoints_removed_per_sync.clone());
+        s.register(
+            "endpoints_added_per_sync",
+            "Number of endpoints added on each Endpoints sync",
+            self.endpoints_added_per_sync.clone(),
+        );
+        s.register(
+            "endpoints_updated_per_sync",
+            "Number of endpoints updated on each Endpoints sync",
+            self.endpoints_updated_per_sync.clone(),
+        );
+        s.register(
+            "endpoints_removed_per_sync",
+            "Number of endpoints removed on each Endpoints sync",
+            self.endpoints_removed_per_sync.clone(),
+        );
         s.register(
             "addresses_skipped_per_sync",
             "Number of addresses skipped on each Endpoints sync due to being invalid or exceeding MaxEndpointsPerSubset",
             self.addresses_skipped_per_sync.clone(),
         );
-        s.register("endpoints_sync_duration", "Duration of syncEndpoints() in seconds", self.endpoints_sync_duration.clone());
+        s.register(
+            "endpoints_sync_duration",
+            "Duration of syncEndpoints() in seconds",
+            self.endpoints_sync_duration.clone(),
+        );
         s.register("endpoints_desired", "Number of endpoints desired", self.endpoints_desired.clone());
         s.register("num_endpoint_slices", "Number of EndpointSlices", self.num_endpoint_slices.clone());
         s.register(

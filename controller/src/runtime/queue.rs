@@ -313,7 +313,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn global_bucket_limits_retries_of_many_keys() {
-        let q = WorkQueue::new("t", RateLimit { base: Duration::from_millis(1), max: Duration::from_secs(1), qps: 10.0, burst: 100 });
+        let q = WorkQueue::new(
+            "t",
+            RateLimit { base: Duration::from_millis(1), max: Duration::from_secs(1), qps: 10.0, burst: 100 },
+        );
         for i in 0..150 {
             q.add_rate_limited(format!("k{i}"));
         }
