@@ -95,9 +95,7 @@ fn nodes() -> BTreeMap<String, Node> {
             let node = Node {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
-                    labels: Some(
-                        [("topology.kubernetes.io/zone".to_string(), format!("zone-{}", i % 3))].into(),
-                    ),
+                    labels: Some([("topology.kubernetes.io/zone".to_string(), format!("zone-{}", i % 3))].into()),
                     ..Default::default()
                 },
                 status: Some(NodeStatus {
