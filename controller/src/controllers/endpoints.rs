@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -14,14 +14,13 @@ use tokio::sync::watch;
 use super::informers::{Informers, Key, PodSubscriber, Subscribers, key_of};
 use super::overlay::RecentWrites;
 use super::trigger::TriggerTimeTracker;
+use super::work::{Queue, SyncError, is_namespace_terminating, services_to_sync};
 use crate::endpoints as core;
 use crate::runtime::admin::Readiness;
 use crate::runtime::cache::Handler;
-use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels, ResultLabels};
+use crate::runtime::metrics::{Metrics, OperationLabels, ResultLabels};
 use crate::runtime::queue::{RateLimit, WorkQueue};
 
-/// Upstream's `maxRetries` for the Endpoints controller.
-pub const MAX_RETRIES: u32 = 15;
 const QUEUE: &str = "endpoint";
 
 /// Endpoints controller settings (validated flags).
@@ -45,7 +44,7 @@ struct Shared {
     client: kube::Client,
     settings: Settings,
     field_manager: String,
-    queue: WorkQueue<Key>,
+    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     trigger_times: Mutex<TriggerTimeTracker>,
@@ -77,7 +76,7 @@ impl Controller {
             client,
             settings,
             field_manager,
-            queue: WorkQueue::new(QUEUE, RateLimit::ENDPOINTS),
+            queue: Arc::new(Queue::new(WorkQueue::new(QUEUE, RateLimit::ENDPOINTS), metrics.clone())),
             metrics,
             recorder,
             trigger_times: Mutex::default(),
@@ -109,70 +108,19 @@ impl Controller {
         // so the ones whose Service is gone are deleted (leader-election records excepted).
         for ep in informers.endpoints.store.state() {
             if !ep.annotations().contains_key(core::ANNOTATION_LEADER) {
-                enqueue(&s, key_of(&*ep), Duration::ZERO);
+                s.queue.enqueue(key_of(&*ep), Duration::ZERO);
             }
         }
         self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(workers = s.settings.workers, "endpoints-controller caches synced; starting workers");
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..s.settings.workers.max(1) {
-            let (s, inf, mut gate) = (s.clone(), informers.clone(), gate.clone());
-            workers.spawn(async move {
-                loop {
-                    // Only the leader works; the caches stay warm on every replica.
-                    if gate.wait_for(|leading| *leading).await.is_err() {
-                        break;
-                    }
-                    let Some(key) = s.queue.get().await else { break };
-                    let t0 = Instant::now();
-                    let result = sync(&s, &inf, &key, &gate).await;
-                    tracing::debug!(namespace = %key.0, service = %key.1, elapsed = ?t0.elapsed(), ok = result.is_ok(), "synced endpoints");
-                    handle_result(&s, &key, result);
-                    s.queue.done(&key);
-                    s.metrics.queue.depth.get_or_create(&QueueLabels { name: QUEUE.into() }).set(s.queue.len() as i64);
-                }
-            });
-        }
-        let _ = stop.wait_for(|v| *v).await;
-        s.queue.shut_down();
-        while workers.join_next().await.is_some() {}
-    }
-}
-
-/// Why a sync failed.
-#[derive(Debug, thiserror::Error)]
-enum SyncError {
-    #[error("stale cache: {0}")]
-    Stale(String),
-    #[error("{0}")]
-    Api(#[from] kube::Error),
-    #[error("not the leader")]
-    NotLeader,
-}
-
-fn handle_result(s: &Shared, key: &Key, result: Result<(), SyncError>) {
-    match result {
-        Ok(()) => s.queue.forget(key),
-        Err(SyncError::NotLeader) => s.queue.add(key.clone()),
-        Err(e) => {
-            if s.queue.failures(key) < MAX_RETRIES {
-                let n = s.queue.add_rate_limited(key.clone());
-                s.metrics.queue.retries.get_or_create(&QueueLabels { name: QUEUE.into() }).inc();
-                tracing::info!(namespace = %key.0, service = %key.1, attempt = n, error = %e, "endpoints sync failed; retrying with backoff");
-            } else {
-                s.queue.forget(key);
-                tracing::error!(namespace = %key.0, service = %key.1, error = %e, "endpoints sync failed {MAX_RETRIES} times; dropping the key until the next event");
-            }
-        }
-    }
-}
-
-fn enqueue(s: &Shared, key: Key, delay: Duration) {
-    s.metrics.queue.adds.get_or_create(&QueueLabels { name: QUEUE.into() }).inc();
-    if delay.is_zero() {
-        s.queue.add(key);
-    } else {
-        s.queue.add_after(key, delay);
+        let sh = s.clone();
+        s.queue
+            .clone()
+            .run_workers(s.settings.workers, gate, stop, move |key, gate| {
+                let (s, inf) = (sh.clone(), informers.clone());
+                async move { sync(&s, &inf, &key, &gate).await }
+            })
+            .await;
     }
 }
 
@@ -180,11 +128,11 @@ struct ServiceEvents(Arc<Shared>);
 
 impl Handler<Service> for ServiceEvents {
     fn applied(&self, _old: Option<Arc<Service>>, new: Arc<Service>) {
-        enqueue(&self.0, key_of(&*new), Duration::ZERO);
+        self.0.queue.enqueue(key_of(&*new), Duration::ZERO);
     }
 
     fn deleted(&self, old: Arc<Service>) {
-        enqueue(&self.0, key_of(&*old), Duration::ZERO);
+        self.0.queue.enqueue(key_of(&*old), Duration::ZERO);
     }
 }
 
@@ -192,26 +140,9 @@ struct PodEvents(Arc<Shared>);
 
 impl PodSubscriber for PodEvents {
     fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>, before: &BTreeSet<String>, now: &BTreeSet<String>) {
-        let s = &self.0;
-        let Some(ns) = new.or(old).and_then(|p| p.metadata.namespace.clone()) else { return };
-        let targets: BTreeSet<String> = match (old, new) {
-            (None, Some(_)) => now.clone(),
-            (Some(_), None) => before.clone(),
-            (Some(old), Some(new)) => {
-                if old.metadata.resource_version == new.metadata.resource_version {
-                    return;
-                }
-                match crate::podutil::pod_endpoints_changed(old, new) {
-                    (false, false) => return,
-                    (true, false) => now.clone(),
-                    (false, true) => before.symmetric_difference(now).cloned().collect(),
-                    (true, true) => before.union(now).cloned().collect(),
-                }
-            }
-            (None, None) => return,
-        };
-        for svc in targets {
-            enqueue(s, (ns.clone(), svc), s.settings.batch_period);
+        let Some((ns, services)) = services_to_sync(old, new, before, now) else { return };
+        for svc in services {
+            self.0.queue.enqueue((ns.clone(), svc), self.0.settings.batch_period);
         }
     }
 }
@@ -227,16 +158,12 @@ impl Handler<Endpoints> for EndpointsEvents {
 
     fn deleted(&self, old: Arc<Endpoints>) {
         self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
-        enqueue(&self.0, key_of(&*old), Duration::ZERO);
+        self.0.queue.enqueue(key_of(&*old), Duration::ZERO);
     }
 }
 
 fn count(s: &Shared, op: &str) {
     s.metrics.endpoints.changes.get_or_create(&OperationLabels { operation: op.into() }).inc();
-}
-
-fn is_namespace_terminating(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
 }
 
 async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate) -> Result<(), SyncError> {
@@ -269,13 +196,7 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
         return Err(SyncError::NotLeader);
     }
     let result = apply(s, ns, name, &plan.action).await;
-    let label = match &result {
-        Ok(()) => "success",
-        Err(SyncError::Stale(_)) => "stale",
-        Err(SyncError::Api(_)) => "error",
-        Err(SyncError::NotLeader) => "not_leader",
-    };
-    s.metrics.endpoints.syncs.get_or_create(&ResultLabels { result: label.into() }).inc();
+    s.metrics.endpoints.syncs.get_or_create(&ResultLabels { result: SyncError::result_label(&result).into() }).inc();
     if result.is_ok()
         && let (Some(svc), Some(st)) = (service.as_deref(), trigger_state)
     {

@@ -4,12 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
@@ -17,18 +16,17 @@ use tokio::sync::watch;
 use crate::endpointslice as core;
 use crate::runtime::admin::Readiness;
 use crate::runtime::cache::Handler;
-use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels, ResultLabels, WriterLabels};
+use crate::runtime::metrics::{Metrics, ResultLabels, WriterLabels};
 use crate::runtime::queue::{RateLimit, WorkQueue};
 
 use super::informers::{Informers, Key, PodSubscriber, Subscribers, key_of};
 use super::overlay::RecentWrites;
 use super::trigger::{TriggerTimeTracker, to_chrono};
+use super::work::{Queue, SlicePlan, SyncError, apply_slices, services_to_sync};
 
 pub use super::informers::LABEL_SERVICE_NAME;
 /// The label naming the controller managing a slice.
 pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
-/// Upstream's `maxRetries`: after this many failures in a row a key is dropped until its next event.
-pub const MAX_RETRIES: u32 = 15;
 /// Upstream's `endpointSliceChangeMinSyncDelay`.
 pub const SLICE_CHANGE_MIN_SYNC_DELAY: Duration = Duration::from_secs(1);
 
@@ -53,7 +51,7 @@ struct Shared {
     client: kube::Client,
     settings: Settings,
     field_manager: String,
-    queue: WorkQueue<Key>,
+    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     /// Services whose hints depend on Nodes (topology-mode Auto or trafficDistribution).
@@ -94,7 +92,7 @@ impl Controller {
             client,
             settings,
             field_manager,
-            queue: WorkQueue::new("endpoint_slice", RateLimit::ENDPOINTSLICE),
+            queue: Arc::new(Queue::new(WorkQueue::new("endpoint_slice", RateLimit::ENDPOINTSLICE), metrics.clone())),
             metrics,
             recorder,
             hinted: Mutex::default(),
@@ -130,86 +128,30 @@ impl Controller {
         }
         self.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(workers = s.settings.workers, "endpointslice-controller caches synced; starting workers");
-        let snap = informers;
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..s.settings.workers.max(1) {
-            let (s, snap, mut gate) = (s.clone(), snap.clone(), gate.clone());
-            workers.spawn(async move {
-                loop {
-                    // Only the leader works; the caches stay warm on every replica.
-                    if gate.wait_for(|leading| *leading).await.is_err() {
-                        break;
-                    }
-                    let Some(key) = s.queue.get().await else { break };
-                    let t0 = Instant::now();
+        let workers = s.settings.workers;
+        let sh = s.clone();
+        s.queue
+            .clone()
+            .run_workers(workers, gate, stop, move |key, gate| {
+                let (s, snap) = (sh.clone(), informers.clone());
+                async move {
                     let result = sync(&s, &snap, &key, &gate).await;
-                    tracing::debug!(namespace = %key.0, service = %key.1, elapsed = ?t0.elapsed(), ok = result.is_ok(), "synced");
-                    handle_result(&s, &key, result);
-                    s.queue.done(&key);
-                    s.metrics.queue.depth.get_or_create(&QueueLabels { name: "endpoint_slice".into() }).set(s.queue.len() as i64);
+                    if !matches!(result, Err(SyncError::NotLeader)) {
+                        let result_label = SyncError::result_label(&result);
+                        s.metrics
+                            .endpointslice
+                            .syncs
+                            .get_or_create(&ResultLabels { result: result_label.into() })
+                            .inc();
+                    }
+                    result
                 }
-            });
-        }
-        let _ = stop.wait_for(|v| *v).await;
-        s.queue.shut_down();
-        while workers.join_next().await.is_some() {}
+            })
+            .await;
     }
 }
 
 type Snapshot = Informers;
-
-/// Why a sync failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    /// The cache lags behind the apiserver (a write conflicted): retry after backoff.
-    #[error("stale cache: {0}")]
-    Stale(String),
-    /// An API call failed.
-    #[error("{0}")]
-    Api(#[from] kube::Error),
-    /// The plan was applied but something needs another pass (e.g. a pod's Node is not cached yet).
-    #[error("{0}")]
-    Retry(String),
-    /// Leadership was lost mid-sync: the key waits for the next leader (here or elsewhere).
-    #[error("not the leader")]
-    NotLeader,
-}
-
-fn handle_result(s: &Shared, key: &Key, result: Result<(), SyncError>) {
-    let label = match &result {
-        Ok(()) => "success",
-        Err(SyncError::Stale(_)) => "stale",
-        Err(SyncError::Api(_) | SyncError::Retry(_)) => "error",
-        Err(SyncError::NotLeader) => {
-            // Not a failure of the key: keep it for when we lead again.
-            s.queue.add(key.clone());
-            return;
-        }
-    };
-    s.metrics.endpointslice.syncs.get_or_create(&ResultLabels { result: label.into() }).inc();
-    match result {
-        Ok(()) => s.queue.forget(key),
-        Err(e) => {
-            if s.queue.failures(key) < MAX_RETRIES {
-                let n = s.queue.add_rate_limited(key.clone());
-                s.metrics.queue.retries.get_or_create(&QueueLabels { name: "endpoint_slice".into() }).inc();
-                tracing::info!(namespace = %key.0, service = %key.1, attempt = n, error = %e, "sync failed; retrying with backoff");
-            } else {
-                s.queue.forget(key);
-                tracing::error!(namespace = %key.0, service = %key.1, error = %e, "sync failed {MAX_RETRIES} times; dropping the key until the next event");
-            }
-        }
-    }
-}
-
-fn enqueue(s: &Shared, key: Key, delay: Duration) {
-    s.metrics.queue.adds.get_or_create(&QueueLabels { name: "endpoint_slice".into() }).inc();
-    if delay.is_zero() {
-        s.queue.add(key);
-    } else {
-        s.queue.add_after(key, delay);
-    }
-}
 
 struct ServiceEvents(Arc<Shared>);
 
@@ -226,13 +168,13 @@ impl Handler<Service> for ServiceEvents {
                 h.remove(&(ns.clone(), name.clone()));
             }
         }
-        enqueue(&self.0, (ns, name), Duration::ZERO);
+        self.0.queue.enqueue((ns, name), Duration::ZERO);
     }
 
     fn deleted(&self, old: Arc<Service>) {
         let (ns, name) = key_of(&*old);
         self.0.hinted.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.clone(), name.clone()));
-        enqueue(&self.0, (ns, name), Duration::ZERO);
+        self.0.queue.enqueue((ns, name), Duration::ZERO);
     }
 }
 
@@ -240,26 +182,9 @@ struct PodEvents(Arc<Shared>);
 
 impl PodSubscriber for PodEvents {
     fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>, before: &BTreeSet<String>, now: &BTreeSet<String>) {
-        let s = &self.0;
-        let Some(ns) = new.or(old).and_then(|p| p.metadata.namespace.clone()) else { return };
-        let targets: BTreeSet<String> = match (old, new) {
-            (None, Some(_)) => now.clone(),
-            (Some(_), None) => before.clone(),
-            (Some(old), Some(new)) => {
-                if old.metadata.resource_version == new.metadata.resource_version {
-                    return;
-                }
-                match crate::podutil::pod_endpoints_changed(old, new) {
-                    (false, false) => return,
-                    (true, false) => now.clone(),
-                    (false, true) => before.symmetric_difference(now).cloned().collect(),
-                    (true, true) => before.union(now).cloned().collect(),
-                }
-            }
-            (None, None) => return,
-        };
-        for svc in targets {
-            enqueue(s, (ns.clone(), svc), s.settings.batch_period);
+        let Some((ns, services)) = services_to_sync(old, new, before, now) else { return };
+        for svc in services {
+            self.0.queue.enqueue((ns.clone(), svc), self.0.settings.batch_period);
         }
     }
 }
@@ -271,7 +196,7 @@ impl NodeEvents {
         *self.0.cpu_ratios.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let keys: Vec<Key> = self.0.hinted.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
         for k in keys {
-            enqueue(&self.0, k, Duration::ZERO);
+            self.0.queue.enqueue(k, Duration::ZERO);
         }
     }
 }
@@ -365,7 +290,7 @@ impl Handler<EndpointSlice> for SliceEvents {
                 if self.ours(&new)
                     && let Some(k) = Self::service_of(&new)
                 {
-                    enqueue(s, k, self.delay());
+                    self.0.queue.enqueue(k, self.delay());
                 }
             }
             Some(old) => {
@@ -375,12 +300,12 @@ impl Handler<EndpointSlice> for SliceEvents {
                 let (ko, kn) = (Self::service_of(&old), Self::service_of(&new));
                 if ko != kn {
                     for k in [ko, kn].into_iter().flatten() {
-                        enqueue(s, k, self.delay());
+                        self.0.queue.enqueue(k, self.delay());
                     }
                 } else if (self.ours(&old) || self.ours(&new))
                     && let Some(k) = kn
                 {
-                    enqueue(s, k, self.delay());
+                    self.0.queue.enqueue(k, self.delay());
                 }
             }
         }
@@ -392,7 +317,7 @@ impl Handler<EndpointSlice> for SliceEvents {
         if self.ours(&old)
             && let Some(k) = Self::service_of(&old)
         {
-            enqueue(s, k, self.delay());
+            self.0.queue.enqueue(k, self.delay());
         }
     }
 }
@@ -474,7 +399,10 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate
         }
     }
 
-    let mut result = apply(s, ns, &plan, gate).await;
+    let slice_plan = SlicePlan { create: &plan.create, update: &plan.update, delete: &plan.delete };
+    let mut result =
+        apply_slices(&s.client, ns, &s.field_manager, slice_plan, &s.written, gate, &s.metrics.endpointslice.changes)
+            .await;
     if result.is_ok() {
         s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).commit(&service, trigger_state);
         if let Some(w) = plan.warnings.iter().find(|w| w.requires_retry()) {
@@ -518,71 +446,4 @@ fn update_gauges(s: &Shared) {
     s.metrics.endpointslice.endpoints_desired.set(e);
     s.metrics.endpointslice.desired_endpoint_slices.set(d);
     s.metrics.endpointslice.num_endpoint_slices.set(a);
-}
-
-fn count(s: &Shared, op: &str) {
-    s.metrics.endpointslice.changes.get_or_create(&OperationLabels { operation: op.into() }).inc();
-}
-
-fn is_namespace_terminating(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
-}
-
-/// Applies a plan: deletes and updates first (they free names and capacity), then creates.
-async fn apply(s: &Shared, ns: &str, plan: &core::Plan, gate: &super::leader::Gate) -> Result<(), SyncError> {
-    // Leadership is re-checked before every write: a lost Lease stops writes at once.
-    let leading = || if *gate.borrow() { Ok(()) } else { Err(SyncError::NotLeader) };
-    let api: Api<EndpointSlice> = Api::namespaced(s.client.clone(), ns);
-    let pp = PostParams { field_manager: Some(s.field_manager.clone()), ..Default::default() };
-    for slice in &plan.update {
-        leading()?;
-        let name = slice.name_any();
-        match api.replace(&name, &pp, slice).await {
-            Ok(done) => {
-                count(s, "update");
-                s.written
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .wrote(done, slice.metadata.resource_version.clone());
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
-                return Err(SyncError::Stale(format!("update of EndpointSlice {name}: {}", e.message)));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for slice in &plan.delete {
-        leading()?;
-        let name = slice.name_any();
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {
-                count(s, "delete");
-                s.written.lock().unwrap_or_else(|e| e.into_inner()).deleted(slice);
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for slice in &plan.create {
-        leading()?;
-        match api.create(&pp, slice).await {
-            Ok(done) => {
-                count(s, "create");
-                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None);
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                return Err(SyncError::Stale(format!(
-                    "EndpointSlice {} already exists: {}",
-                    slice.name_any(),
-                    e.message
-                )));
-            }
-            Err(e) if is_namespace_terminating(&e) => {
-                tracing::debug!(namespace = %ns, "namespace is terminating; not creating EndpointSlices");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }

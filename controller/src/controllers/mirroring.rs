@@ -9,22 +9,20 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use tokio::sync::watch;
 
 use super::informers::{Informers, Key, LABEL_SERVICE_NAME, Subscribers, key_of};
 use super::overlay::RecentWrites;
+use super::work::{Queue, SlicePlan, SyncError, apply_slices};
 use crate::mirroring as core;
 use crate::mirroring::queue::{self as decide, SliceUpdate};
 use crate::runtime::admin::Readiness;
 use crate::runtime::cache::Handler;
-use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels};
+use crate::runtime::metrics::Metrics;
 use crate::runtime::queue::{RateLimit, WorkQueue};
 
 const QUEUE: &str = "endpoint_slice_mirroring";
-/// Upstream's `maxRetries` for the mirroring controller.
-pub const MAX_RETRIES: u32 = 15;
 
 /// Mirroring controller settings (validated flags).
 #[derive(Debug, Clone)]
@@ -47,7 +45,7 @@ struct Shared {
     client: kube::Client,
     settings: Settings,
     field_manager: String,
-    queue: WorkQueue<Key>,
+    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     written: Mutex<RecentWrites<EndpointSlice>>,
@@ -86,7 +84,7 @@ impl Controller {
             client,
             settings,
             field_manager,
-            queue: WorkQueue::new(QUEUE, RateLimit::MIRRORING),
+            queue: Arc::new(Queue::new(WorkQueue::new(QUEUE, RateLimit::MIRRORING), metrics.clone())),
             metrics,
             recorder,
             written: Mutex::default(),
@@ -118,64 +116,25 @@ impl Controller {
             workers = s.settings.workers,
             "endpointslice-mirroring-controller caches synced; starting workers"
         );
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..s.settings.workers.max(1) {
-            let (s, inf, mut gate) = (s.clone(), informers.clone(), gate.clone());
-            workers.spawn(async move {
-                loop {
-                    if gate.wait_for(|leading| *leading).await.is_err() {
-                        break;
-                    }
-                    let Some(key) = s.queue.get().await else { break };
+        let sh = s.clone();
+        s.queue
+            .clone()
+            .run_workers(s.settings.workers, gate, stop, move |key, gate| {
+                let (s, inf) = (sh.clone(), informers.clone());
+                async move {
                     let t0 = Instant::now();
                     let result = sync(&s, &inf, &key, &gate).await;
                     s.metrics.mirroring.endpoints_sync_duration.observe(t0.elapsed().as_secs_f64());
-                    handle_result(&s, &key, result);
-                    s.queue.done(&key);
-                    s.metrics.queue.depth.get_or_create(&QueueLabels { name: QUEUE.into() }).set(s.queue.len() as i64);
+                    result
                 }
-            });
-        }
-        let _ = stop.wait_for(|v| *v).await;
-        s.queue.shut_down();
-        while workers.join_next().await.is_some() {}
+            })
+            .await;
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum SyncError {
-    #[error("stale cache: {0}")]
-    Stale(String),
-    #[error("{0}")]
-    Api(#[from] kube::Error),
-    #[error("not the leader")]
-    NotLeader,
-}
-
-fn handle_result(s: &Shared, key: &Key, result: Result<(), SyncError>) {
-    match result {
-        Ok(()) => s.queue.forget(key),
-        Err(SyncError::NotLeader) => s.queue.add(key.clone()),
-        Err(e) => {
-            if s.queue.failures(key) < MAX_RETRIES {
-                let n = s.queue.add_rate_limited(key.clone());
-                s.metrics.queue.retries.get_or_create(&QueueLabels { name: QUEUE.into() }).inc();
-                tracing::info!(namespace = %key.0, endpoints = %key.1, attempt = n, error = %e, "mirroring sync failed; retrying with backoff");
-            } else {
-                s.queue.forget(key);
-                tracing::error!(namespace = %key.0, endpoints = %key.1, error = %e, "mirroring sync failed {MAX_RETRIES} times; dropping the key until the next event");
-            }
-        }
-    }
-}
-
+/// Queues a key after the batch period.
 fn enqueue(s: &Shared, key: Key) {
-    s.metrics.queue.adds.get_or_create(&QueueLabels { name: QUEUE.into() }).inc();
-    if s.settings.batch_period.is_zero() {
-        s.queue.add(key);
-    } else {
-        s.queue.add_after(key, s.settings.batch_period);
-    }
+    s.queue.enqueue(key, s.settings.batch_period);
 }
 
 struct ServiceEvents(Arc<Shared>);
@@ -255,10 +214,6 @@ impl Handler<EndpointSlice> for SliceEvents {
     }
 }
 
-fn count(s: &Shared, op: &str) {
-    s.metrics.mirroring.changes.get_or_create(&OperationLabels { operation: op.into() }).inc();
-}
-
 async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate) -> Result<(), SyncError> {
     let (ns, name) = key;
     let cached = inf.slices_of(ns, name);
@@ -326,54 +281,6 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
             }
         }
     }
-    apply(s, ns, &plan, gate).await
-}
-
-async fn apply(s: &Shared, ns: &str, plan: &core::Plan, gate: &super::leader::Gate) -> Result<(), SyncError> {
-    let leading = || if *gate.borrow() { Ok(()) } else { Err(SyncError::NotLeader) };
-    let api: Api<EndpointSlice> = Api::namespaced(s.client.clone(), ns);
-    let pp = PostParams { field_manager: Some(s.field_manager.clone()), ..Default::default() };
-    for slice in &plan.update {
-        leading()?;
-        let name = slice.name_any();
-        match api.replace(&name, &pp, slice).await {
-            Ok(done) => {
-                count(s, "update");
-                s.written
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .wrote(done, slice.metadata.resource_version.clone());
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
-                return Err(SyncError::Stale(format!("update of EndpointSlice {name}: {}", e.message)));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for slice in &plan.delete {
-        leading()?;
-        match api.delete(&slice.name_any(), &DeleteParams::default()).await {
-            Ok(_) => {
-                count(s, "delete");
-                s.written.lock().unwrap_or_else(|e| e.into_inner()).deleted(slice);
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for slice in &plan.create {
-        leading()?;
-        match api.create(&pp, slice).await {
-            Ok(done) => {
-                count(s, "create");
-                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None);
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                return Err(SyncError::Stale(format!("EndpointSlice {} already exists", slice.name_any())));
-            }
-            Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("being terminated") => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
+    let slice_plan = SlicePlan { create: &plan.create, update: &plan.update, delete: &plan.delete };
+    apply_slices(&s.client, ns, &s.field_manager, slice_plan, &s.written, gate, &s.metrics.mirroring.changes).await
 }

@@ -9,6 +9,7 @@ pub mod mirroring;
 pub mod overlay;
 pub mod prune;
 pub mod trigger;
+pub mod work;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,320 @@
+//! What the three controllers' shells share: the sync error kinds, the worker loop with
+//! upstream's retry policy, enqueueing with metrics, the pod-event → Services rule, and applying
+//! a slice plan (creates, updates, deletes) with the write gate and the recent-writes overlay.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use tokio::sync::watch;
+
+use super::informers::Key;
+use super::leader::Gate;
+use super::overlay::RecentWrites;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels};
+use crate::runtime::queue::WorkQueue;
+
+/// Upstream's `maxRetries`: after this many failures in a row a key is dropped until its next event.
+pub const MAX_RETRIES: u32 = 15;
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The cache lags behind the apiserver (a write conflicted): retry after backoff.
+    #[error("stale cache: {0}")]
+    Stale(String),
+    /// An API call failed.
+    #[error("{0}")]
+    Api(#[from] kube::Error),
+    /// The plan was applied but something needs another pass (e.g. a pod's Node is not cached yet).
+    #[error("{0}")]
+    Retry(String),
+    /// Leadership was lost mid-sync: the key waits for the next leader (here or elsewhere).
+    #[error("not the leader")]
+    NotLeader,
+}
+
+impl SyncError {
+    /// The `result` label of upstream's `…_syncs` counters.
+    pub fn result_label(r: &Result<(), SyncError>) -> &'static str {
+        match r {
+            Ok(()) => "success",
+            Err(SyncError::Stale(_)) => "stale",
+            Err(SyncError::Api(_) | SyncError::Retry(_)) => "error",
+            Err(SyncError::NotLeader) => "not_leader",
+        }
+    }
+}
+
+/// A controller's queue with its upstream name and the process metrics.
+pub struct Queue {
+    /// The queue.
+    pub queue: WorkQueue<Key>,
+    metrics: Arc<Metrics>,
+}
+
+impl Queue {
+    /// A queue named `name` (`workqueue_*{name}`).
+    pub fn new(queue: WorkQueue<Key>, metrics: Arc<Metrics>) -> Self {
+        Queue { queue, metrics }
+    }
+
+    fn labels(&self) -> QueueLabels {
+        QueueLabels { name: self.queue.name().into() }
+    }
+
+    /// Adds a key now or after `delay`.
+    pub fn enqueue(&self, key: Key, delay: Duration) {
+        self.metrics.queue.adds.get_or_create(&self.labels()).inc();
+        if delay.is_zero() {
+            self.queue.add(key);
+        } else {
+            self.queue.add_after(key, delay);
+        }
+    }
+
+    /// Upstream's `handleErr`: forget on success, back off and retry up to [`MAX_RETRIES`],
+    /// keep the key without counting a failure when leadership was lost.
+    pub fn finish(&self, key: &Key, result: Result<(), SyncError>) {
+        match result {
+            Ok(()) => self.queue.forget(key),
+            Err(SyncError::NotLeader) => self.queue.add(key.clone()),
+            Err(e) => {
+                let q = self.queue.name();
+                if self.queue.failures(key) < MAX_RETRIES {
+                    let n = self.queue.add_rate_limited(key.clone());
+                    self.metrics.queue.retries.get_or_create(&self.labels()).inc();
+                    tracing::info!(queue = q, namespace = %key.0, name = %key.1, attempt = n, error = %e, "sync failed; retrying with backoff");
+                } else {
+                    self.queue.forget(key);
+                    tracing::error!(queue = q, namespace = %key.0, name = %key.1, error = %e, "sync failed {MAX_RETRIES} times; dropping the key until its next event");
+                }
+            }
+        }
+    }
+
+    /// Runs `workers` workers until `stop` turns true: each waits until this replica leads,
+    /// takes a key, syncs it with `sync`, and records the outcome.
+    pub async fn run_workers<F, Fut>(
+        self: Arc<Self>,
+        workers: usize,
+        gate: Gate,
+        mut stop: watch::Receiver<bool>,
+        sync: F,
+    ) where
+        F: Fn(Key, Gate) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), SyncError>> + Send,
+    {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers.max(1) {
+            let (q, mut gate, sync) = (self.clone(), gate.clone(), sync.clone());
+            set.spawn(async move {
+                loop {
+                    // Only the leader works; the caches stay warm on every replica.
+                    if gate.wait_for(|leading| *leading).await.is_err() {
+                        break;
+                    }
+                    let Some(key) = q.queue.get().await else { break };
+                    let t0 = std::time::Instant::now();
+                    let result = sync(key.clone(), gate.clone()).await;
+                    tracing::debug!(queue = q.queue.name(), namespace = %key.0, name = %key.1, elapsed = ?t0.elapsed(), ok = result.is_ok(), "synced");
+                    q.finish(&key, result);
+                    q.queue.done(&key);
+                    q.metrics.queue.depth.get_or_create(&q.labels()).set(q.queue.len() as i64);
+                }
+            });
+        }
+        let _ = stop.wait_for(|v| *v).await;
+        self.queue.shut_down();
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// Upstream's pod-event rule (`GetServicesToUpdateOnPodChange`): which Services to sync after a
+/// pod was added (`old: None`), updated, or deleted (`new: None`), given the Services that
+/// selected it before and after. Returns the pod's namespace and the Service names.
+pub fn services_to_sync(
+    old: Option<&Pod>,
+    new: Option<&Pod>,
+    before: &BTreeSet<String>,
+    now: &BTreeSet<String>,
+) -> Option<(String, BTreeSet<String>)> {
+    let ns = new.or(old).and_then(|p| p.metadata.namespace.clone())?;
+    let targets = match (old, new) {
+        (None, Some(_)) => now.clone(),
+        (Some(_), None) => before.clone(),
+        (Some(old), Some(new)) => {
+            if old.metadata.resource_version == new.metadata.resource_version {
+                return None;
+            }
+            match crate::podutil::pod_endpoints_changed(old, new) {
+                (false, false) => return None,
+                (true, false) => now.clone(),
+                (changed, true) => crate::podutil::determine_needed_service_updates(before, now, changed),
+            }
+        }
+        (None, None) => return None,
+    };
+    Some((ns, targets))
+}
+
+/// Whether a write failed because the namespace is being deleted (creates are then dropped
+/// quietly, as upstream does).
+pub fn is_namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
+}
+
+/// The slices a plan writes.
+pub struct SlicePlan<'a> {
+    /// POSTs.
+    pub create: &'a [EndpointSlice],
+    /// PUTs (each carries the resourceVersion it was planned from).
+    pub update: &'a [EndpointSlice],
+    /// DELETEs.
+    pub delete: &'a [EndpointSlice],
+}
+
+/// Applies a slice plan: updates, deletes, then creates; leadership is re-checked before every
+/// write (a lost Lease stops writes at once); every success is recorded in the overlay and
+/// counted in `changes{operation}`.
+pub async fn apply_slices(
+    client: &kube::Client,
+    ns: &str,
+    field_manager: &str,
+    plan: SlicePlan<'_>,
+    written: &Mutex<RecentWrites<EndpointSlice>>,
+    gate: &Gate,
+    changes: &Family<OperationLabels, Counter>,
+) -> Result<(), SyncError> {
+    let count = |op: &str| {
+        changes.get_or_create(&OperationLabels { operation: op.into() }).inc();
+    };
+    let leading = || if *gate.borrow() { Ok(()) } else { Err(SyncError::NotLeader) };
+    let overlay = || written.lock().unwrap_or_else(|e| e.into_inner());
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let pp = PostParams { field_manager: Some(field_manager.to_string()), ..Default::default() };
+    for slice in plan.update {
+        leading()?;
+        let name = slice.name_any();
+        match api.replace(&name, &pp, slice).await {
+            Ok(done) => {
+                count("update");
+                overlay().wrote(done, slice.metadata.resource_version.clone());
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                return Err(SyncError::Stale(format!("update of EndpointSlice {name}: {}", e.message)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for slice in plan.delete {
+        leading()?;
+        match api.delete(&slice.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {
+                count("delete");
+                overlay().deleted(slice);
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for slice in plan.create {
+        leading()?;
+        match api.create(&pp, slice).await {
+            Ok(done) => {
+                count("create");
+                overlay().wrote(done, None);
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Err(SyncError::Stale(format!(
+                    "EndpointSlice {} already exists: {}",
+                    slice.name_any(),
+                    e.message
+                )));
+            }
+            Err(e) if is_namespace_terminating(&e) => {
+                tracing::debug!(namespace = %ns, "namespace is terminating; not creating EndpointSlices");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use kube::api::ObjectMeta;
+
+    fn pod(rv: &str, labels: &[(&str, &str)], ready: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.into()),
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pod_events_map_to_services_as_upstream() {
+        let (a, b) = (set(&["a"]), set(&["b"]));
+        let p = pod("1", &[("app", "x")], true);
+        assert_eq!(services_to_sync(None, Some(&p), &set(&[]), &a), Some(("ns".into(), a.clone())), "add");
+        assert_eq!(services_to_sync(Some(&p), None, &a, &set(&[])), Some(("ns".into(), a.clone())), "delete");
+        assert_eq!(services_to_sync(Some(&p), Some(&p), &a, &a), None, "resync: same resourceVersion");
+        let p2 = pod("2", &[("app", "x")], true);
+        assert_eq!(services_to_sync(Some(&p), Some(&p2), &a, &a), None, "nothing endpoint-relevant changed");
+        let not_ready = pod("2", &[("app", "x")], false);
+        assert_eq!(services_to_sync(Some(&p), Some(&not_ready), &a, &a), Some(("ns".into(), a.clone())), "readiness");
+        let relabelled = pod("2", &[("app", "y")], true);
+        assert_eq!(
+            services_to_sync(Some(&p), Some(&relabelled), &a, &b),
+            Some(("ns".into(), set(&["a", "b"]))),
+            "labels: symmetric difference"
+        );
+        let relabelled_shared = pod("2", &[("app", "y")], true);
+        assert_eq!(
+            services_to_sync(Some(&p), Some(&relabelled_shared), &set(&["a", "c"]), &set(&["b", "c"])).map(|x| x.1),
+            Some(set(&["a", "b"]))
+        );
+        let both = pod("2", &[("app", "y")], false);
+        assert_eq!(
+            services_to_sync(Some(&p), Some(&both), &set(&["a", "c"]), &set(&["b", "c"])).map(|x| x.1),
+            Some(set(&["a", "b", "c"])),
+            "both: union"
+        );
+    }
+
+    #[test]
+    fn result_labels() {
+        assert_eq!(SyncError::result_label(&Ok(())), "success");
+        assert_eq!(SyncError::result_label(&Err(SyncError::Stale("x".into()))), "stale");
+        assert_eq!(SyncError::result_label(&Err(SyncError::Retry("x".into()))), "error");
+    }
+}
