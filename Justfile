@@ -30,3 +30,7 @@ clippy:
 deny:
     command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
     cargo deny check
+
+# Benchmarks of the pure planner (results: docs/benchmarks.md).
+bench:
+    cargo bench -p epslice --bench plan
