@@ -6,7 +6,7 @@ default:
 
 # Local demo: embedded control plane + kwok nodes + sample workload (Ctrl-C to stop).
 demo *ARGS:
-    cargo run --release -- demo {{ARGS}}
+    cargo run --release --bin epslice -- demo {{ARGS}}
 
 # The whole test suite (builds the control-plane binaries on first use).
 test *ARGS:
