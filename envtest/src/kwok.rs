@@ -170,7 +170,15 @@ pub fn running_status(ips: &[&str], ready: bool) -> PodStatus {
         conditions: Some(
             ["Ready", "ContainersReady"]
                 .iter()
-                .map(|t| PodCondition { type_: t.to_string(), status: s.into(), ..Default::default() })
+                .map(|t| PodCondition {
+                    type_: t.to_string(),
+                    status: s.into(),
+                    // As a kubelet (and kwok) writes it; controllers derive trigger times from it.
+                    last_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    )),
+                    ..Default::default()
+                })
                 .collect(),
         ),
         ..Default::default()
