@@ -128,7 +128,10 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
             .collect();
         let mut input = es_core::Input::new(svc, &pods, &state.nodes, &slices);
         input.topology = Some(&ratios);
-        let plan = es_core::plan(&input, &cfg);
+        let mut plan = es_core::plan(&input, &cfg);
+        // An update that would write what the slice already holds is not drift (see
+        // `rewrites_nothing`).
+        plan.update.retain(|u| !slices.iter().any(|s| rewrites_nothing(s, u)));
         let ours = slices
             .iter()
             .filter(|s| s.labels().get("endpointslice.kubernetes.io/managed-by") == Some(&args.managed_by))
@@ -177,6 +180,32 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
     }
     rows.sort_by(|a, b| (&a.namespace, &a.service, a.kind).cmp(&(&b.namespace, &b.service, b.kind)));
     rows
+}
+
+/// Whether `update` would write what `existing` already holds, apart from the last-change
+/// trigger-time annotation, which `verify` cannot know (it plans without the controller's
+/// trigger-time tracker, so every planned update drops the annotation).
+///
+/// The planner, like upstream, lists an unchanged slice for update whenever its topology hints
+/// fail the allocation check, and leaves its content as it was when the hints cannot be
+/// improved (a ready endpoint without zone under `publishNotReadyAddresses`, or a zone that
+/// stays above its maximum: see `endpointslice::topology`'s
+/// `add_hints_rewrites_identical_slice_when_zone_stays_above_maximum`). Both controllers then
+/// send a PUT the apiserver treats as a no-op; a converged cluster must still verify as OK.
+fn rewrites_nothing(existing: &EndpointSlice, update: &EndpointSlice) -> bool {
+    let annotations = |s: &EndpointSlice| {
+        let mut a = s.metadata.annotations.clone().unwrap_or_default();
+        a.remove(es_core::labels::ANNOTATION_LAST_CHANGE_TRIGGER_TIME);
+        a
+    };
+    existing.metadata.name.is_some()
+        && existing.metadata.name == update.metadata.name
+        && existing.metadata.labels == update.metadata.labels
+        && annotations(existing) == annotations(update)
+        && existing.metadata.owner_references == update.metadata.owner_references
+        && existing.address_type == update.address_type
+        && existing.endpoints == update.endpoints
+        && existing.ports == update.ports
 }
 
 fn count_addresses(e: &Endpoints) -> (usize, usize) {
@@ -275,4 +304,172 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
     }
     print!("{}", render(&rows, args.output));
     Ok(rows.iter().all(|r| r.status == Status::Ok))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus, PodCondition, PodIP, PodSpec, PodStatus};
+    use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    fn node(name: &str, zone: &str, cpu: &str) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("topology.kubernetes.io/zone".to_string(), zone.to_string())].into()),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(NodeStatus {
+                allocatable: Some([("cpu".to_string(), Quantity(cpu.into()))].into()),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn pod(i: usize, node: &str) -> Pod {
+        let ip = format!("10.0.0.{}", i + 1);
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("p{i}")),
+                namespace: Some("ns".into()),
+                uid: Some(format!("uid-{i}")),
+                labels: Some([("app".to_string(), "x".to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec { node_name: Some(node.into()), ..Default::default() }),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                pod_ip: Some(ip.clone()),
+                pod_ips: Some(vec![PodIP { ip }]),
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn service(publish_not_ready: bool) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some("svc".into()),
+                namespace: Some("ns".into()),
+                uid: Some("svc-uid".into()),
+                annotations: Some([("service.kubernetes.io/topology-mode".to_string(), "Auto".to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                selector: Some([("app".to_string(), "x".to_string())].into()),
+                cluster_ip: Some("10.96.0.10".into()),
+                ip_families: Some(vec!["IPv4".into()]),
+                publish_not_ready_addresses: Some(publish_not_ready),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    protocol: Some("TCP".into()),
+                    target_port: Some(IntOrString::Int(8080)),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// The cluster after the core's own first plan was applied, and `verify` on it.
+    fn verify_after_first_write(svc: Service, pods: Vec<Pod>, nodes: Vec<Node>) -> Vec<Row> {
+        let nodes: BTreeMap<String, Node> = nodes.into_iter().map(|n| (n.name_any(), n)).collect();
+        let ratios = es_core::topology::CpuRatios::from_nodes(nodes.values());
+        let pod_refs: Vec<&Pod> = pods.iter().collect();
+        let mut input = es_core::Input::new(&svc, &pod_refs, &nodes, &[]);
+        input.topology = Some(&ratios);
+        let plan = es_core::plan(&input, &es_core::Config::default());
+        assert_eq!(plan.create.len(), 1);
+        let mut slice = plan.create[0].clone();
+        slice.metadata.namespace = Some("ns".into());
+        slice.metadata.resource_version = Some("1".into());
+        let state = ClusterState { services: vec![svc.clone()], pods, nodes, slices: vec![slice], endpoints: vec![] };
+        let args = VerifyArgs {
+            kubeconfig: None,
+            namespace: None,
+            service: None,
+            managed_by: es_core::DEFAULT_MANAGED_BY.into(),
+            max_endpoints_per_slice: 100,
+            endpoints: false,
+            output: Output::Table,
+        };
+        compare(&state, &args)
+    }
+
+    /// Found by the differential test (seed 2): with `publishNotReadyAddresses`, a pod on a
+    /// missing Node is a ready endpoint without zone; topology hints are disabled and the
+    /// planner lists the unchanged slice for an identical update on every sync, as upstream
+    /// does. That is not drift.
+    #[test]
+    fn identical_rewrite_for_a_ready_endpoint_without_zone_is_ok() {
+        // The allocation must succeed for the hints step to list the slice (8 ready
+        // endpoints fit the zones' minimums 2/3/3 under CPU 7/11/13).
+        let nodes = vec![node("n-a", "zone-a", "7"), node("n-b", "zone-b", "11"), node("n-c", "zone-c", "13")];
+        let on = ["n-a", "n-a", "n-b", "n-b", "n-b", "n-c", "n-c", "gone"];
+        let pods = on.iter().enumerate().map(|(i, n)| pod(i, n)).collect();
+        let rows = verify_after_first_write(service(true), pods, nodes);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].status, Status::Ok, "{rows:?}");
+    }
+
+    /// Found by the differential test (seed 22): 11 ready endpoints, 3/3/5 per zone, CPU
+    /// 7/11/13: zone-c keeps 5 hints though its maximum is 4 (its surplus is below the give
+    /// threshold), so every sync lists the slice for an identical update. Not drift.
+    #[test]
+    fn identical_rewrite_for_a_zone_above_its_maximum_is_ok() {
+        let nodes = vec![node("n-a", "zone-a", "7"), node("n-b", "zone-b", "11"), node("n-c", "zone-c", "13")];
+        let zones = ["n-a", "n-a", "n-a", "n-b", "n-b", "n-b", "n-c", "n-c", "n-c", "n-c", "n-c"];
+        let pods = zones.iter().enumerate().map(|(i, n)| pod(i, n)).collect();
+        let rows = verify_after_first_write(service(false), pods, nodes);
+        assert_eq!(rows[0].status, Status::Ok, "{rows:?}");
+    }
+
+    #[test]
+    fn a_real_change_is_still_drift() {
+        let nodes = vec![node("n-a", "zone-a", "8"), node("n-b", "zone-b", "8"), node("n-c", "zone-c", "8")];
+        let pods = vec![pod(0, "n-a"), pod(1, "n-b"), pod(2, "n-c")];
+        let svc = service(false);
+        let mut rows = verify_after_first_write(svc.clone(), pods.clone(), nodes.clone());
+        assert_eq!(rows[0].status, Status::Ok, "{rows:?}");
+        // Same state, but one more ready pod than the slice holds.
+        let mut more = pods;
+        more.push(pod(3, "n-a"));
+        let nodes_map: BTreeMap<String, Node> = nodes.into_iter().map(|n| (n.name_any(), n)).collect();
+        let ratios = es_core::topology::CpuRatios::from_nodes(nodes_map.values());
+        let refs: Vec<&Pod> = more.iter().take(3).collect();
+        let mut input = es_core::Input::new(&svc, &refs, &nodes_map, &[]);
+        input.topology = Some(&ratios);
+        let mut slice = es_core::plan(&input, &es_core::Config::default()).create.remove(0);
+        slice.metadata.namespace = Some("ns".into());
+        let state =
+            ClusterState { services: vec![svc], pods: more, nodes: nodes_map, slices: vec![slice], endpoints: vec![] };
+        let args = VerifyArgs {
+            kubeconfig: None,
+            namespace: None,
+            service: None,
+            managed_by: es_core::DEFAULT_MANAGED_BY.into(),
+            max_endpoints_per_slice: 100,
+            endpoints: false,
+            output: Output::Table,
+        };
+        rows = compare(&state, &args);
+        assert_eq!(rows[0].status, Status::Drift, "{rows:?}");
+    }
 }
