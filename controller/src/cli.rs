@@ -299,6 +299,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("no cluster configuration found ({e}); pass --kubeconfig"))?,
     };
     let client = kube::Client::try_from(config)?;
+    crate::controllers::preflight::check(&client, &options).await?;
     let shutdown = async {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(s) => s,

@@ -7,6 +7,7 @@ pub mod informers;
 pub mod leader;
 pub mod mirroring;
 pub mod overlay;
+pub mod preflight;
 pub mod prune;
 pub mod trigger;
 pub mod work;
@@ -218,6 +219,20 @@ pub async fn run(
         None => leader::always_open(),
         Some(_) => watch::channel(false),
     };
+    // `leader_election_master_status{name}` (client-go's name): 1 while this replica may write.
+    let leader_metric = {
+        let name = options.leader_election.as_ref().map_or("epslice", |le| le.name.as_str()).to_owned();
+        let gauge = metrics.leader.get_or_create(&crate::runtime::metrics::LeaderLabels { name }).clone();
+        let mut gate = gate.clone();
+        tokio::spawn(async move {
+            loop {
+                gauge.set(i64::from(*gate.borrow_and_update()));
+                if gate.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
     let (leader_stop_tx, leader_stop_rx) = watch::channel(false);
     let leader_task = options.leader_election.clone().map(|le| {
         let client = client.clone();
@@ -229,6 +244,11 @@ pub async fn run(
     });
 
     let (informers, watches) = informers::start(&client, options.namespace.as_deref(), subs);
+    // A replica whose watches fail (API server unreachable or refusing) is not ready while the
+    // watches back off; it recovers with the next event.
+    for (name, flag) in informers.watch_health() {
+        ready.register(name, flag);
+    }
     let watches = tokio::spawn(watches);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -248,6 +268,7 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
     watches.abort();
+    leader_metric.abort();
     let _ = admin_stop_tx.send(true);
     if let Some(a) = admin {
         let _ = tokio::time::timeout(Duration::from_secs(5), a).await;

@@ -56,6 +56,13 @@ pub struct WriterLabels {
     pub manager: String,
 }
 
+/// `name` label of `leader_election_master_status`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaderLabels {
+    /// The Lease name.
+    pub name: String,
+}
+
 /// EndpointSlice controller metrics (subsystem `endpoint_slice_controller`).
 #[derive(Debug, Clone)]
 pub struct EndpointSliceMetrics {
@@ -262,6 +269,9 @@ pub struct Metrics {
     pub mirroring: MirroringMetrics,
     /// Work queues.
     pub queue: QueueMetrics,
+    /// `leader_election_master_status{name}` (client-go's gauge): 1 while this replica writes
+    /// (holds the Lease, or runs without leader election), else 0.
+    pub leader: Family<LeaderLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -278,7 +288,13 @@ impl Default for Metrics {
         w.register("depth", "Current depth of workqueue", queue.depth.clone());
         w.register("adds", "Total number of adds handled by workqueue", queue.adds.clone());
         w.register("retries", "Total number of retries handled by workqueue", queue.retries.clone());
-        Metrics { registry, endpointslice, endpoints, mirroring, queue }
+        let leader = Family::<LeaderLabels, Gauge>::default();
+        registry.register(
+            "leader_election_master_status",
+            "1 if this replica is the leader (may write), 0 if it is a follower",
+            leader.clone(),
+        );
+        Metrics { registry, endpointslice, endpoints, mirroring, queue, leader }
     }
 }
 
@@ -303,6 +319,7 @@ mod tests {
         m.endpointslice.syncs.get_or_create(&ResultLabels { result: "success".into() }).inc();
         m.endpointslice.endpoints_desired.set(7);
         m.endpointslice.endpoints_added_per_sync.observe(3.0);
+        m.leader.get_or_create(&LeaderLabels { name: "epslice".into() }).set(1);
         let text = m.encode();
         for want in [
             "endpoint_slice_controller_changes_total{operation=\"create\"} 1",
@@ -310,6 +327,7 @@ mod tests {
             "endpoint_slice_controller_endpoints_desired 7",
             "endpoint_slice_controller_endpoints_added_per_sync_bucket{le=\"4.0\"} 1",
             "endpoint_slice_controller_num_endpoint_slices 0",
+            "leader_election_master_status{name=\"epslice\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
