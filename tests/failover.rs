@@ -142,3 +142,86 @@ async fn only_the_leader_writes_and_failover_is_quick() {
     assert!(c.writes().await > 0.0);
     drop(c);
 }
+
+/// A TCP forwarder from `127.0.0.1:listen` to `target` (`host:port`): the API server as seen
+/// through a link that can be cut. Dropping it (aborting the task) closes every connection.
+fn forward(listen: u16, target: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen)).await.unwrap();
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { continue };
+            let target = target.clone();
+            conns.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+/// An API server that cannot be reached: `epslice run` stays up (healthz ok), reports not-ready
+/// naming the failing watches while they back off, becomes ready when the API server appears and
+/// not-ready again when the link is cut.
+#[tokio::test]
+async fn unreachable_api_server_means_not_ready_not_a_crash() {
+    let cp = envtest::shared();
+    let mut kc = kube::config::Kubeconfig::read_from(cp.kubeconfig_path()).unwrap();
+    let link = envtest::free_port().unwrap();
+    let mut target = None;
+    for c in &mut kc.clusters {
+        if let Some(cluster) = c.cluster.as_mut() {
+            let server = cluster.server.clone().unwrap();
+            let url: http::Uri = server.parse().unwrap();
+            target = Some(format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap()));
+            cluster.server = Some(format!("https://127.0.0.1:{link}"));
+        }
+    }
+    let target = target.unwrap();
+    let path = std::env::temp_dir().join(format!("epslice-failover-{}-link.kubeconfig", std::process::id()));
+    std::fs::write(&path, serde_json::to_vec_pretty(&kc).unwrap()).unwrap();
+
+    let admin = envtest::free_port().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_epslice-cli"));
+    cmd.arg("run").env_remove("KUBECONFIG").arg("--kubeconfig").arg(&path).args([
+        "--leader-elect=false",
+        "--admin-bind-address",
+        &format!("127.0.0.1:{admin}"),
+    ]);
+    let proc = cp.spawn_in_group("epslice-unreachable", cmd).unwrap();
+    let mut r = Replica { name: "unreachable".into(), proc, admin };
+
+    // Nothing listens on the link: alive, not ready, the watches named.
+    let t0 = Instant::now();
+    let body = loop {
+        if let Some((503, body)) = r.get("/readyz").await {
+            break body;
+        }
+        assert!(t0.elapsed() < CONVERGE, "no 503 from /readyz; log:\n{}", r.proc.log_tail(3000));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(body.contains("pods watch"), "{body}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(r.proc.exited().is_none(), "exited; log:\n{}", r.proc.log_tail(3000));
+    assert_eq!(r.get("/healthz").await.map(|x| x.0), Some(200));
+    assert_eq!(r.get("/readyz").await.map(|x| x.0), Some(503));
+
+    // The API server appears: ready once the watches' backoff retries.
+    let link_task = forward(link, target);
+    let t0 = Instant::now();
+    while r.get("/readyz").await.map(|x| x.0) != Some(200) {
+        assert!(t0.elapsed() < Duration::from_secs(90), "never ready; log:\n{}", r.proc.log_tail(3000));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The link is cut: not ready again, still alive.
+    link_task.abort();
+    let _ = link_task.await;
+    let t0 = Instant::now();
+    while r.get("/readyz").await.map(|x| x.0) != Some(503) {
+        assert!(t0.elapsed() < CONVERGE, "still ready with the API server gone; log:\n{}", r.proc.log_tail(3000));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(r.proc.exited().is_none());
+}

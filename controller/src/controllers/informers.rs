@@ -264,6 +264,19 @@ where
     }
 }
 
+impl Informers {
+    /// Each watch's health flag with its readiness-check name (see [`Cache::watch_health`]).
+    pub fn watch_health(&self) -> Vec<(&'static str, Arc<std::sync::atomic::AtomicBool>)> {
+        vec![
+            ("pods watch", self.pods.watch_health()),
+            ("services watch", self.services.watch_health()),
+            ("nodes watch", self.nodes.watch_health()),
+            ("endpointslices watch", self.slices.watch_health()),
+            ("endpoints watch", self.endpoints.watch_health()),
+        ]
+    }
+}
+
 /// Starts the watches (all namespaces, or `namespace`) and returns the caches; the returned
 /// future runs the watches.
 pub fn start(

@@ -26,6 +26,11 @@ impl Readiness {
         flag
     }
 
+    /// Adds a check driven by a flag someone else owns (e.g. a cache's watch health).
+    pub fn register(&self, name: &'static str, flag: Arc<AtomicBool>) {
+        self.checks.lock().unwrap_or_else(|e| e.into_inner()).push((name, flag));
+    }
+
     /// The names of the failing checks.
     pub fn failing(&self) -> Vec<&'static str> {
         self.checks

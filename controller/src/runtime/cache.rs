@@ -7,6 +7,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use kube::Resource;
@@ -36,6 +37,7 @@ where
     /// The reflector store.
     pub store: Store<K>,
     synced: watch::Receiver<bool>,
+    watching: Arc<AtomicBool>,
 }
 
 impl<K: Resource + Clone + 'static> Cache<K>
@@ -51,6 +53,13 @@ where
     pub async fn wait_synced(&self) {
         let mut rx = self.synced.clone();
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// True while the watch works: set by every event, cleared by every watch error (the API
+    /// server unreachable, refusing, or the watch expiring) until the next event. Readiness uses
+    /// it so that a replica cut off from the API server reports not-ready while it backs off.
+    pub fn watch_health(&self) -> Arc<AtomicBool> {
+        self.watching.clone()
     }
 
     /// The object `namespace/name` (namespace `None` for cluster-scoped kinds).
@@ -78,6 +87,8 @@ where
     let (reader, mut writer) = reflector::store::<K>();
     let (tx, rx) = watch::channel(false);
     let store = reader.clone();
+    let watching = Arc::new(AtomicBool::new(false));
+    let health = watching.clone();
     let fut = async move {
         let stream = watcher::watcher(api, config).default_backoff().modify(prune);
         let mut stream = std::pin::pin!(stream);
@@ -86,8 +97,14 @@ where
         let mut unseen: std::collections::HashMap<ObjectRef<K>, Arc<K>> = Default::default();
         while let Some(ev) = stream.next().await {
             let ev = match ev {
-                Ok(ev) => ev,
+                Ok(ev) => {
+                    if !health.swap(true, Ordering::Relaxed) {
+                        tracing::debug!(kind = %K::kind(&Default::default()), "watch is up");
+                    }
+                    ev
+                }
                 Err(e) => {
+                    health.store(false, Ordering::Relaxed);
                     tracing::warn!(kind = %K::kind(&Default::default()), error = %e, "watch error; retrying with backoff");
                     continue;
                 }
@@ -132,5 +149,5 @@ where
             }
         }
     };
-    (Cache { store, synced: rx }, fut)
+    (Cache { store, synced: rx, watching }, fut)
 }
