@@ -2,6 +2,9 @@
 //! test binary's control plane, scoped to one namespace, and wait for what they write.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod differential;
+pub mod workload;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,502 @@
+//! Differential test: kube-controller-manager and epslice on the same random workload.
+//!
+//! For each seed, a workload from `workload::generate` (Services of every flavour, Pods in
+//! every state, custom Endpoints) is created in a fresh namespace while kube-controller-manager
+//! runs `endpointslice-controller,endpoints-controller,endpointslice-mirroring-controller` and
+//! epslice's EndpointSlice controller runs in-process with its own managed-by value, so both
+//! write EndpointSlices side by side. Once nothing changes for 3 s:
+//!
+//! 1. per Service, address type and port set, the multisets of endpoints of kcm's slices and
+//!    epslice's slices must be equal (see `differential` for what is compared and the one
+//!    normalisation, for topology-mode Auto hints), and so must the slices' labels apart from
+//!    managed-by;
+//! 2. `epslice::verify::compare` must be OK for every row: epslice's Endpoints core agrees with
+//!    the Endpoints kcm wrote, and its EndpointSlice core would write nothing to kcm's slices
+//!    nor to its own;
+//! 3. epslice's mirroring core would write nothing to the slices kcm mirrored.
+//!
+//! Any difference fails with a reproduction: seed, Service, the pods it selects and the
+//! differing entries side by side.
+//!
+//! `EPSLICE_DIFF_SEED` (first seed) and `EPSLICE_DIFF_COUNT` (number of seeds, default 1) choose
+//! the workloads, `EPSLICE_DIFF_PODS` their number of pods (default 36); `just diff-test SEED COUNT`. Own test binary: kube-controller-manager acts on
+//! every namespace, so it must not share a control plane with other tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use envtest::kwok;
+use epslice::endpoints as ep_core;
+use epslice::endpointslice as es_core;
+use epslice::mirroring as mirror_core;
+use epslice::verify::{self, ClusterState, Output, Status, VerifyArgs};
+use epslice_integration_tests::differential as d;
+use epslice_integration_tests::start;
+use epslice_integration_tests::workload::{self, PodState, Workload};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+
+/// kube-controller-manager's managed-by value.
+const KCM: &str = "endpointslice-controller.k8s.io";
+/// epslice's, for this test.
+const OURS: &str = "epslice-diff.example.com";
+/// The seed of the default run (part of the normal suite).
+const DEFAULT_SEED: u64 = 1;
+/// How long convergence may take before the comparison runs anyway.
+const CONVERGE: Duration = Duration::from_secs(60);
+/// Quiescence: no resourceVersion changes for this long.
+const QUIET: Duration = Duration::from_secs(3);
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().unwrap_or_else(|e| panic!("{name}={v:?} is not a non-negative integer: {e}"))
+        }
+        _ => default,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_controller_manager_and_epslice_agree_on_random_workloads() {
+    let first = env_u64("EPSLICE_DIFF_SEED", DEFAULT_SEED);
+    let count = env_u64("EPSLICE_DIFF_COUNT", 1).max(1);
+    let nodes = workload::nodes();
+    let cp = envtest::ControlPlane::start(envtest::Options { nodes: nodes.clone(), ..Default::default() })
+        .await
+        .expect("control plane");
+    let client = cp.client().await.unwrap();
+    let controllers =
+        ["endpointslice-controller", "endpoints-controller", "endpointslice-mirroring-controller"].map(String::from);
+    let kcm = cp.start_kube_controller_manager(&controllers, &[]).await.expect("kube-controller-manager");
+    cp.adopt(kcm);
+
+    let mut failures = Vec::new();
+    let t0 = Instant::now();
+    for seed in first..first.saturating_add(count) {
+        let t = Instant::now();
+        match run_seed(&client, seed, &nodes).await {
+            Ok(summary) => eprintln!("seed {seed}: OK in {:.1?}: {summary}", t.elapsed()),
+            Err(report) => {
+                eprintln!("{report}");
+                failures.push(seed);
+            }
+        }
+    }
+    eprintln!("{count} seed(s) from {first} in {:.1?}", t0.elapsed());
+    assert!(
+        failures.is_empty(),
+        "kube-controller-manager and epslice differ for seed(s) {failures:?} (reproductions above; rerun one \
+         with `just diff-test SEED 1`)"
+    );
+}
+
+/// Creates, converges and compares one workload; `Err` is the printed reproduction.
+async fn run_seed(client: &kube::Client, seed: u64, nodes: &[kwok::NodeSpec]) -> Result<String, String> {
+    let pods = env_u64("EPSLICE_DIFF_PODS", workload::Config::default().pods as u64);
+    let config = workload::Config { pods: usize::try_from(pods).unwrap_or(usize::MAX), ..Default::default() };
+    let w = workload::generate(seed, nodes, &config);
+    let ns = envtest::create_namespace(client, &format!("diff-{seed}")).await.unwrap();
+    let ctl = start(client, &ns, |o| {
+        o.endpointslice.core.managed_by = OURS.into();
+        o.field_manager = "epslice-diff".into();
+    })
+    .await;
+
+    // Pods first, in their final states, then the Services: each controller's first sync of a
+    // Service sees every pod, so both start from the same snapshot (topology hints of slices
+    // that stay unchanged depend on the sync history).
+    create_pods(client, &ns, &w).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let mut selecting = Vec::new();
+    for s in &w.services {
+        let created = svcs.create(&PostParams::default(), s).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let spec = created.spec.clone().unwrap_or_default();
+        if spec.selector.is_some() && spec.type_.as_deref() != Some("ExternalName") {
+            selecting.push(created.name_any());
+        }
+    }
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+    for e in &w.endpoints {
+        eps.create(&PostParams::default(), e).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+
+    let converged = wait_converged(client, &ns, &selecting).await;
+    let quiet = wait_quiet(client, &ns).await;
+    let args = |managed_by: &str, endpoints: bool| VerifyArgs {
+        kubeconfig: None,
+        namespace: Some(ns.clone()),
+        service: None,
+        managed_by: managed_by.to_string(),
+        max_endpoints_per_slice: 100,
+        endpoints,
+        output: Output::Table,
+    };
+    let state = verify::read(client, &args(KCM, true)).await.unwrap();
+    ctl.stop().await;
+
+    let mut problems = Vec::new();
+    if let Err(e) = converged {
+        problems.push(format!("=== seed {seed} (namespace {ns}): not converged after {CONVERGE:?}: {e}"));
+    }
+    if let Err(e) = quiet {
+        problems.push(format!("=== seed {seed} (namespace {ns}): still changing after {CONVERGE:?}: {e}"));
+    }
+    let ctx = Ctx { seed, ns: &ns, state: &state, cpu_by_zone: cpu_by_zone(nodes), normalised: Default::default() };
+    let compared = compare_slices(&ctx, &mut problems);
+    check_verify(&ctx, &verify::compare(&state, &args(KCM, true)), KCM, &mut problems);
+    check_verify(&ctx, &verify::compare(&state, &args(OURS, false)), OURS, &mut problems);
+    let mirrored = check_mirroring(&ctx, &mut problems);
+    if problems.is_empty() {
+        Ok(format!(
+            "{} Services, {} pods; {compared}; {} Endpoints; {mirrored} mirrored slices ({} regrouped by \
+             appProtocol)",
+            w.services.len(),
+            w.pods.len(),
+            state.endpoints.len(),
+            ctx.normalised.borrow()
+        ))
+    } else {
+        Err(problems.join("\n\n"))
+    }
+}
+
+fn cpu_by_zone(nodes: &[kwok::NodeSpec]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for n in nodes {
+        *m.entry(n.zone.clone()).or_default() += u64::from(n.cpu);
+    }
+    m
+}
+
+async fn create_pods(client: &kube::Client, ns: &str, w: &Workload) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for p in &w.pods {
+        api.create(&PostParams::default(), &p.pod).await.unwrap_or_else(|e| panic!("seed {}: {e}", w.seed));
+    }
+    for p in &w.pods {
+        let name = p.pod.name_any();
+        match &p.state {
+            PodState::Kwok => {}
+            PodState::Custom(s) | PodState::Terminating(s) => {
+                kwok::set_pod_status(&api, &name, s.clone()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+        }
+        if matches!(p.state, PodState::Terminating(_)) {
+            kwok::hold_terminating(&api, &name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+    for p in w.pods.iter().filter(|p| p.state == PodState::Kwok) {
+        kwok::wait_pod(&api, &p.pod.name_any(), CONVERGE, kwok::is_ready).await.unwrap();
+    }
+}
+
+async fn list_slices(client: &kube::Client, ns: &str) -> Vec<EndpointSlice> {
+    Api::<EndpointSlice>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap().items
+}
+
+/// Every selecting Service has a slice from each controller and an Endpoints object.
+async fn wait_converged(client: &kube::Client, ns: &str, selecting: &[String]) -> Result<(), String> {
+    let t0 = Instant::now();
+    loop {
+        let slices = list_slices(client, ns).await;
+        let endpoints: Vec<String> = Api::<Endpoints>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        let has = |svc: &str, by: &str| {
+            slices.iter().any(|s| {
+                let l = s.labels();
+                l.get(d::LABEL_SERVICE_NAME).map(String::as_str) == Some(svc)
+                    && l.get(d::LABEL_MANAGED_BY).map(String::as_str) == Some(by)
+            })
+        };
+        let missing: Vec<String> = selecting
+            .iter()
+            .flat_map(|s| {
+                let mut m = Vec::new();
+                if !has(s, KCM) {
+                    m.push(format!("{s}: no kcm slice"));
+                }
+                if !has(s, OURS) {
+                    m.push(format!("{s}: no epslice slice"));
+                }
+                if !endpoints.contains(s) {
+                    m.push(format!("{s}: no Endpoints"));
+                }
+                m
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if t0.elapsed() > CONVERGE {
+            return Err(missing.join("; "));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// No EndpointSlice or Endpoints of the namespace changes for [`QUIET`].
+async fn wait_quiet(client: &kube::Client, ns: &str) -> Result<(), String> {
+    let snapshot = || async {
+        let mut m: BTreeMap<String, String> = list_slices(client, ns)
+            .await
+            .into_iter()
+            .map(|s| (format!("EndpointSlice/{}", s.name_any()), s.resource_version().unwrap_or_default()))
+            .collect();
+        for e in Api::<Endpoints>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap().items {
+            m.insert(format!("Endpoints/{}", e.name_any()), e.resource_version().unwrap_or_default());
+        }
+        m
+    };
+    let t0 = Instant::now();
+    let mut last = snapshot().await;
+    let mut since = Instant::now();
+    let mut changed: Vec<String> = Vec::new();
+    while since.elapsed() < QUIET {
+        if t0.elapsed() > CONVERGE {
+            return Err(format!("last changes: {changed:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = snapshot().await;
+        if now != last {
+            changed = now.iter().filter(|(k, v)| last.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect();
+            changed.extend(last.keys().filter(|k| !now.contains_key(*k)).cloned());
+            last = now;
+            since = Instant::now();
+        }
+    }
+    Ok(())
+}
+
+struct Ctx<'a> {
+    seed: u64,
+    ns: &'a str,
+    state: &'a ClusterState,
+    cpu_by_zone: BTreeMap<String, u64>,
+    /// Mirrored Services that differ only by the documented appProtocol regrouping.
+    normalised: std::cell::RefCell<usize>,
+}
+
+impl Ctx<'_> {
+    fn pods(&self) -> Vec<&Pod> {
+        self.state.pods.iter().collect()
+    }
+
+    fn service(&self, name: &str) -> Option<&Service> {
+        self.state.services.iter().find(|s| s.name_any() == name)
+    }
+
+    /// The reproduction block: seed, Service, the pods it selects (`*`: named in `diff`), and
+    /// the differences.
+    fn reproduction(&self, what: &str, svc: &Service, diff: &str) -> String {
+        let mut s = format!(
+            "=== seed {} (namespace {}): {what} for Service {}\nreproduce: just diff-test {} 1\nService: {}\n",
+            self.seed,
+            self.ns,
+            svc.name_any(),
+            self.seed,
+            d::service_json(svc)
+        );
+        if svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some() {
+            let selected: Vec<&Pod> =
+                self.state.pods.iter().filter(|p| epslice::podutil::service_selects_pod(svc, p)).collect();
+            let _ = writeln!(s, "Pods selected ({}; * = named in a differing entry):", selected.len());
+            for p in selected {
+                let mark = if diff.contains(&format!("/{}/{}/", self.ns, p.name_any())) { "*" } else { " " };
+                let _ = writeln!(s, "  {mark} {}", d::pod_summary(p));
+            }
+        }
+        s + diff
+    }
+}
+
+/// kcm's slices vs epslice's, per Service: returns a summary of what was compared.
+fn compare_slices(ctx: &Ctx<'_>, problems: &mut Vec<String>) -> String {
+    let (mut endpoints, mut hinted, mut services) = (0usize, 0usize, 0usize);
+    let mut services_list: Vec<&Service> = ctx.state.services.iter().collect();
+    services_list.sort_by_key(|s| s.name_any());
+    for svc in services_list {
+        let spec = svc.spec.clone().unwrap_or_default();
+        if spec.selector.is_none() || spec.type_.as_deref() == Some("ExternalName") {
+            // Neither controller may write slices for it.
+            let stray: Vec<String> = [KCM, OURS]
+                .iter()
+                .flat_map(|by| d::slices_of(&ctx.state.slices, svc, by))
+                .map(|s| s.name_any())
+                .collect();
+            if !stray.is_empty() {
+                problems.push(ctx.reproduction(
+                    "slices written for a Service without selector or ExternalName",
+                    svc,
+                    &format!("  {stray:?}"),
+                ));
+            }
+            continue;
+        }
+        services += 1;
+        let kcm = d::slices_of(&ctx.state.slices, svc, KCM);
+        let ours = d::slices_of(&ctx.state.slices, svc, OURS);
+        let (gk, go) = (d::group(&kcm), d::group(&ours));
+        endpoints += gk.values().flat_map(|m| m.values()).sum::<usize>();
+        hinted += gk.values().flat_map(|m| m.iter()).filter(|(e, _)| e.hints.is_some()).map(|(_, n)| n).sum::<usize>();
+        let mut blocks = Vec::new();
+        if kcm.is_empty() || ours.is_empty() {
+            blocks.push(format!(
+                "  slices: kcm {}, epslice {} (every selecting Service has at least a placeholder)",
+                kcm.len(),
+                ours.len()
+            ));
+        }
+        if d::topology_auto(svc) {
+            // See `differential`: for topology-mode Auto, which endpoint of a zone is re-hinted
+            // to another zone follows endpoint order (Go map order upstream, deterministic in
+            // epslice: docs/behaviour.md, "Packing" and "Topology hints"), so hints are
+            // compared as (zone, hint) pairs per address type.
+            let (sk, hk) = d::split_hints(gk, &ctx.cpu_by_zone);
+            let (so, ho) = d::split_hints(go, &ctx.cpu_by_zone);
+            blocks.extend(d::diff_groups(&sk, &so, "kcm", "epslice"));
+            if hk != ho {
+                blocks.push(format!(
+                    "  topology hints per address type (zone, hint) → count:\n    kcm:     {hk:?}\n    epslice: {ho:?}"
+                ));
+            }
+        } else {
+            blocks.extend(d::diff_groups(&gk, &go, "kcm", "epslice"));
+        }
+        let (lk, lo) = (d::labels_by_key(&kcm), d::labels_by_key(&ours));
+        if lk != lo {
+            blocks.push(format!("  slice labels (without managed-by):\n    kcm:     {lk:?}\n    epslice: {lo:?}"));
+        }
+        if !blocks.is_empty() {
+            let diff = format!("Endpoints that differ (kcm | epslice):\n{}", blocks.join("\n"));
+            problems.push(ctx.reproduction("EndpointSlices differ", svc, &diff));
+        }
+    }
+    format!("{services} selecting Services, {endpoints} endpoints ({hinted} with hints) compared")
+}
+
+/// What the slices of `managed_by` would be after epslice's core plan, vs what they are.
+fn slice_plan_diff(ctx: &Ctx<'_>, svc: &Service, managed_by: &str) -> String {
+    let pods = ctx.pods();
+    let all: Vec<&EndpointSlice> = ctx
+        .state
+        .slices
+        .iter()
+        .filter(|s| s.labels().get(d::LABEL_SERVICE_NAME) == svc.metadata.name.as_ref())
+        .collect();
+    let ratios = es_core::topology::CpuRatios::from_nodes(ctx.state.nodes.values());
+    let mut input = es_core::Input::new(svc, &pods, &ctx.state.nodes, &all);
+    input.topology = Some(&ratios);
+    let cfg = es_core::Config { managed_by: managed_by.to_string(), ..Default::default() };
+    let plan = es_core::plan(&input, &cfg);
+    let mine = d::slices_of(&ctx.state.slices, svc, managed_by);
+    let after = d::apply(&mine, &plan.create, &plan.update, &plan.delete);
+    let after: Vec<&EndpointSlice> = after.iter().collect();
+    let blocks = d::diff_groups(&d::group(&mine), &d::group(&after), "as written", "epslice core wants");
+    let mut out = format!(
+        "plan: {} create, {} update, {} delete; warnings {:?}\n{}",
+        plan.create.len(),
+        plan.update.len(),
+        plan.delete.len(),
+        plan.warnings,
+        blocks.join("\n")
+    );
+    for u in &plan.update {
+        if let Some(old) = mine.iter().find(|s| s.metadata.name == u.metadata.name) {
+            let _ = write!(out, "\n  update of {}: {}", u.name_any(), d::slice_changes(old, u));
+        }
+    }
+    out
+}
+
+/// Every `verify` row must be OK.
+fn check_verify(ctx: &Ctx<'_>, rows: &[verify::Row], managed_by: &str, problems: &mut Vec<String>) {
+    for row in rows.iter().filter(|r| r.status != Status::Ok) {
+        let Some(svc) = ctx.service(&row.service) else { continue };
+        let what = format!("verify {} {:?} ({}; slices managed by {managed_by})", row.kind, row.status, row.detail);
+        let diff = if row.kind == "Endpoints" {
+            let pods = ctx.pods();
+            let existing = ctx.state.endpoints.iter().find(|e| e.name_any() == row.service);
+            let plan = ep_core::plan(&ep_core::Input::new(svc, &pods, existing), &ep_core::Config::default());
+            let wanted = match &plan.action {
+                ep_core::Action::Create(e) | ep_core::Action::Update(e) => d::endpoints_json(e),
+                other => format!("{other:?}"),
+            };
+            format!(
+                "Endpoints written by kcm: {}\nepslice core wants:        {wanted}",
+                existing.map(d::endpoints_json).unwrap_or_else(|| "none".into())
+            )
+        } else {
+            slice_plan_diff(ctx, svc, managed_by)
+        };
+        problems.push(ctx.reproduction(&what, svc, &diff));
+    }
+}
+
+/// epslice's mirroring core must want no write on kcm's mirrored slices; returns how many
+/// mirrored slices there are.
+fn check_mirroring(ctx: &Ctx<'_>, problems: &mut Vec<String>) -> usize {
+    let cfg = mirror_core::Config::default();
+    let mut count = 0;
+    for svc in &ctx.state.services {
+        if svc.spec.as_ref().is_some_and(|s| s.selector.is_some()) {
+            continue;
+        }
+        let name = svc.name_any();
+        let labelled: Vec<&EndpointSlice> =
+            ctx.state.slices.iter().filter(|s| s.labels().get(d::LABEL_SERVICE_NAME) == Some(&name)).collect();
+        let mirrored = d::slices_of(&ctx.state.slices, svc, mirror_core::DEFAULT_MANAGED_BY);
+        count += mirrored.len();
+        let plan = match ctx.state.endpoints.iter().find(|e| e.name_any() == name) {
+            Some(e) => mirror_core::plan(
+                &mirror_core::Input { endpoints: e, service: Some(svc), existing_slices: &labelled },
+                &cfg,
+            ),
+            None => mirror_core::plan_delete_all(ctx.ns, &name, &labelled, &cfg),
+        };
+        if plan.is_noop() {
+            continue;
+        }
+        let after = d::apply(&mirrored, &plan.create, &plan.update, &plan.delete);
+        let after: Vec<&EndpointSlice> = after.iter().collect();
+        let endpoints = ctx.state.endpoints.iter().find(|e| e.name_any() == name);
+        // Deliberate difference (docs/behaviour.md, mirroring table, "Repacking ports with an
+        // appProtocol"; mirroring core DIFFERENCES 7): upstream never merges a port with an
+        // appProtocol across subsets, epslice merges ports by value. Only for such Endpoints,
+        // and only if the plan touches nothing but endpoints and ports, the slices are compared
+        // as the set of (address type, endpoint, port) pairs, which regrouping preserves.
+        if endpoints.is_some_and(d::app_protocol_port_in_several_subsets)
+            && plan.update.iter().all(|u| mirrored.iter().any(|m| d::same_metadata(m, u)))
+            && plan.create.iter().all(|c| mirrored.iter().any(|m| d::same_metadata(m, c)))
+            && d::address_port_pairs(&mirrored) == d::address_port_pairs(&after)
+        {
+            *ctx.normalised.borrow_mut() += 1;
+            continue;
+        }
+        let blocks = d::diff_groups(&d::group(&mirrored), &d::group(&after), "kcm mirrored", "epslice core wants");
+        let diff = format!(
+            "Endpoints: {}\nplan: {} create, {} update, {} delete\n{}",
+            endpoints.map(d::endpoints_json).unwrap_or_else(|| "none".into()),
+            plan.create.len(),
+            plan.update.len(),
+            plan.delete.len(),
+            if blocks.is_empty() {
+                "  (same endpoints; labels, annotations or packing differ)".to_string()
+            } else {
+                blocks.join("\n")
+            }
+        );
+        problems.push(ctx.reproduction("mirrored slices differ", svc, &diff));
+    }
+    count
+}
