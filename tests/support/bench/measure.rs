@@ -1,0 +1,207 @@
+//! Measurements: the apiserver's request counters, a process's peak RSS and CPU time, and the
+//! machine.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+
+/// `apiserver_request_total` for endpointslices and endpoints: (resource, verb, code class) →
+/// count. Code class is `"2xx"`, `"4xx"`, …
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters(pub BTreeMap<(String, String, String), f64>);
+
+/// Writes to one resource, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Writes {
+    /// POST.
+    pub create: f64,
+    /// PUT, PATCH, APPLY.
+    pub update: f64,
+    /// DELETE, DELETECOLLECTION.
+    pub delete: f64,
+    /// Of those, answered with 4xx/5xx (409 conflicts …).
+    pub failed: f64,
+}
+
+impl Writes {
+    /// All writes.
+    pub fn total(&self) -> f64 {
+        self.create + self.update + self.delete
+    }
+
+    /// `C/U/D` (and `, N failed`).
+    pub fn show(&self) -> String {
+        let mut s = format!("{}/{}/{}", self.create, self.update, self.delete);
+        if self.failed > 0.0 {
+            s.push_str(&format!(" ({} failed)", self.failed));
+        }
+        s
+    }
+}
+
+impl Counters {
+    /// Reads the apiserver's `/metrics` through the admin client.
+    pub async fn fetch(client: &kube::Client) -> anyhow::Result<Counters> {
+        let req = http::Request::get("/metrics").body(Vec::new()).context("building GET /metrics")?;
+        let text = client.request_text(req).await.context("GET /metrics from kube-apiserver")?;
+        Ok(Counters::parse(&text))
+    }
+
+    /// Parses the Prometheus text format.
+    pub fn parse(text: &str) -> Counters {
+        let mut m = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("apiserver_request_total{") else { continue };
+            let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+            let label =
+                |k: &str| labels.split(',').find_map(|kv| kv.strip_prefix(k)?.strip_prefix("=\"")?.strip_suffix('"'));
+            let resource = label("resource").unwrap_or("");
+            if !(resource == "endpointslices" || resource == "endpoints")
+                || !label("subresource").unwrap_or("").is_empty()
+            {
+                continue;
+            }
+            let code = label("code").unwrap_or("");
+            let class = format!("{}xx", code.chars().next().unwrap_or('?'));
+            let Ok(v) = value.trim().parse::<f64>() else { continue };
+            *m.entry((resource.to_string(), label("verb").unwrap_or("").to_string(), class)).or_insert(0.0) += v;
+        }
+        Counters(m)
+    }
+
+    /// Writes to `resource` since `before`.
+    pub fn writes_since(&self, before: &Counters, resource: &str) -> Writes {
+        let mut w = Writes::default();
+        for ((r, verb, class), v) in &self.0 {
+            if r != resource {
+                continue;
+            }
+            let d = v - before.0.get(&(r.clone(), verb.clone(), class.clone())).copied().unwrap_or(0.0);
+            match verb.as_str() {
+                "POST" | "CREATE" => w.create += d,
+                "PUT" | "PATCH" | "APPLY" | "UPDATE" => w.update += d,
+                "DELETE" | "DELETECOLLECTION" => w.delete += d,
+                _ => continue,
+            }
+            if class != "2xx" {
+                w.failed += d;
+            }
+        }
+        w
+    }
+
+    /// All writes to both resources (for settling).
+    pub fn total_writes(&self) -> f64 {
+        let zero = Counters::default();
+        self.writes_since(&zero, "endpointslices").total() + self.writes_since(&zero, "endpoints").total()
+    }
+}
+
+/// Clock ticks per second for `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on Linux).
+pub fn clk_tck() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in seconds (all its threads; children not included).
+pub fn cpu_seconds(pid: u32, tck: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / tck)
+}
+
+/// Peak resident set size (`VmHWM`) in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+/// Resets the peak RSS of a process (`echo 5 > /proc/<pid>/clear_refs`); false if not allowed.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// CPU and peak RSS of one process over a window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// CPU seconds used in the window.
+    pub cpu_s: Option<f64>,
+    /// Peak RSS (KiB) in the window (since process start if the reset was refused).
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// A running window over a process.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pid: Option<u32>,
+    cpu0: Option<f64>,
+    tck: f64,
+}
+
+impl Window {
+    /// Starts a window (resets the peak RSS when `reset_peak`).
+    pub fn start(pid: Option<u32>, tck: f64, reset_peak: bool) -> Window {
+        if let Some(p) = pid
+            && reset_peak
+        {
+            reset_peak_rss(p);
+        }
+        Window { pid, cpu0: pid.map(|p| cpu_seconds(p, tck).unwrap_or(0.0)), tck }
+    }
+
+    /// Ends it.
+    pub fn end(&self) -> Usage {
+        let Some(pid) = self.pid else { return Usage::default() };
+        Usage {
+            cpu_s: cpu_seconds(pid, self.tck).map(|c| c - self.cpu0.unwrap_or(0.0)),
+            peak_rss_kib: peak_rss_kib(pid),
+        }
+    }
+}
+
+/// One line about the machine: cores, memory, CPU model, kernel.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel =
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    format!("{cores} CPUs (nproc), {:.1} GiB RAM, {model}, Linux {kernel}", mem_kib as f64 / 1024.0 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_request_counters() {
+        let text = r#"apiserver_request_total{code="201",component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="POST",version="v1"} 12
+apiserver_request_total{code="409",component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="PUT",version="v1"} 2
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="endpoints",scope="resource",subresource="",verb="PUT",version="v1"} 3
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="status",verb="PATCH",version="v1"} 7"#;
+        let c = Counters::parse(text);
+        let w = c.writes_since(&Counters::default(), "endpointslices");
+        assert_eq!((w.create, w.update, w.delete, w.failed), (12.0, 2.0, 0.0, 2.0));
+        assert_eq!(c.total_writes(), 17.0);
+    }
+}

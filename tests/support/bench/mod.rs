@@ -1,0 +1,484 @@
+//! `epslice-bench`: kube-controller-manager vs epslice vs a write floor, side by side on one real
+//! control plane. See docs/benchmarks.md for what is measured and how.
+
+pub mod cli;
+pub mod cluster;
+pub mod contender;
+pub mod measure;
+pub mod observe;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use envtest::ControlPlane;
+
+use cli::{Args, Contender, Scenario};
+use cluster::Layout;
+use contender::Proc;
+use measure::{Counters, Usage, Window, Writes};
+use observe::{Flip, Observer};
+
+/// S2 latency statistics (milliseconds).
+#[derive(Debug, Clone, Default)]
+pub struct FlipStats {
+    /// Flips sent.
+    pub sent: usize,
+    /// Flips whose slice change was observed.
+    pub seen: usize,
+    /// Status writes that failed.
+    pub failed: usize,
+    /// Status write sent → slice event: p50, p99.
+    pub e2e: (f64, f64),
+    /// Pod watch event → slice watch event: p50, p99.
+    pub share: (f64, f64),
+}
+
+/// One contender in one scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Cell {
+    /// S1: seconds from controller start to convergence.
+    pub secs: Option<f64>,
+    /// Writes to endpointslices.
+    pub slices: Writes,
+    /// Writes to endpoints.
+    pub endpoints: Writes,
+    /// The controller process's CPU and peak RSS.
+    pub usage: Usage,
+    /// S2 only.
+    pub flips: Option<FlipStats>,
+    /// Anything the reader must know (failures, takeover source …).
+    pub note: Option<String>,
+}
+
+/// All results of a run.
+pub type Results = BTreeMap<(Scenario, usize), Cell>;
+
+struct Ctx<'a> {
+    args: &'a Args,
+    cp: &'a ControlPlane,
+    client: kube::Client,
+    layout: Layout,
+    obs: Observer,
+    bin: PathBuf,
+    tck: f64,
+    seq: usize,
+    ready: Vec<bool>,
+    rng: u64,
+}
+
+impl Ctx<'_> {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.args.timeout_seconds)
+    }
+
+    async fn counters(&self) -> anyhow::Result<Counters> {
+        Counters::fetch(&self.client).await
+    }
+
+    async fn start(&mut self, c: Contender) -> anyhow::Result<Proc> {
+        self.seq += 1;
+        Proc::start(self.cp, self.args, &self.bin, c, self.seq).await
+    }
+
+    /// Deletes every slice and Endpoints object of the benchmark and waits until the watch shows none.
+    async fn reset(&self) -> anyhow::Result<()> {
+        cluster::delete_outputs(&self.client, &self.layout).await?;
+        self.obs
+            .wait("deleting the previous slices and Endpoints", Duration::from_secs(300), |s| s.objects() == (0, 0))
+            .await
+    }
+
+    /// Waits until no write to endpointslices / endpoints happened for --settle-seconds.
+    async fn settle(&self, mut proc: Option<&mut Proc>) -> anyhow::Result<()> {
+        let quiet = Duration::from_secs(self.args.settle_seconds);
+        let t0 = Instant::now();
+        let mut last = self.counters().await?.total_writes();
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Some(p) = proc.as_deref_mut() {
+                p.check_alive()?;
+            }
+            let cur = self.counters().await?.total_writes();
+            if cur != last {
+                (last, since) = (cur, Instant::now());
+            }
+            if since.elapsed() >= quiet {
+                return Ok(());
+            }
+            anyhow::ensure!(t0.elapsed() < self.timeout(), "writes did not stop within {:?}", self.timeout());
+        }
+    }
+
+    async fn wait_converged(&self, proc: Option<&mut Proc>) -> anyhow::Result<Instant> {
+        let t0 = Instant::now();
+        let mut proc = proc;
+        loop {
+            if let Some(at) = self.obs.state().converged_at() {
+                return Ok(at);
+            }
+            if let Some(p) = proc.as_deref_mut() {
+                p.check_alive()?;
+            }
+            if t0.elapsed() > self.timeout() {
+                let (s, e, n) = self.obs.state().progress();
+                anyhow::bail!(
+                    "not converged within {:?}: slices complete for {s}/{n} Services, Endpoints for {e}/{n}",
+                    self.timeout()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn converged_note(&self) -> Option<String> {
+        let (s, e, n) = self.obs.state().progress();
+        (s != n || e != n).then(|| format!("NOT converged at the end: slices {s}/{n}, Endpoints {e}/{n}"))
+    }
+
+    /// S1 (fresh outputs → converged), then settle. Returns the running process (None for the floor).
+    async fn bulk(&mut self, c: Contender) -> anyhow::Result<(Option<Proc>, Cell)> {
+        self.reset().await?;
+        let before = self.counters().await?;
+        let t0 = Instant::now();
+        let mut cell = Cell::default();
+        let mut proc = None;
+        if c == Contender::Floor {
+            let f = contender::run_floor(&self.client, &self.layout, self.args.floor_concurrency).await?;
+            if f.errors > 0 {
+                cell.note = Some(format!("{} writes failed, first: {}", f.errors, f.first_error.unwrap_or_default()));
+            }
+            eprintln!("  floor: listed and planned in {:.2?}", f.plan_time);
+        } else {
+            proc = Some(self.start(c).await?);
+        }
+        let win = Window::start(proc.as_ref().and_then(Proc::pid), self.tck, false);
+        let at = self.wait_converged(proc.as_mut()).await?;
+        cell.secs = Some(at.saturating_duration_since(t0).as_secs_f64());
+        eprintln!("  S1 {}: converged after {:.2} s; settling", c.name(), cell.secs.unwrap_or(0.0));
+        self.settle(proc.as_mut()).await?;
+        let after = self.counters().await?;
+        cell.usage = win.end();
+        cell.slices = after.writes_since(&before, "endpointslices");
+        cell.endpoints = after.writes_since(&before, "endpoints");
+        Ok((proc, cell))
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// S2: readiness flips at a fixed rate; then every pod back to Ready and settle.
+    async fn churn(&mut self, proc: &mut Proc) -> anyhow::Result<Cell> {
+        self.obs.watch_pods().await?;
+        let before = self.counters().await?;
+        let win = Window::start(proc.pid(), self.tck, true);
+        let fps = f64::from(self.args.flips_per_second);
+        let total = (self.args.churn_seconds as f64 * fps).round() as usize;
+        let n = self.layout.pods.len();
+        let start = tokio::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut sent = 0;
+        for k in 0..total {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / fps)).await;
+            proc.check_alive()?;
+            let mut pick = None;
+            for _ in 0..64 {
+                let g = (self.next_rand() % n as u64) as usize;
+                let p = &self.layout.pods[g];
+                if !self.obs.state().pending.contains_key(&format!("{}/{}", p.ns, p.name)) {
+                    pick = Some(g);
+                    break;
+                }
+            }
+            let Some(g) = pick else { continue };
+            self.ready[g] = !self.ready[g];
+            let target = self.ready[g];
+            let key = format!("{}/{}", self.layout.pods[g].ns, self.layout.pods[g].name);
+            let changed = cluster::now_rfc3339();
+            let flip = Flip {
+                key: key.clone(),
+                target,
+                sent: Instant::now(),
+                rv: None,
+                pod_seen: Vec::new(),
+                slice_seen: None,
+                failed: false,
+            };
+            self.obs.state().pending.insert(key.clone(), flip);
+            sent += 1;
+            let (client, layout, state) = (self.client.clone(), self.layout.clone(), self.obs.shared());
+            tasks.spawn(async move {
+                let r = cluster::set_ready(&client, &layout, g, target, &changed).await;
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                match r {
+                    Ok(rv) => {
+                        if let Some(f) = st.pending.get_mut(&key) {
+                            f.rv = Some(rv);
+                        } else if let Some(f) = st.done.iter_mut().rev().find(|f| f.key == key) {
+                            f.rv = Some(rv);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("  flip of {key} failed: {e:#}");
+                        if let Some(mut f) = st.pending.remove(&key) {
+                            f.failed = true;
+                            st.done.push(f);
+                        }
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let churn_end = Instant::now();
+        let drain = Duration::from_secs(self.args.drain_seconds);
+        while !self.obs.state().pending.is_empty() && churn_end.elapsed() < drain {
+            proc.check_alive()?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = self.counters().await?;
+        let usage = win.end();
+        self.obs.stop_pods();
+        let (done, missed) = {
+            let mut st = self.obs.state();
+            let missed = st.pending.len();
+            st.pending.clear();
+            (std::mem::take(&mut st.done), missed)
+        };
+        let stats = flip_stats(&done, sent, missed);
+        eprintln!(
+            "  S2 {}: {}/{} flips seen, p50 {:.1} ms, p99 {:.1} ms (controller share p50 {:.1} ms, p99 {:.1} ms)",
+            proc.contender.name(),
+            stats.seen,
+            stats.sent,
+            stats.e2e.0,
+            stats.e2e.1,
+            stats.share.0,
+            stats.share.1
+        );
+        let mut cell = Cell {
+            slices: after.writes_since(&before, "endpointslices"),
+            endpoints: after.writes_since(&before, "endpoints"),
+            usage,
+            note: (missed > 0).then(|| format!("{missed} flips not seen within --drain-seconds")),
+            flips: Some(stats),
+            ..Default::default()
+        };
+        // Back to all Ready (not measured), so the next contender starts from the same state.
+        let back: Vec<usize> = (0..n).filter(|&g| !self.ready[g]).collect();
+        let (client, layout) = (&self.client, &self.layout);
+        let created = layout.created_at.clone();
+        let results: Vec<anyhow::Result<String>> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+            futures::stream::iter(back.iter().map(|&g| cluster::set_ready(client, layout, g, true, &created))),
+            self.args.create_concurrency,
+        ))
+        .await;
+        for r in results {
+            r.context("restoring pod readiness after S2")?;
+        }
+        for g in back {
+            self.ready[g] = true;
+        }
+        self.settle(Some(proc)).await?;
+        if let Some(n) = self.converged_note() {
+            cell.note = Some(n);
+        }
+        Ok(cell)
+    }
+
+    /// S3 / S4: start `c` on existing objects, wait until ready and quiet, count writes.
+    async fn start_on_existing(&mut self, c: Contender) -> anyhow::Result<(Proc, Cell)> {
+        let before = self.counters().await?;
+        let mut proc = self.start(c).await?;
+        let win = Window::start(proc.pid(), self.tck, false);
+        proc.wait_up(self.timeout()).await?;
+        self.settle(Some(&mut proc)).await?;
+        let after = self.counters().await?;
+        let cell = Cell {
+            slices: after.writes_since(&before, "endpointslices"),
+            endpoints: after.writes_since(&before, "endpoints"),
+            usage: win.end(),
+            note: self.converged_note(),
+            ..Default::default()
+        };
+        Ok((proc, cell))
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn flip_stats(done: &[Flip], sent: usize, missed: usize) -> FlipStats {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut e2e: Vec<f64> = done
+        .iter()
+        .filter(|f| !f.failed)
+        .filter_map(|f| Some(ms(f.slice_seen?.saturating_duration_since(f.sent))))
+        .collect();
+    let mut share: Vec<f64> = done
+        .iter()
+        .filter(|f| !f.failed)
+        .filter_map(|f| {
+            let (s, p) = (f.slice_seen?, f.pod_event()?);
+            Some(if s >= p { ms(s - p) } else { -ms(p - s) })
+        })
+        .collect();
+    // A flip never seen counts as slower than every seen one.
+    e2e.extend(std::iter::repeat_n(f64::INFINITY, missed));
+    e2e.sort_by(f64::total_cmp);
+    share.sort_by(f64::total_cmp);
+    FlipStats {
+        sent,
+        seen: done.iter().filter(|f| f.slice_seen.is_some()).count(),
+        failed: done.iter().filter(|f| f.failed).count(),
+        e2e: (percentile(&e2e, 0.5), percentile(&e2e, 0.99)),
+        share: (percentile(&share, 0.5), percentile(&share, 0.99)),
+    }
+}
+
+/// Everything one contender does: S4 on the previous contender's objects (when asked and of the
+/// other kind), then S1 (from no outputs), S2, S3. Errors end this contender's run and are
+/// recorded in its cells.
+async fn run_contender(
+    ctx: &mut Ctx<'_>,
+    idx: usize,
+    c: Contender,
+    prev: Option<Contender>,
+    res: &mut Results,
+) -> anyhow::Result<()> {
+    let args = ctx.args;
+    if args.has(Scenario::S4)
+        && c != Contender::Floor
+        && let Some(p) = prev
+        && p.is_kcm() != c.is_kcm()
+    {
+        eprintln!("== S4 {}: takeover of {}'s objects", c.name(), p.name());
+        let (proc, mut cell) = ctx.start_on_existing(c).await?;
+        proc.stop();
+        cell.note = Some(match cell.note {
+            Some(n) => format!("objects written by {}; {n}", p.name()),
+            None => format!("objects written by {}", p.name()),
+        });
+        res.insert((Scenario::S4, idx), cell);
+    }
+    let wants = |s| args.has(s) && (c != Contender::Floor || s == Scenario::S1);
+    if !(wants(Scenario::S1) || wants(Scenario::S2) || wants(Scenario::S3) || args.has(Scenario::S4)) {
+        return Ok(());
+    }
+    if c == Contender::Floor && !args.has(Scenario::S1) {
+        return Ok(());
+    }
+    eprintln!("== S1 {}: from no slices / Endpoints to converged", c.name());
+    let (proc, cell) = ctx.bulk(c).await?;
+    if args.has(Scenario::S1) {
+        res.insert((Scenario::S1, idx), cell);
+    }
+    let Some(mut proc) = proc else { return Ok(()) };
+    if args.has(Scenario::S2) {
+        eprintln!("== S2 {}: {} flips/s for {} s", c.name(), args.flips_per_second, args.churn_seconds);
+        match ctx.churn(&mut proc).await {
+            Ok(cell) => {
+                res.insert((Scenario::S2, idx), cell);
+            }
+            Err(e) => {
+                proc.stop();
+                return Err(e.context("S2"));
+            }
+        }
+    }
+    if args.has(Scenario::S3) {
+        eprintln!("== S3 {}: restart on its own objects", c.name());
+        proc.stop();
+        let (p, cell) = ctx.start_on_existing(c).await.context("S3")?;
+        res.insert((Scenario::S3, idx), cell);
+        proc = p;
+    }
+    proc.stop();
+    Ok(())
+}
+
+/// Runs the benchmark; returns the markdown report and whether every contender completed.
+pub async fn run(args: Args, command: String) -> anyhow::Result<(String, bool)> {
+    let bin =
+        if args.contenders.contains(&Contender::Epslice) { contender::epslice_bin(&args)? } else { PathBuf::new() };
+    let machine = measure::machine();
+    let tck = measure::clk_tck();
+    let layout = Layout::new(&args);
+    eprintln!(
+        "epslice-bench: {} Services ({} × {} pods + {} × {} pods), {} pods, {} nodes in 3 zones; contenders {}; scenarios {}",
+        layout.services.len(),
+        args.services,
+        args.pods_per_service,
+        args.big_services,
+        args.big_pods_per_service,
+        layout.pods.len(),
+        args.nodes,
+        args.contenders.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
+        args.scenarios.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(","),
+    );
+    if cfg!(debug_assertions) {
+        eprintln!("epslice-bench: WARNING: a debug build; measure with --release (`just bench`)");
+    }
+    let opts = envtest::Options { kwok: true, nodes: cluster::nodes(args.nodes), ..Default::default() };
+    let cp = ControlPlane::start(opts).await.context("starting the control plane")?;
+    anyhow::ensure!(
+        cp.pki().is_some() || !args.contenders.iter().any(|c| c.is_kcm()),
+        "kube-controller-manager needs the envtest control plane: unset EPSLICE_TEST_KUBECONFIG or drop kcm from --contenders"
+    );
+    let client = cp.client().await?;
+    eprintln!("creating the objects …");
+    let setup = cluster::create(&client, &layout, args.create_concurrency).await?;
+    eprintln!("objects created in {setup:.1?}");
+    let obs = Observer::start(&client, &layout).await?;
+    let n = layout.pods.len();
+    let mut ctx = Ctx {
+        args: &args,
+        cp: &cp,
+        client,
+        layout,
+        obs,
+        bin,
+        tck,
+        seq: 0,
+        ready: vec![true; n],
+        rng: args.seed.max(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+    };
+    let mut res = Results::new();
+    let mut prev = None;
+    let mut failures = Vec::new();
+    for (idx, &c) in args.contenders.iter().enumerate() {
+        match run_contender(&mut ctx, idx, c, prev, &mut res).await {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("!! {}: {e:#}", c.name());
+                failures.push(format!("{}: {e:#}", c.name()));
+            }
+        }
+        prev = (c != Contender::Floor).then_some(c);
+    }
+    let complete = failures.is_empty();
+    let report = report::Report {
+        args: &args,
+        results: &res,
+        machine,
+        command,
+        setup,
+        pods: n,
+        services: ctx.layout.services.len(),
+        tck,
+        failures,
+    };
+    Ok((report.markdown(), complete))
+}

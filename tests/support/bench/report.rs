@@ -1,0 +1,340 @@
+//! The results as markdown: one table of absolute values and ratios, then the targets.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::Cell;
+use super::cli::{Args, Contender, Scenario};
+
+/// Markers around the generated section of a markdown file.
+pub const BEGIN: &str = "<!-- epslice-bench:begin -->";
+/// See [`BEGIN`].
+pub const END: &str = "<!-- epslice-bench:end -->";
+
+/// A run's results and context.
+pub struct Report<'a> {
+    /// The flags.
+    pub args: &'a Args,
+    /// The cells.
+    pub results: &'a super::Results,
+    /// The machine line.
+    pub machine: String,
+    /// The command line.
+    pub command: String,
+    /// How long creating the objects took.
+    pub setup: Duration,
+    /// Pods.
+    pub pods: usize,
+    /// Services.
+    pub services: usize,
+    /// CLK_TCK used.
+    pub tck: f64,
+    /// Contenders that failed, with the error.
+    pub failures: Vec<String>,
+}
+
+type Val = (String, Option<f64>);
+
+fn num(v: Option<f64>, digits: usize) -> Val {
+    match v {
+        Some(x) if x.is_finite() => (format!("{x:.digits$}"), Some(x)),
+        Some(x) if x.is_infinite() => ("∞ (missed)".into(), Some(x)),
+        _ => ("–".into(), None),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    let (a, b) = (a?, b?);
+    if !a.is_finite() || !b.is_finite() {
+        return None;
+    }
+    if b == 0.0 {
+        return if a == 0.0 { Some(1.0) } else { Some(f64::INFINITY) };
+    }
+    Some(a / b)
+}
+
+fn show_ratio(r: Option<f64>) -> String {
+    match r {
+        Some(r) if r.is_infinite() => "∞".into(),
+        Some(r) => format!("{r:.2}×"),
+        None => "–".into(),
+    }
+}
+
+fn verdict(r: Option<f64>, target: f64) -> String {
+    match r {
+        None => "not measured".into(),
+        Some(r) if r <= target => format!("met ({})", show_ratio(Some(r))),
+        Some(r) if r.is_infinite() => "**missed** (∞)".into(),
+        Some(r) => format!("**missed** ({}, {:.1}× the target)", show_ratio(Some(r)), r / target),
+    }
+}
+
+fn mib(kib: Option<u64>) -> Option<f64> {
+    kib.map(|k| k as f64 / 1024.0)
+}
+
+fn per_flip(c: &Cell, writes: f64) -> Option<f64> {
+    let f = c.flips.as_ref()?;
+    let ok = f.sent.saturating_sub(f.failed);
+    (ok > 0).then(|| writes / ok as f64)
+}
+
+impl Report<'_> {
+    fn cell(&self, s: Scenario, c: Contender) -> Option<&Cell> {
+        let idx = self.args.contenders.iter().position(|x| *x == c)?;
+        self.results.get(&(s, idx))
+    }
+
+    fn header(&self, c: Contender) -> String {
+        match c {
+            Contender::Kcm => "kcm (qps 20/30)".into(),
+            Contender::KcmFast => format!("kcm-fast (qps {}/{})", self.args.kcm_fast_qps, self.args.kcm_fast_burst),
+            Contender::Epslice => "epslice".into(),
+            Contender::Floor => "floor".into(),
+        }
+    }
+
+    fn pairs(&self) -> Vec<(Contender, Contender)> {
+        let has = |c| self.args.contenders.contains(&c);
+        [Contender::Kcm, Contender::KcmFast, Contender::Floor]
+            .into_iter()
+            .filter(|&d| has(Contender::Epslice) && has(d))
+            .map(|d| (Contender::Epslice, d))
+            .collect()
+    }
+
+    fn table(&self) -> String {
+        let cs = &self.args.contenders;
+        let pairs = self.pairs();
+        let mut out = String::new();
+        let _ = write!(out, "| scenario | metric |");
+        for &c in cs {
+            let _ = write!(out, " {} |", self.header(c));
+        }
+        for (a, b) in &pairs {
+            let _ = write!(out, " {} ÷ {} |", a.name(), b.name());
+        }
+        out.push('\n');
+        out.push_str(&"| --- ".repeat(2 + cs.len() + pairs.len()));
+        out.push_str("|\n");
+        type F<'f> = Box<dyn Fn(&Cell) -> Val + 'f>;
+        let writes =
+            |f: fn(&Cell) -> &super::Writes| -> F<'_> { Box::new(move |c: &Cell| (f(c).show(), Some(f(c).total()))) };
+        let common = |s: Scenario| -> Vec<(String, F<'_>)> {
+            let mut v: Vec<(String, F<'_>)> = Vec::new();
+            if s == Scenario::S1 {
+                v.push(("convergence (s)".into(), Box::new(|c: &Cell| num(c.secs, 2))));
+            }
+            if s == Scenario::S2 {
+                v.push((
+                    "flips seen / sent".into(),
+                    Box::new(|c: &Cell| {
+                        let f = c.flips.clone().unwrap_or_default();
+                        let mut t = format!("{}/{}", f.seen, f.sent);
+                        if f.failed > 0 {
+                            t.push_str(&format!(" ({} failed)", f.failed));
+                        }
+                        (t, None)
+                    }),
+                ));
+                v.push(("latency p50 (ms)".into(), Box::new(|c: &Cell| num(c.flips.as_ref().map(|f| f.e2e.0), 1))));
+                v.push(("latency p99 (ms)".into(), Box::new(|c: &Cell| num(c.flips.as_ref().map(|f| f.e2e.1), 1))));
+                v.push((
+                    "controller share p50 (ms)".into(),
+                    Box::new(|c: &Cell| num(c.flips.as_ref().map(|f| f.share.0), 1)),
+                ));
+                v.push((
+                    "controller share p99 (ms)".into(),
+                    Box::new(|c: &Cell| num(c.flips.as_ref().map(|f| f.share.1), 1)),
+                ));
+                v.push(("slice writes per flip".into(), Box::new(|c: &Cell| num(per_flip(c, c.slices.total()), 2))));
+                v.push((
+                    "Endpoints writes per flip".into(),
+                    Box::new(|c: &Cell| num(per_flip(c, c.endpoints.total()), 2)),
+                ));
+            }
+            v.push(("EndpointSlice writes (create/update/delete)".into(), writes(|c| &c.slices)));
+            v.push(("Endpoints writes (create/update/delete)".into(), writes(|c| &c.endpoints)));
+            v.push(("peak RSS (MiB)".into(), Box::new(|c: &Cell| num(mib(c.usage.peak_rss_kib), 1))));
+            v.push(("CPU (s)".into(), Box::new(|c: &Cell| num(c.usage.cpu_s, 2))));
+            v
+        };
+        for s in [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S4] {
+            if !cs.iter().any(|&c| self.cell(s, c).is_some()) {
+                continue;
+            }
+            for (label, f) in common(s) {
+                let _ = write!(out, "| {s:?} | {label} |");
+                for &c in cs {
+                    let v = self.cell(s, c).map(&f).map(|v| v.0).unwrap_or_else(|| "n/a".into());
+                    let _ = write!(out, " {v} |");
+                }
+                for (a, b) in &pairs {
+                    let r = ratio(self.cell(s, *a).and_then(|x| f(x).1), self.cell(s, *b).and_then(|x| f(x).1));
+                    let _ = write!(out, " {} |", show_ratio(r));
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn targets(&self) -> String {
+        let e = Contender::Epslice;
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let kcms: Vec<Contender> =
+            [Contender::Kcm, Contender::KcmFast].into_iter().filter(|c| self.args.contenders.contains(c)).collect();
+        let rel = |s: Scenario, f: &dyn Fn(&Cell) -> Option<f64>, other: Contender| {
+            ratio(self.cell(s, e).and_then(f), self.cell(s, other).and_then(f))
+        };
+        for &k in &kcms {
+            let n = k.name();
+            rows.push((format!("S1 convergence ≤ 0.5× {n}"), verdict(rel(Scenario::S1, &|c| c.secs, k), 0.5)));
+        }
+        if self.args.contenders.contains(&Contender::Floor) {
+            rows.push((
+                "S1 convergence ≤ 1.2× floor".into(),
+                verdict(rel(Scenario::S1, &|c| c.secs, Contender::Floor), 1.2),
+            ));
+        }
+        for &k in &kcms {
+            rows.push((
+                format!("S2 latency p99 ≤ 0.5× {}", k.name()),
+                verdict(rel(Scenario::S2, &|c| c.flips.as_ref().map(|f| f.e2e.1), k), 0.5),
+            ));
+        }
+        if let Some(f) = self.cell(Scenario::S2, e).and_then(|c| c.flips.clone()) {
+            let v = if f.share.1 <= 50.0 {
+                format!("met (p99 {:.1} ms, p50 {:.1} ms)", f.share.1, f.share.0)
+            } else {
+                format!(
+                    "**missed** (p99 {:.1} ms, {:.1}× the target; p50 {:.1} ms)",
+                    f.share.1,
+                    f.share.1 / 50.0,
+                    f.share.0
+                )
+            };
+            rows.push(("S2 controller share ≤ 50 ms (p99)".into(), v));
+        }
+        if let Some(c) = self.cell(Scenario::S2, e) {
+            let w = per_flip(c, c.slices.total());
+            rows.push((
+                "one slice write per single-pod change (S2)".into(),
+                match w {
+                    Some(w) if w <= 1.0 => format!("met ({w:.2} per flip)"),
+                    Some(w) => format!("**missed** ({w:.2} per flip)"),
+                    None => "not measured".into(),
+                },
+            ));
+        }
+        for (s, what) in [(Scenario::S3, "restart"), (Scenario::S4, "takeover from kcm")] {
+            if let Some(c) = self.cell(s, e) {
+                let (a, b) = (c.slices.total(), c.endpoints.total());
+                rows.push((
+                    format!("zero writes on {what} ({s:?})"),
+                    if a + b == 0.0 {
+                        "met (0)".into()
+                    } else {
+                        format!("**missed** ({a} slice + {b} Endpoints writes)")
+                    },
+                ));
+            }
+        }
+        for &k in &kcms {
+            for s in [Scenario::S1, Scenario::S2] {
+                rows.push((
+                    format!("peak RSS ≤ 0.25× {} ({s:?})", k.name()),
+                    verdict(rel(s, &|c| mib(c.usage.peak_rss_kib), k), 0.25),
+                ));
+                rows.push((format!("CPU ≤ 0.33× {} ({s:?})", k.name()), verdict(rel(s, &|c| c.usage.cpu_s, k), 0.33)));
+            }
+        }
+        let mut out = String::from("| target (epslice) | result |\n| --- | --- |\n");
+        for (t, v) in rows {
+            let _ = writeln!(out, "| {t} | {v} |");
+        }
+        out
+    }
+
+    fn notes(&self) -> String {
+        let mut out = String::new();
+        for s in [Scenario::S1, Scenario::S2, Scenario::S3, Scenario::S4] {
+            for (i, &c) in self.args.contenders.iter().enumerate() {
+                if let Some(n) = self.results.get(&(s, i)).and_then(|x| x.note.clone()) {
+                    let _ = writeln!(out, "- {s:?} {}: {n}", c.name());
+                }
+            }
+        }
+        for f in &self.failures {
+            let _ = writeln!(out, "- FAILED {f}");
+        }
+        out
+    }
+
+    /// The whole section.
+    pub fn markdown(&self) -> String {
+        let v = envtest::versions();
+        let a = self.args;
+        let mut out = String::new();
+        let _ = writeln!(out, "### epslice-bench run, {}\n", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
+        let _ = writeln!(out, "- Machine: {}", self.machine);
+        let _ = writeln!(out, "- Command: `{}`", self.command);
+        let _ = writeln!(
+            out,
+            "- Build: {}; kube-apiserver / kube-controller-manager {}, etcd {}, kwok {}",
+            if cfg!(debug_assertions) { "debug (not representative)" } else { "release" },
+            v.kubernetes,
+            v.etcd,
+            v.kwok
+        );
+        let _ = writeln!(
+            out,
+            "- Scale: {} Services ({} × {} pods + {} × {} pods), {} pods, {} kwok nodes in 3 zones (objects created in {:.0?}); S2: {} flips/s for {} s",
+            self.services,
+            a.services,
+            a.pods_per_service,
+            a.big_services,
+            a.big_pods_per_service,
+            self.pods,
+            a.nodes,
+            self.setup,
+            a.flips_per_second,
+            a.churn_seconds
+        );
+        let _ = writeln!(
+            out,
+            "- Writes are `apiserver_request_total` deltas (create/update/delete = POST/PUT+PATCH/DELETE); CPU = utime+stime from /proc/<pid>/stat ÷ CLK_TCK ({}); peak RSS = VmHWM (reset per window through /proc/<pid>/clear_refs where allowed). floor runs inside the harness: no RSS/CPU.\n",
+            self.tck
+        );
+        out.push_str(&self.table());
+        out.push('\n');
+        out.push_str(&self.targets());
+        let notes = self.notes();
+        if !notes.is_empty() {
+            out.push_str("\nNotes:\n\n");
+            out.push_str(&notes);
+        }
+        out
+    }
+}
+
+/// Writes `section` between the markers of `path` (appending the markers if absent; creating
+/// the file with a `# Benchmarks` heading if missing).
+pub fn write_doc(path: &Path, section: &str) -> anyhow::Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let block = format!("{BEGIN}\n{}\n{END}", section.trim_end());
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &old[..b], &old[e + END.len()..]),
+        _ => format!("{}\n\n{block}\n", old.trim_end()),
+    };
+    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
