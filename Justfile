@@ -31,6 +31,19 @@ deny:
     command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
     cargo deny check
 
-# Benchmarks of the pure planner (results: docs/benchmarks.md).
-bench:
+# Benchmarks (results: docs/benchmarks.md): the pure planner (divan), then the side-by-side harness
+# kcm vs epslice vs a write floor on a real control plane. ARGS go to epslice-bench, e.g.
+# `just bench --services 50 --pods-per-service 5 --big-services 2 --churn-seconds 10`.
+bench *ARGS:
     cargo bench -p epslice --bench plan
+    just bench-side {{ARGS}}
+
+# Only the side-by-side harness (release build; `epslice-bench --help` lists the flags).
+bench-side *ARGS:
+    cargo build --release -p epslice-integration-tests --bins
+    cargo run --release -q -p epslice-integration-tests --bin epslice-bench -- {{ARGS}}
+
+# Differential test: kcm and epslice on COUNT seeded random workloads from SEED (~5 s per seed);
+# a difference prints a reproduction. The default run (seed 1) is part of `just test`.
+diff-test SEED="1" COUNT="20":
+    EPSLICE_DIFF_SEED={{SEED}} EPSLICE_DIFF_COUNT={{COUNT}} cargo test -p epslice-integration-tests --test differential -- --nocapture
