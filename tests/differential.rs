@@ -134,6 +134,10 @@ async fn run_seed(client: &kube::Client, seed: u64, nodes: &[kwok::NodeSpec]) ->
         managed_by: managed_by.to_string(),
         max_endpoints_per_slice: 100,
         endpoints,
+        // Mirrored slices are checked below with the one documented normalisation.
+        mirroring: false,
+        mirroring_managed_by: mirror_core::DEFAULT_MANAGED_BY.to_string(),
+        mirroring_max_endpoints_per_subset: 1000,
         output: Output::Table,
     };
     let state = verify::read(client, &args(KCM, true)).await.unwrap();

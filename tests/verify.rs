@@ -131,3 +131,67 @@ async fn verify_reports_extra_slices() {
     assert_eq!(code, 1, "{text}");
     assert_eq!(status_of(&text, "EndpointSlice"), "EXTRA", "{text}");
 }
+
+/// Selector-less Services: the slices mirrored from their custom Endpoints are checked with the
+/// mirroring core (OK, then DRIFT, MISSING and EXTRA).
+#[tokio::test]
+async fn verify_checks_mirrored_slices() {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "verify-mirror").await.unwrap();
+    let ctl = start(&client, &ns, |o| o.controllers = vec![ControllerName::EndpointSliceMirroring]).await;
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ext"},
+        "spec": {"ports": [{"name": "http", "port": 80}]},
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), &ns).create(&PostParams::default(), &svc).await.unwrap();
+    let eps: Endpoints = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ext"},
+        "subsets": [{
+            "addresses": [{"ip": "192.0.2.10"}, {"ip": "192.0.2.11"}],
+            "notReadyAddresses": [{"ip": "192.0.2.12"}],
+            "ports": [{"name": "http", "port": 8080}],
+        }],
+    }))
+    .unwrap();
+    let endpoints_api = Api::<Endpoints>::namespaced(client.clone(), &ns);
+    endpoints_api.create(&PostParams::default(), &eps).await.unwrap();
+    let mirrored = wait_slices(&client, &ns, "ext", "3 mirrored endpoints", |s| endpoint_count(s) == 3).await;
+    ctl.stop().await;
+    const KIND: &str = "EndpointSlice (mirrored)";
+
+    let (code, text) = kubectl_epslice(&["-n", &ns]);
+    assert_eq!(code, 0, "{text}");
+    let row = text.lines().find(|l| l.contains(KIND)).unwrap_or_else(|| panic!("no mirrored row:\n{text}"));
+    assert!(row.contains(" OK ") && row.contains("2 ready, 1 not ready"), "{text}");
+
+    // Drift: an endpoint removed from the mirrored slice.
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let mut s = mirrored[0].clone();
+    s.endpoints.as_mut().unwrap().pop();
+    slices_api.replace(&s.metadata.name.clone().unwrap(), &PostParams::default(), &s).await.unwrap();
+    let (code, text) = kubectl_epslice(&["-n", &ns, "ext", "-o", "json"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(status_of(&text, KIND), "DRIFT", "{text}");
+
+    // Extra: the Endpoints gone, the mirrored slice left behind.
+    let kept = endpoints_api.get("ext").await.unwrap();
+    endpoints_api.delete("ext", &DeleteParams::default()).await.unwrap();
+    let (code, text) = kubectl_epslice(&["-n", &ns, "ext", "-o", "json"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(status_of(&text, KIND), "EXTRA", "{text}");
+
+    // Missing: the Endpoints back, no mirrored slice.
+    slices_api.delete(&s.metadata.name.clone().unwrap(), &DeleteParams::default()).await.unwrap();
+    let mut again = kept.clone();
+    again.metadata = kube::api::ObjectMeta { name: Some("ext".into()), ..Default::default() };
+    endpoints_api.create(&PostParams::default(), &again).await.unwrap();
+    let (code, text) = kubectl_epslice(&["-n", &ns, "ext", "-o", "json"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(status_of(&text, KIND), "MISSING", "{text}");
+
+    // Without --mirroring there is no such row.
+    let (_, text) = kubectl_epslice(&["-n", &ns, "ext", "--mirroring=false", "-o", "json"]);
+    assert!(!text.contains(KIND), "{text}");
+}

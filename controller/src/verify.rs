@@ -1,6 +1,7 @@
-//! `epslice verify` (also `kubectl epslice verify`): recomputes, with the same pure core the
-//! controllers use, what the EndpointSlices and Endpoints of each Service should be, and compares
-//! that with what the cluster holds. Works on any cluster, including one where
+//! `epslice verify` (also `kubectl epslice verify`): recomputes, with the same pure cores the
+//! controllers use, what the EndpointSlices and Endpoints of each Service should be (and, for a
+//! selector-less Service, the slices mirrored from its custom Endpoints), and compares that with
+//! what the cluster holds. Works on any cluster, including one where
 //! kube-controller-manager manages the objects (`--managed-by`).
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use crate::endpoints as ep_core;
 use crate::endpointslice as es_core;
+use crate::mirroring as mirror_core;
 
 /// Flags of `epslice verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +38,15 @@ pub struct VerifyArgs {
     /// Also check v1 Endpoints.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub endpoints: bool,
+    /// Also check the slices mirrored from the custom Endpoints of selector-less Services.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub mirroring: bool,
+    /// The managed-by value of mirrored EndpointSlices.
+    #[arg(long, default_value = mirror_core::DEFAULT_MANAGED_BY)]
+    pub mirroring_managed_by: String,
+    /// `--mirroring-max-endpoints-per-subset` the mirroring controller runs with.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub mirroring_max_endpoints_per_subset: u16,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -114,7 +125,13 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
             continue;
         }
         let spec = svc.spec.clone().unwrap_or_default();
-        if spec.selector.is_none() || spec.type_.as_deref() == Some("ExternalName") {
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        if spec.selector.is_none() {
+            if args.mirroring {
+                rows.extend(compare_mirrored(state, svc, args));
+            }
             continue;
         }
         let pods: Vec<&Pod> = state.pods.iter().filter(|p| p.namespace().as_deref() == Some(ns.as_str())).collect();
@@ -208,6 +225,71 @@ fn rewrites_nothing(existing: &EndpointSlice, update: &EndpointSlice) -> bool {
         && existing.ports == update.ports
 }
 
+/// The row for the mirrored slices of a selector-less Service (`None`: nothing to mirror and
+/// nothing mirrored, e.g. a Service whose Endpoints nobody wrote).
+fn compare_mirrored(state: &ClusterState, svc: &Service, args: &VerifyArgs) -> Option<Row> {
+    let ns = svc.namespace().unwrap_or_default();
+    let name = svc.name_any();
+    let cfg = mirror_core::Config {
+        max_endpoints_per_subset: usize::from(args.mirroring_max_endpoints_per_subset),
+        managed_by: args.mirroring_managed_by.clone(),
+    };
+    let labelled: Vec<&EndpointSlice> = state
+        .slices
+        .iter()
+        .filter(|s| {
+            s.namespace().as_deref() == Some(ns.as_str()) && s.labels().get("kubernetes.io/service-name") == Some(&name)
+        })
+        .collect();
+    let ours = labelled
+        .iter()
+        .filter(|s| s.labels().get("endpointslice.kubernetes.io/managed-by") == Some(&args.mirroring_managed_by))
+        .count();
+    let endpoints =
+        state.endpoints.iter().find(|e| e.namespace().as_deref() == Some(ns.as_str()) && e.name_any() == name);
+    let plan = match endpoints {
+        Some(e) => mirror_core::plan(
+            &mirror_core::Input { endpoints: e, service: Some(svc), existing_slices: &labelled },
+            &cfg,
+        ),
+        None if ours == 0 => return None,
+        None => mirror_core::plan_delete_all(&ns, &name, &labelled, &cfg),
+    };
+    let (status, detail) = if plan.is_noop() {
+        match (&plan.not_mirrored, endpoints) {
+            (Some(why), _) => (Status::Ok, format!("not mirrored ({why:?})")),
+            (None, Some(e)) => {
+                let (r, nr) = count_addresses(e);
+                (Status::Ok, format!("{ours} slice(s) mirroring {r} ready, {nr} not ready"))
+            }
+            (None, None) => (Status::Ok, format!("{ours} slice(s)")),
+        }
+    } else if ours == 0 {
+        (
+            Status::Missing,
+            format!(
+                "no EndpointSlice managed by {}; {} would be created",
+                args.mirroring_managed_by,
+                plan.create.len()
+            ),
+        )
+    } else {
+        let mut parts = Vec::new();
+        if !plan.update.is_empty() {
+            parts.push(format!("would update {}", names(&plan.update)));
+        }
+        if !plan.create.is_empty() {
+            parts.push(format!("would create {}", plan.create.len()));
+        }
+        if !plan.delete.is_empty() {
+            parts.push(format!("would delete {}", names(&plan.delete)));
+        }
+        let status = if plan.delete.len() > plan.create.len() { Status::Extra } else { Status::Drift };
+        (status, parts.join("; "))
+    };
+    Some(Row { namespace: ns, service: name, kind: "EndpointSlice (mirrored)", status, detail })
+}
+
 fn count_addresses(e: &Endpoints) -> (usize, usize) {
     let s = e.subsets.as_deref().unwrap_or_default();
     (
@@ -246,7 +328,7 @@ pub async fn read(client: &kube::Client, args: &VerifyArgs) -> anyhow::Result<Cl
         .await
         .map_err(ctx("endpointslices"))?
         .items;
-    let endpoints = if args.endpoints {
+    let endpoints = if args.endpoints || args.mirroring {
         api::<Endpoints>(client, ns).list(&lp).await.map_err(ctx("endpoints"))?.items
     } else {
         Vec::new()
@@ -408,6 +490,9 @@ mod tests {
             managed_by: es_core::DEFAULT_MANAGED_BY.into(),
             max_endpoints_per_slice: 100,
             endpoints: false,
+            mirroring: false,
+            mirroring_managed_by: mirror_core::DEFAULT_MANAGED_BY.into(),
+            mirroring_max_endpoints_per_subset: 1000,
             output: Output::Table,
         };
         compare(&state, &args)
@@ -467,6 +552,9 @@ mod tests {
             managed_by: es_core::DEFAULT_MANAGED_BY.into(),
             max_endpoints_per_slice: 100,
             endpoints: false,
+            mirroring: false,
+            mirroring_managed_by: mirror_core::DEFAULT_MANAGED_BY.into(),
+            mirroring_max_endpoints_per_subset: 1000,
             output: Output::Table,
         };
         rows = compare(&state, &args);
