@@ -4,7 +4,6 @@
 //! `getEndpointAddresses` and the desired-state half of `reconcileByAddressType`.
 
 use std::borrow::Borrow;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 
@@ -277,22 +276,58 @@ pub struct DesiredPortSet<'a> {
     /// exists as soon as an eligible pod resolves to it, even if that pod then yields no
     /// endpoint (missing Node, no IP of the family), as upstream.
     pub endpoints: Vec<DesiredEndpoint<'a>>,
-    /// Position in `endpoints` of each identity.
-    pub index: HashMap<EndpointKeyRef<'a>, usize, FastHash>,
+    /// The identity index: from the 64-bit hash of an identity to the last endpoint with
+    /// that hash, the others chained in `same_hash`. Hashes index a small, dense table (a map
+    /// of whole keys was several times larger and missed the cache on every probe); identities
+    /// are always compared in full.
+    by_hash: HashMap<u64, usize, FastHash>,
+    /// For each endpoint, the previous endpoint with the same hash (`usize::MAX`: none).
+    same_hash: Vec<usize>,
+    hasher: FastHash,
 }
 
 impl<'a> DesiredPortSet<'a> {
-    fn new(ports: Vec<EndpointPort>) -> Self {
-        DesiredPortSet { ports, endpoints: Vec::new(), index: HashMap::default() }
+    fn new(ports: Vec<EndpointPort>, capacity: usize) -> Self {
+        DesiredPortSet {
+            ports,
+            endpoints: Vec::with_capacity(capacity),
+            by_hash: HashMap::with_capacity_and_hasher(capacity, FastHash::default()),
+            same_hash: Vec::with_capacity(capacity),
+            hasher: FastHash::default(),
+        }
+    }
+
+    /// The hash of an identity in this set's index.
+    pub fn hash_key(&self, key: &EndpointKeyRef<'_>) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The position of the endpoint with identity `key`, whose [`DesiredPortSet::hash_key`] is
+    /// `hash`.
+    pub fn find(&self, key: &EndpointKeyRef<'_>, hash: u64) -> Option<usize> {
+        let mut at = *self.by_hash.get(&hash)?;
+        while at != usize::MAX {
+            if self.endpoints[at].key == *key {
+                return Some(at);
+            }
+            at = self.same_hash[at];
+        }
+        None
     }
 
     /// Adds an endpoint; one with the identity of an earlier one replaces it.
     pub fn insert(&mut self, endpoint: DesiredEndpoint<'a>) {
-        match self.index.entry(endpoint.key.clone()) {
-            Entry::Occupied(at) => self.endpoints[*at.get()] = endpoint,
-            Entry::Vacant(slot) => {
-                slot.insert(self.endpoints.len());
+        let hash = self.hash_key(&endpoint.key);
+        self.insert_hashed(endpoint, hash);
+    }
+
+    fn insert_hashed(&mut self, endpoint: DesiredEndpoint<'a>, hash: u64) {
+        match self.find(&endpoint.key, hash) {
+            Some(at) => self.endpoints[at] = endpoint,
+            None => {
+                let at = self.endpoints.len();
                 self.endpoints.push(endpoint);
+                self.same_hash.push(self.by_hash.insert(hash, at).unwrap_or(usize::MAX));
             }
         }
     }
@@ -362,7 +397,7 @@ pub fn desired_endpoints<'a>(service: &Service, pods: &[&'a Pod], nodes: &'a dyn
     let mut resolutions: Vec<(Vec<Option<i32>>, usize)> = Vec::new();
     let mut resolved: Vec<Option<i32>> = Vec::with_capacity(service_ports.len());
 
-    for pod in pods.iter().copied() {
+    for (n, pod) in pods.iter().copied().enumerate() {
         if !podutil::service_selects_pod(service, pod) || !podutil::should_pod_be_in_endpoints(pod, true) {
             continue;
         }
@@ -377,7 +412,9 @@ pub fn desired_endpoints<'a>(service: &Service, pods: &[&'a Pod], nodes: &'a dyn
                     Some(set) => set,
                     None => {
                         port_keys.push(key);
-                        sets.push(families.iter().map(|_| DesiredPortSet::new(ports.clone())).collect());
+                        // Sized for all remaining pods: almost always one port set takes them all.
+                        let capacity = pods.len() - n;
+                        sets.push(families.iter().map(|_| DesiredPortSet::new(ports.clone(), capacity)).collect());
                         sets.len() - 1
                     }
                 };
@@ -422,4 +459,51 @@ pub fn desired_endpoints<'a>(service: &Service, pods: &[&'a Pod], nodes: &'a dyn
         }
     }
     DesiredEndpoints { address_types, by_address_type, warnings }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn endpoint<'a>(name: &'a str, node_name: &'a str) -> DesiredEndpoint<'a> {
+        DesiredEndpoint {
+            key: EndpointKeyRef {
+                addresses: AddressList::One(Cow::Borrowed("10.0.0.1")),
+                hostname: "",
+                namespace: "ns",
+                name,
+            },
+            uid: "",
+            node_name,
+            zone: "",
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
+
+    /// Different identities with the same hash are told apart; the same identity replaces.
+    #[test]
+    fn port_set_index_survives_hash_collisions() {
+        let mut set = DesiredPortSet::new(Vec::new(), 0);
+        for (name, node) in [("a", "n1"), ("b", "n1"), ("c", "n1"), ("b", "n2")] {
+            set.insert_hashed(endpoint(name, node), 42);
+        }
+        assert_eq!(set.endpoints.len(), 3);
+        for (name, at) in [("a", 0), ("b", 1), ("c", 2)] {
+            assert_eq!(set.find(&endpoint(name, "").key, 42), Some(at), "{name}");
+            assert_eq!(set.find(&endpoint(name, "").key, 7), None, "{name} under another hash");
+        }
+        assert_eq!(set.endpoints[1].node_name, "n2", "the later endpoint replaced the earlier");
+        assert_eq!(set.find(&endpoint("d", "").key, 42), None);
+
+        // Through the real hash as well.
+        let mut set = DesiredPortSet::new(Vec::new(), 0);
+        set.insert(endpoint("a", "n1"));
+        set.insert(endpoint("a", "n2"));
+        let key = endpoint("a", "").key;
+        assert_eq!(set.find(&key, set.hash_key(&key)), Some(0));
+        assert_eq!(set.endpoints.len(), 1);
+    }
 }

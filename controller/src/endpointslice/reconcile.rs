@@ -182,7 +182,7 @@ fn reconcile_by_port_mapping(
     set: DesiredPortSet<'_>,
     address_type: IpFamily,
 ) -> PortMappingOutcome {
-    let DesiredPortSet { ports, endpoints: desired, index } = set;
+    let desired = &set.endpoints;
     let mut updates = Vec::new();
     let mut deletes = Vec::new();
     let mut unchanged = Vec::new();
@@ -200,7 +200,7 @@ fn reconcile_by_port_mapping(
         let mut endpoint_updated = false;
         for endpoint in old {
             let key = EndpointKeyRef::of(endpoint);
-            let Some(d) = index.get(&key).copied().filter(|&d| !placed[d]) else {
+            let Some(d) = set.find(&key, set.hash_key(&key)).filter(|&d| !placed[d]) else {
                 continue;
             };
             placed[d] = true;
@@ -233,7 +233,7 @@ fn reconcile_by_port_mapping(
         }
     }
 
-    let mut desired = Remaining::new(&desired, &placed);
+    let mut desired = Remaining::new(desired, &placed);
     let added = desired.len();
 
     // 2. Fill slices already being updated, fullest first.
@@ -267,7 +267,7 @@ fn reconcile_by_port_mapping(
                 updates.push(i);
             }
             None => {
-                let mut slice = new_endpoint_slice(ctx.service, &ports, address_type.as_str(), ctx.managed_by);
+                let mut slice = new_endpoint_slice(ctx.service, &set.ports, address_type.as_str(), ctx.managed_by);
                 fill(&mut slice, &mut desired, ctx.max);
                 creates.push(slice);
             }
