@@ -11,7 +11,9 @@ use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
 
 use super::PlanWarning;
-use super::equality::{AddressList, EndpointKey, EndpointKeyRef, PortMapKey};
+use super::equality::{
+    AddressList, EndpointKey, EndpointKeyRef, PortMapKey, encode_identity, encode_opt_bool, encode_opt_str, encode_str,
+};
 use super::labels::LABEL_TOPOLOGY_ZONE;
 use crate::podutil::{self, CLUSTER_IP_NONE, IpFamily};
 
@@ -205,29 +207,19 @@ impl<'a> DesiredEndpoint<'a> {
         }
     }
 
-    /// [`endpoints_equal_beyond_hash`](super::equality::endpoints_equal_beyond_hash) of this
-    /// endpoint (as `to_endpoint` would build it) and an existing one, without building it.
-    pub fn equal_beyond_hash(&self, existing: &Endpoint) -> bool {
-        let conditions = existing.conditions.as_ref();
-        let condition = |c: fn(&EndpointConditions) -> Option<bool>| conditions.and_then(c);
-        // The targetRef as Go compares it: absent strings are empty; resourceVersion ignored.
-        let target_equal = existing.target_ref.as_ref().is_some_and(|t| {
-            fn s(v: &Option<String>) -> &str {
-                v.as_deref().unwrap_or("")
-            }
-            s(&t.api_version).is_empty()
-                && s(&t.field_path).is_empty()
-                && s(&t.kind) == "Pod"
-                && s(&t.name) == self.key.name
-                && s(&t.namespace) == self.key.namespace
-                && s(&t.uid) == self.uid
-        });
-        existing.node_name.as_deref() == as_non_empty(self.node_name)
-            && existing.zone.as_deref() == as_non_empty(self.zone)
-            && condition(|c| c.ready) == Some(self.ready)
-            && condition(|c| c.serving) == Some(self.serving)
-            && condition(|c| c.terminating) == Some(self.terminating)
-            && target_equal
+    /// [`encode_beyond_hash`](super::equality::encode_beyond_hash) of this endpoint as [`DesiredEndpoint::to_endpoint`] builds it.
+    pub fn encode_beyond_hash(&self, out: &mut Vec<u8>) {
+        encode_opt_str(out, as_non_empty(self.node_name));
+        encode_opt_str(out, as_non_empty(self.zone));
+        encode_opt_bool(out, Some(self.ready));
+        encode_opt_bool(out, Some(self.serving));
+        encode_opt_bool(out, Some(self.terminating));
+        // targetRef: apiVersion and fieldPath empty, kind Pod, the UID.
+        out.push(1);
+        encode_str(out, "");
+        encode_str(out, "");
+        encode_str(out, "Pod");
+        encode_str(out, self.uid);
     }
 }
 
@@ -276,14 +268,26 @@ pub struct DesiredPortSet<'a> {
     /// exists as soon as an eligible pod resolves to it, even if that pod then yields no
     /// endpoint (missing Node, no IP of the family), as upstream.
     pub endpoints: Vec<DesiredEndpoint<'a>>,
-    /// The identity index: from the 64-bit hash of an identity to the last endpoint with
-    /// that hash, the others chained in `same_hash`. Hashes index a small, dense table (a map
-    /// of whole keys was several times larger and missed the cache on every probe); identities
-    /// are always compared in full.
+    /// Per endpoint, where its encoded identity and beyond-hash fields lie in `encoded`.
+    records: Vec<Record>,
+    /// The encodings ([`encode_identity`], [`encode_beyond_hash`](super::equality::encode_beyond_hash))
+    /// of the endpoints, packed
+    /// so that matching existing endpoints reads compact, recently written memory rather
+    /// than the pods.
+    encoded: Vec<u8>,
+    /// The identity index: from the 64-bit hash of an encoded identity to the last endpoint
+    /// with that hash, the others chained through `Record::same_hash`. Identities are always
+    /// compared in full.
     by_hash: HashMap<u64, usize, FastHash>,
-    /// For each endpoint, the previous endpoint with the same hash (`usize::MAX`: none).
-    same_hash: Vec<usize>,
     hasher: FastHash,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    identity: std::ops::Range<usize>,
+    beyond_hash: std::ops::Range<usize>,
+    /// The previous endpoint with the same hash (`usize::MAX`: none).
+    same_hash: usize,
 }
 
 impl<'a> DesiredPortSet<'a> {
@@ -291,43 +295,64 @@ impl<'a> DesiredPortSet<'a> {
         DesiredPortSet {
             ports,
             endpoints: Vec::with_capacity(capacity),
+            records: Vec::with_capacity(capacity),
+            // About 64 bytes per endpoint with short names.
+            encoded: Vec::with_capacity(capacity * 64),
             by_hash: HashMap::with_capacity_and_hasher(capacity, FastHash::default()),
-            same_hash: Vec::with_capacity(capacity),
             hasher: FastHash::default(),
         }
     }
 
-    /// The hash of an identity in this set's index.
-    pub fn hash_key(&self, key: &EndpointKeyRef<'_>) -> u64 {
-        self.hasher.hash_one(key)
+    /// The hash of an encoded identity in this set's index.
+    pub fn hash_identity(&self, identity: &[u8]) -> u64 {
+        self.hasher.hash_one(identity)
     }
 
-    /// The position of the endpoint with identity `key`, whose [`DesiredPortSet::hash_key`] is
-    /// `hash`.
-    pub fn find(&self, key: &EndpointKeyRef<'_>, hash: u64) -> Option<usize> {
+    /// The position of the endpoint whose encoded identity is `identity`, given its
+    /// [`DesiredPortSet::hash_identity`].
+    pub fn find(&self, identity: &[u8], hash: u64) -> Option<usize> {
         let mut at = *self.by_hash.get(&hash)?;
         while at != usize::MAX {
-            if self.endpoints[at].key == *key {
+            let record = &self.records[at];
+            if self.encoded[record.identity.clone()] == *identity {
                 return Some(at);
             }
-            at = self.same_hash[at];
+            at = record.same_hash;
         }
         None
     }
 
-    /// Adds an endpoint; one with the identity of an earlier one replaces it.
-    pub fn insert(&mut self, endpoint: DesiredEndpoint<'a>) {
-        let hash = self.hash_key(&endpoint.key);
-        self.insert_hashed(endpoint, hash);
+    /// The encoded beyond-hash fields of the endpoint at `at`
+    /// ([`encode_beyond_hash`](super::equality::encode_beyond_hash)).
+    pub fn beyond_hash(&self, at: usize) -> &[u8] {
+        &self.encoded[self.records[at].beyond_hash.clone()]
     }
 
-    fn insert_hashed(&mut self, endpoint: DesiredEndpoint<'a>, hash: u64) {
-        match self.find(&endpoint.key, hash) {
-            Some(at) => self.endpoints[at] = endpoint,
-            None => {
+    /// Adds an endpoint; one with the identity of an earlier one replaces it.
+    pub fn insert(&mut self, endpoint: DesiredEndpoint<'a>) {
+        let start = self.encoded.len();
+        encode_identity(&mut self.encoded, &endpoint.key);
+        let hash = self.hash_identity(&self.encoded[start..]);
+        self.insert_hashed(endpoint, start, hash);
+    }
+
+    /// [`DesiredPortSet::insert`] of an endpoint whose identity was just encoded at `start`.
+    fn insert_hashed(&mut self, endpoint: DesiredEndpoint<'a>, start: usize, hash: u64) {
+        let identity = start..self.encoded.len();
+        endpoint.encode_beyond_hash(&mut self.encoded);
+        let beyond_hash = identity.end..self.encoded.len();
+        match self.find(&self.encoded[identity.clone()], hash) {
+            Some(at) => {
+                // Keep the chain link; the old encoding stays behind unused.
+                self.records[at].identity = identity;
+                self.records[at].beyond_hash = beyond_hash;
+                self.endpoints[at] = endpoint;
+            }
+            _ => {
                 let at = self.endpoints.len();
                 self.endpoints.push(endpoint);
-                self.same_hash.push(self.by_hash.insert(hash, at).unwrap_or(usize::MAX));
+                let same_hash = self.by_hash.insert(hash, at).unwrap_or(usize::MAX);
+                self.records.push(Record { identity, beyond_hash, same_hash });
             }
         }
     }
@@ -486,24 +511,38 @@ mod tests {
     /// Different identities with the same hash are told apart; the same identity replaces.
     #[test]
     fn port_set_index_survives_hash_collisions() {
+        let identity = |name: &str| {
+            let mut out = Vec::new();
+            encode_identity(&mut out, &endpoint(name, "").key);
+            out
+        };
+        let beyond = |node: &str| {
+            let mut out = Vec::new();
+            endpoint("", node).encode_beyond_hash(&mut out);
+            out
+        };
         let mut set = DesiredPortSet::new(Vec::new(), 0);
         for (name, node) in [("a", "n1"), ("b", "n1"), ("c", "n1"), ("b", "n2")] {
-            set.insert_hashed(endpoint(name, node), 42);
+            let start = set.encoded.len();
+            encode_identity(&mut set.encoded, &endpoint(name, node).key);
+            set.insert_hashed(endpoint(name, node), start, 42);
         }
         assert_eq!(set.endpoints.len(), 3);
         for (name, at) in [("a", 0), ("b", 1), ("c", 2)] {
-            assert_eq!(set.find(&endpoint(name, "").key, 42), Some(at), "{name}");
-            assert_eq!(set.find(&endpoint(name, "").key, 7), None, "{name} under another hash");
+            assert_eq!(set.find(&identity(name), 42), Some(at), "{name}");
+            assert_eq!(set.find(&identity(name), 7), None, "{name} under another hash");
         }
         assert_eq!(set.endpoints[1].node_name, "n2", "the later endpoint replaced the earlier");
-        assert_eq!(set.find(&endpoint("d", "").key, 42), None);
+        assert_eq!(set.beyond_hash(1), beyond("n2"));
+        assert_eq!(set.beyond_hash(0), beyond("n1"));
+        assert_eq!(set.find(&identity("d"), 42), None);
 
         // Through the real hash as well.
         let mut set = DesiredPortSet::new(Vec::new(), 0);
         set.insert(endpoint("a", "n1"));
         set.insert(endpoint("a", "n2"));
-        let key = endpoint("a", "").key;
-        assert_eq!(set.find(&key, set.hash_key(&key)), Some(0));
+        assert_eq!(set.find(&identity("a"), set.hash_identity(&identity("a"))), Some(0));
         assert_eq!(set.endpoints.len(), 1);
+        assert_eq!(set.beyond_hash(0), beyond("n2"));
     }
 }

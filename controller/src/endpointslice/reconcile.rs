@@ -11,7 +11,9 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::desired::{DesiredEndpoint, DesiredPortSet};
-use super::equality::{EndpointKeyRef, PortMapKey, owned_by, placeholder_slice_equal};
+use super::equality::{
+    EndpointKeyRef, PortMapKey, encode_beyond_hash, encode_identity, owned_by, placeholder_slice_equal,
+};
 use super::hints::SliceInfo;
 use super::labels::{desired_slice_labels, set_trigger_time_annotation, slice_labels_changed};
 use super::{AddressTypeStats, PortSetStats};
@@ -190,8 +192,10 @@ fn reconcile_by_port_mapping(
     // Desired endpoints already kept in an existing slice (each is kept at most once).
     let mut placed = vec![false; desired.len()];
     let mut kept: Vec<usize> = Vec::new();
+    // An existing endpoint's encodings (see `equality::encode_identity`).
+    let mut scratch: Vec<u8> = Vec::new();
 
-    // 1. Existing slices. Endpoints are matched and compared through borrowed keys; owned
+    // 1. Existing slices. Endpoints are matched and compared through their encodings; owned
     //    endpoints are built only for slices that get rewritten.
     for &i in idxs {
         let orig = working[i].orig;
@@ -199,12 +203,16 @@ fn reconcile_by_port_mapping(
         kept.clear();
         let mut endpoint_updated = false;
         for endpoint in old {
-            let key = EndpointKeyRef::of(endpoint);
-            let Some(d) = set.find(&key, set.hash_key(&key)).filter(|&d| !placed[d]) else {
+            scratch.clear();
+            encode_identity(&mut scratch, &EndpointKeyRef::of(endpoint));
+            let Some(d) = set.find(&scratch, set.hash_identity(&scratch)).filter(|&d| !placed[d]) else {
                 continue;
             };
             placed[d] = true;
-            if !desired[d].equal_beyond_hash(endpoint) {
+            // Same identity; the rest as `endpoints_equal_beyond_hash` compares it.
+            scratch.clear();
+            encode_beyond_hash(&mut scratch, endpoint);
+            if *scratch != *set.beyond_hash(d) {
                 endpoint_updated = true;
             }
             kept.push(d);
