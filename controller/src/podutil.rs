@@ -10,7 +10,9 @@
 //! defaulting (a missing `protocol` or `targetPort`), the apiserver's default is assumed; each
 //! such place says so.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, Service, ServicePort};
@@ -155,10 +157,24 @@ impl std::error::Error for PortNotFound {}
 /// A missing protocol on either side counts as `TCP` (apiserver default); a missing target
 /// port counts as the Service port number (apiserver default).
 pub fn find_port(pod: &Pod, service_port: &ServicePort) -> Result<i32, PortNotFound> {
+    find_port_number(pod, service_port).ok_or_else(|| PortNotFound {
+        pod: pod.metadata.name.clone().unwrap_or_default(),
+        port_name: match service_port_target(service_port) {
+            IntOrString::String(name) => name,
+            IntOrString::Int(n) => n.to_string(),
+        },
+        protocol: service_port_protocol(service_port).to_owned(),
+    })
+}
+
+/// [`find_port`] without the error details: the resolved port number, if any. Allocates
+/// nothing, for the planner, which resolves every Service port of every pod on every sync.
+pub fn find_port_number(pod: &Pod, service_port: &ServicePort) -> Option<i32> {
     let protocol = service_port_protocol(service_port);
-    let name = match service_port_target(service_port) {
-        IntOrString::Int(n) => return Ok(n),
-        IntOrString::String(name) => name,
+    let name = match &service_port.target_port {
+        None => return Some(service_port.port),
+        Some(IntOrString::Int(n)) => return Some(*n),
+        Some(IntOrString::String(name)) => name.as_str(),
     };
     let spec = pod.spec.as_ref();
     let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
@@ -169,18 +185,12 @@ pub fn find_port(pod: &Pod, service_port: &ServicePort) -> Result<i32, PortNotFo
         .filter(|c| is_restartable_init_container(c));
     for container in containers.iter().chain(sidecars) {
         for port in container.ports.as_deref().unwrap_or_default() {
-            if port.name.as_deref() == Some(name.as_str())
-                && port.protocol.as_deref().unwrap_or(PROTOCOL_TCP) == protocol
-            {
-                return Ok(port.container_port);
+            if port.name.as_deref() == Some(name) && port.protocol.as_deref().unwrap_or(PROTOCOL_TCP) == protocol {
+                return Some(port.container_port);
             }
         }
     }
-    Err(PortNotFound {
-        pod: pod.metadata.name.clone().unwrap_or_default(),
-        port_name: name,
-        protocol: protocol.to_owned(),
-    })
+    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,6 +283,75 @@ pub fn canonical_ip_text(ip: &IpAddr) -> String {
 pub fn canonical_ip(s: &str) -> Option<(IpFamily, String)> {
     let ip = parse_ip_sloppy(s)?;
     Some((IpFamily::of(&ip), canonical_ip_text(&ip)))
+}
+
+/// [`canonical_ip`] that borrows `s` when it already is the canonical text, which it almost
+/// always is (kubelets report canonical addresses): the planner reads every pod IP on every
+/// sync and should not allocate a copy of each.
+pub fn canonical_ip_cow(s: &str) -> Option<(IpFamily, Cow<'_, str>)> {
+    let ip = parse_ip_sloppy(s)?;
+    let already_canonical = match ip {
+        IpAddr::V4(v4) => is_dotted_decimal_of(s, v4),
+        IpAddr::V6(v6) => {
+            // An IPv4-mapped address parses as IPv4 above, so this is RFC 5952 text.
+            let mut text = StackText::default();
+            write!(text, "{v6}").is_ok() && text.as_bytes() == s.as_bytes()
+        }
+    };
+    let text = if already_canonical { Cow::Borrowed(s) } else { Cow::Owned(canonical_ip_text(&ip)) };
+    Some((IpFamily::of(&ip), text))
+}
+
+/// True if `s` is exactly `ip` in dotted decimal without leading zeros (what
+/// `Ipv4Addr::to_string` prints), checked without formatting through `fmt`.
+fn is_dotted_decimal_of(s: &str, ip: Ipv4Addr) -> bool {
+    let mut buf = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            buf[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            buf[len] = b'0' + (octet / 10) % 10;
+            len += 1;
+        }
+        buf[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    &buf[..len] == s.as_bytes()
+}
+
+/// A fixed-size text buffer for `write!`, long enough for any IPv6 address (45 bytes).
+struct StackText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText { buf: [0; 48], len: 0 }
+    }
+}
+
+impl StackText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dest = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dest.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// True if `s` parses ([`parse_ip_sloppy`]) as an IPv6 address (upstream `IsIPv6String`).
@@ -855,6 +934,12 @@ mod tests {
             let got = canonical_ip(input);
             let want = expected.map(|(f, t)| (f, t.to_owned()));
             assert_eq!(got, want, "{input}");
+            // The borrowing variant gives the same text, and borrows exactly when unchanged.
+            let cow = canonical_ip_cow(input);
+            assert_eq!(cow.as_ref().map(|(f, t)| (*f, t.to_string())), want, "{input} (cow)");
+            if let Some((_, text)) = cow {
+                assert_eq!(matches!(text, Cow::Borrowed(_)), text == *input, "{input} (borrowed?)");
+            }
         }
         assert!(is_ipv6_string("2000::1"));
         assert!(!is_ipv6_string("10.0.0.10"));
@@ -867,6 +952,10 @@ mod tests {
         #[test]
         fn sloppy_parser_agrees_with_std(s in "[0-9a-fA-F:.]{0,45}") {
             let ours = parse_ip_sloppy(&s);
+            proptest::prop_assert_eq!(
+                canonical_ip_cow(&s).map(|(f, t)| (f, t.into_owned())),
+                canonical_ip(&s)
+            );
             if let Ok(std) = s.parse::<IpAddr>() {
                 let folded = match std {
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -882,6 +971,8 @@ mod tests {
                 let text = canonical_ip_text(&ip);
                 let (family, again) = canonical_ip(&text).unwrap();
                 proptest::prop_assert_eq!(&again, &text);
+                let (_, borrowed) = canonical_ip_cow(&text).unwrap();
+                proptest::prop_assert!(matches!(borrowed, Cow::Borrowed(_)), "{} not borrowed", text);
                 proptest::prop_assert_eq!(family, IpFamily::of(&parse_ip_sloppy(&text).unwrap()));
             }
         }

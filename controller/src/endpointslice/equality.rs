@@ -12,6 +12,7 @@
 //! `ObjectReference` fields are plain strings in Go, so an absent field and an empty one are the
 //! same value; the comparisons here treat `None` and `Some("")` alike for them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
@@ -76,6 +77,197 @@ impl EndpointKey {
             hostname: endpoint.hostname.clone().unwrap_or_default(),
             namespace: target.and_then(|t| t.namespace.clone()).unwrap_or_default(),
             name: target.and_then(|t| t.name.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Addresses of an endpoint in key order, borrowed where possible. Almost every endpoint has
+/// exactly one address, which is stored inline.
+///
+/// Equality, hashing and ordering are those of the address list (so `One(a)` equals a `Many`
+/// holding only `a`), and agree with `Vec<String>` as used in [`EndpointKey`].
+#[derive(Debug, Clone)]
+pub enum AddressList<'a> {
+    /// A single address.
+    One(Cow<'a, str>),
+    /// Any other number of addresses, sorted once complete.
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl Default for AddressList<'_> {
+    fn default() -> Self {
+        AddressList::Many(Vec::new())
+    }
+}
+
+impl<'a> AddressList<'a> {
+    /// The addresses.
+    pub fn as_slice(&self) -> &[Cow<'a, str>] {
+        match self {
+            AddressList::One(a) => std::slice::from_ref(a),
+            AddressList::Many(v) => v,
+        }
+    }
+
+    /// True if there is no address.
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    /// Appends an address; call [`AddressList::sort`] when done.
+    pub fn push(&mut self, address: Cow<'a, str>) {
+        match self {
+            AddressList::Many(v) if v.is_empty() => *self = AddressList::One(address),
+            AddressList::One(first) => {
+                let first = std::mem::take(first);
+                *self = AddressList::Many(vec![first, address]);
+            }
+            AddressList::Many(v) => v.push(address),
+        }
+    }
+
+    /// Sorts the addresses (key order).
+    pub fn sort(&mut self) {
+        if let AddressList::Many(v) = self {
+            v.sort();
+        }
+    }
+
+    /// Owned copies, for an `Endpoint`.
+    pub fn to_vec(&self) -> Vec<String> {
+        self.as_slice().iter().map(|a| a.as_ref().to_owned()).collect()
+    }
+}
+
+impl PartialEq for AddressList<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for AddressList<'_> {}
+
+impl std::hash::Hash for AddressList<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialOrd for AddressList<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AddressList<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+/// [`EndpointKey`] borrowed from an endpoint (or from a pod, for desired endpoints), so the
+/// planner can match thousands of endpoints per sync without copying their strings. Same
+/// fields, same equality and the same order as [`EndpointKey`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointKeyRef<'a> {
+    /// Addresses, sorted.
+    pub addresses: AddressList<'a>,
+    /// Hostname, empty when unset.
+    pub hostname: &'a str,
+    /// targetRef namespace, empty when unset.
+    pub namespace: &'a str,
+    /// targetRef name, empty when unset.
+    pub name: &'a str,
+}
+
+impl<'a> EndpointKeyRef<'a> {
+    /// The identity of an existing endpoint. Allocates only for an endpoint with several
+    /// addresses.
+    pub fn of(endpoint: &'a Endpoint) -> Self {
+        let addresses = match endpoint.addresses.as_slice() {
+            [one] => AddressList::One(Cow::Borrowed(one.as_str())),
+            many => {
+                let mut list: Vec<Cow<'a, str>> = many.iter().map(|a| Cow::Borrowed(a.as_str())).collect();
+                list.sort();
+                AddressList::Many(list)
+            }
+        };
+        let target = endpoint.target_ref.as_ref();
+        EndpointKeyRef {
+            addresses,
+            hostname: endpoint.hostname.as_deref().unwrap_or(""),
+            namespace: target.and_then(|t| t.namespace.as_deref()).unwrap_or(""),
+            name: target.and_then(|t| t.name.as_deref()).unwrap_or(""),
+        }
+    }
+}
+
+// The planner's byte encodings. Matching thousands of endpoints per sync is bound by memory
+// access, not by comparisons: the strings of a desired endpoint live in its pod, scattered over
+// the heap and long evicted from the cache by the time existing slices are walked. So the
+// desired side copies what is compared into one compact buffer per port set, and an existing
+// endpoint is encoded the same way into a scratch buffer; equal encodings are equal values.
+// Every string is length-prefixed and every optional value tagged, so encodings are
+// injective.
+
+/// Appends a string, length-prefixed.
+pub fn encode_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&s.len().to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends an optional string: absent and present (even empty) differ.
+pub fn encode_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            encode_str(out, s);
+        }
+    }
+}
+
+/// Appends an optional boolean.
+pub fn encode_opt_bool(out: &mut Vec<u8>, b: Option<bool>) {
+    out.push(match b {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    });
+}
+
+/// Appends an identity: equal encodings exactly when the keys are equal.
+pub fn encode_identity(out: &mut Vec<u8>, key: &EndpointKeyRef<'_>) {
+    let addresses = key.addresses.as_slice();
+    out.extend_from_slice(&addresses.len().to_le_bytes());
+    for address in addresses {
+        encode_str(out, address);
+    }
+    encode_str(out, key.hostname);
+    encode_str(out, key.namespace);
+    encode_str(out, key.name);
+}
+
+/// Appends what [`endpoints_equal_beyond_hash`] compares of an endpoint, except the
+/// targetRef's name and namespace, which are part of the identity: for two endpoints with the
+/// same [`EndpointKey`], equal encodings exactly when `endpoints_equal_beyond_hash` holds.
+/// [`DesiredEndpoint::encode_beyond_hash`](super::desired::DesiredEndpoint::encode_beyond_hash)
+/// is the same for an endpoint not yet built.
+pub fn encode_beyond_hash(out: &mut Vec<u8>, endpoint: &Endpoint) {
+    encode_opt_str(out, endpoint.node_name.as_deref());
+    encode_opt_str(out, endpoint.zone.as_deref());
+    let conditions = endpoint.conditions.as_ref();
+    encode_opt_bool(out, conditions.and_then(|c| c.ready));
+    encode_opt_bool(out, conditions.and_then(|c| c.serving));
+    encode_opt_bool(out, conditions.and_then(|c| c.terminating));
+    match &endpoint.target_ref {
+        None => out.push(0),
+        Some(t) => {
+            out.push(1);
+            encode_str(out, s(&t.api_version));
+            encode_str(out, s(&t.field_path));
+            encode_str(out, s(&t.kind));
+            encode_str(out, s(&t.uid));
         }
     }
 }
@@ -204,7 +396,9 @@ pub fn placeholder_slice_equal(a: Option<&EndpointSlice>, b: Option<&EndpointSli
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::endpointslice::desired::DesiredEndpoint;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use proptest::prelude::{Strategy as _, any};
 
     fn ep(ready: Option<bool>, name: &str, node: Option<&str>, zone: Option<&str>, rv: &str) -> Endpoint {
         Endpoint {
@@ -339,6 +533,125 @@ mod tests {
         a.hostname = Some(String::new());
         b.hostname = None;
         assert_eq!(EndpointKey::of(&a), EndpointKey::of(&b), "nil hostname equals empty");
+    }
+
+    /// Small alphabets, so that equal values are frequent.
+    fn arb_opt_str() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+        proptest::option::of(proptest::sample::select(vec!["", "a", "b"]).prop_map(str::to_owned))
+    }
+
+    fn arb_endpoint() -> impl proptest::strategy::Strategy<Value = Endpoint> {
+        let addresses =
+            proptest::collection::vec(proptest::sample::select(vec!["10.0.0.1", "10.0.0.10", "10.0.0.2"]), 0..3);
+        let conditions = proptest::option::of(
+            (
+                proptest::option::of(any::<bool>()),
+                proptest::option::of(any::<bool>()),
+                proptest::option::of(any::<bool>()),
+            )
+                .prop_map(|(ready, serving, terminating)| EndpointConditions {
+                    ready,
+                    serving,
+                    terminating,
+                }),
+        );
+        let target = proptest::option::of(
+            (arb_opt_str(), arb_opt_str(), arb_opt_str(), arb_opt_str(), arb_opt_str(), arb_opt_str(), arb_opt_str())
+                .prop_map(|(kind, namespace, name, uid, api_version, field_path, resource_version)| ObjectReference {
+                    kind: kind.map(|k| if k == "a" { "Pod".to_owned() } else { k }),
+                    namespace,
+                    name,
+                    uid,
+                    api_version,
+                    field_path,
+                    resource_version,
+                }),
+        );
+        (addresses, conditions, target, arb_opt_str(), arb_opt_str(), arb_opt_str()).prop_map(
+            |(addresses, conditions, target_ref, hostname, node_name, zone)| Endpoint {
+                addresses: addresses.into_iter().map(str::to_owned).collect(),
+                conditions,
+                target_ref,
+                hostname,
+                node_name,
+                zone,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn hash_of(key: &EndpointKeyRef<'_>) -> u64 {
+        use std::hash::BuildHasher;
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
+    }
+
+    proptest::proptest! {
+        /// The borrowed key matches and orders endpoints exactly as the owned one.
+        #[test]
+        fn endpoint_key_ref_agrees_with_endpoint_key(a in arb_endpoint(), b in arb_endpoint()) {
+            let (ka, kb) = (EndpointKeyRef::of(&a), EndpointKeyRef::of(&b));
+            proptest::prop_assert_eq!(ka.cmp(&kb), EndpointKey::of(&a).cmp(&EndpointKey::of(&b)));
+            proptest::prop_assert_eq!(ka == kb, EndpointKey::of(&a) == EndpointKey::of(&b));
+            if ka == kb {
+                proptest::prop_assert_eq!(hash_of(&ka), hash_of(&kb));
+            }
+            let (mut ea, mut eb) = (Vec::new(), Vec::new());
+            encode_identity(&mut ea, &ka);
+            encode_identity(&mut eb, &kb);
+            proptest::prop_assert_eq!(ea == eb, ka == kb);
+        }
+
+        /// Comparing the encodings of a desired endpoint and an existing one with the same
+        /// identity gives the same answer as building it and using `endpoints_equal_beyond_hash`.
+        #[test]
+        fn desired_equal_beyond_hash_agrees(
+            existing in arb_endpoint(),
+            node_name in arb_opt_str(), zone in arb_opt_str(), namespace in arb_opt_str(),
+            name in arb_opt_str(), uid in arb_opt_str(),
+            ready in any::<bool>(), serving in any::<bool>(), terminating in any::<bool>(),
+        ) {
+            let s = |v: &Option<String>| v.clone().unwrap_or_default();
+            let (node_name, zone, namespace, name, uid) = (s(&node_name), s(&zone), s(&namespace), s(&name), s(&uid));
+            let desired = DesiredEndpoint {
+                key: EndpointKeyRef {
+                    addresses: AddressList::One(Cow::Borrowed("10.0.0.1")),
+                    hostname: "",
+                    namespace: &namespace,
+                    name: &name,
+                },
+                uid: &uid,
+                node_name: &node_name,
+                zone: &zone,
+                ready,
+                serving,
+                terminating,
+            };
+            let same_key = desired.key == EndpointKeyRef::of(&existing);
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            desired.encode_beyond_hash(&mut want);
+            encode_beyond_hash(&mut got, &existing);
+            proptest::prop_assert_eq!(
+                same_key && want == got,
+                same_key && endpoints_equal_beyond_hash(&desired.to_endpoint(), &existing)
+            );
+            // And an endpoint encodes as it is written.
+            got.clear();
+            encode_beyond_hash(&mut got, &desired.to_endpoint());
+            proptest::prop_assert_eq!(want, got);
+        }
+    }
+
+    #[test]
+    fn address_list_push_and_sort() {
+        let mut list = AddressList::default();
+        assert!(list.is_empty());
+        list.push(Cow::Borrowed("b"));
+        assert!(matches!(list, AddressList::One(_)));
+        list.push(Cow::Borrowed("a"));
+        list.push(Cow::Owned("c".to_owned()));
+        list.sort();
+        assert_eq!(list.to_vec(), vec!["a", "b", "c"]);
+        assert_eq!(AddressList::One(Cow::Borrowed("a")), AddressList::Many(vec![Cow::Owned("a".to_owned())]));
     }
 
     fn meta_slice(meta: ObjectMeta, address_type: &str) -> EndpointSlice {

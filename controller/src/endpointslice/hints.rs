@@ -29,13 +29,17 @@ use super::trafficdist;
 /// `unchanged` holds the existing slices that are neither updated nor deleted (upstream
 /// `unchangedSlices(existing, toUpdate, toDelete)`); the hint stages may move some of them,
 /// edited, into `to_update`.
+///
+/// `unchanged` slices are borrowed from the snapshot: most syncs leave most slices alone,
+/// and copying them (thousands of endpoints) would dominate the planner's cost. A hint stage
+/// that must edit one copies it into `to_update`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct SliceInfo {
+pub struct SliceInfo<'a> {
     /// `IPv4`, `IPv6` or `FQDN`; only used in event messages and as the state key.
     pub address_type: String,
     pub to_create: Vec<EndpointSlice>,
     pub to_update: Vec<EndpointSlice>,
-    pub unchanged: Vec<EndpointSlice>,
+    pub unchanged: Vec<&'a EndpointSlice>,
 }
 
 /// The `type` of a Kubernetes Event.
@@ -67,10 +71,10 @@ pub struct HintsEvent {
 
 /// The result of a hint stage for one Service and address type.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct HintsOutcome {
+pub struct HintsOutcome<'a> {
     /// The slices to write. `to_create` and `to_update` carry the final hints; `unchanged`
     /// are the slices that still need no write.
-    pub slices: SliceInfo,
+    pub slices: SliceInfo<'a>,
     /// Events to record on the Service, in order.
     pub events: Vec<HintsEvent>,
     /// The Service's topology state after this sync. The shell stores it under the
@@ -95,13 +99,13 @@ pub struct HintsOutcome {
 ///   and forget this address type's allocation; then, if `trafficDistribution` is usable
 ///   ([`trafficdist::valid_traffic_distribution`]) run [`trafficdist::reconcile_hints`],
 ///   else strip every hint ([`topology::remove_hints_from_slices`]).
-pub fn plan_hints(
-    si: SliceInfo,
+pub fn plan_hints<'a>(
+    si: SliceInfo<'a>,
     service: &Service,
     prefer_same_traffic_distribution: bool,
     topology: Option<&CpuRatios>,
     state: &ServiceHintsState,
-) -> HintsOutcome {
+) -> HintsOutcome<'a> {
     let annotations = service.metadata.annotations.as_ref();
     let traffic_distribution = service.spec.as_ref().and_then(|spec| spec.traffic_distribution.as_deref());
     let hints_on = topology::hints_enabled(annotations);
@@ -242,10 +246,10 @@ mod tests {
     }
 
     /// (hints by zone, cross-zone hints, endpoints without zone hint) over create+update+unchanged.
-    fn hint_counts(si: &SliceInfo) -> (BTreeMap<String, usize>, usize, usize) {
+    fn hint_counts(si: &SliceInfo<'_>) -> (BTreeMap<String, usize>, usize, usize) {
         let mut by_zone = BTreeMap::new();
         let (mut cross, mut none) = (0, 0);
-        for s in si.to_create.iter().chain(&si.to_update).chain(&si.unchanged) {
+        for s in si.to_create.iter().chain(&si.to_update).chain(si.unchanged.iter().copied()) {
             for e in s.endpoints.iter().flatten() {
                 match e.hints.as_ref().and_then(|h| h.for_zones.as_ref()).map(Vec::as_slice) {
                     Some([z]) => {
@@ -268,11 +272,8 @@ mod tests {
     #[test]
     fn reconcile_topology_no_topology_cache_strips_hints() {
         // "no change, topologyCache disabled, annotation == auto"
-        let si = SliceInfo {
-            address_type: "IPv4".into(),
-            unchanged: vec![slice("zone-c", vec![topo_ep(27), topo_ep(28), topo_ep(29)])],
-            ..Default::default()
-        };
+        let existing = [slice("zone-c", vec![topo_ep(27), topo_ep(28), topo_ep(29)])];
+        let si = SliceInfo { address_type: "IPv4".into(), unchanged: existing.iter().collect(), ..Default::default() };
         let out = plan_hints(si.clone(), &service("auto", None), true, None, &Default::default());
         assert_eq!(out.slices, si, "no hints, no update");
         assert!(out.events.is_empty());
@@ -283,11 +284,8 @@ mod tests {
     fn reconcile_topology_enabling() {
         // "enabling topologyCache, hintsAnnotation == auto"
         let ratios = CpuRatios::from_nodes(&thirty_nodes());
-        let si = SliceInfo {
-            address_type: "IPv4".into(),
-            unchanged: vec![slice("zone-c", vec![topo_ep(27), topo_ep(28), topo_ep(29)])],
-            ..Default::default()
-        };
+        let existing = [slice("zone-c", vec![topo_ep(27), topo_ep(28), topo_ep(29)])];
+        let si = SliceInfo { address_type: "IPv4".into(), unchanged: existing.iter().collect(), ..Default::default() };
         let out = plan_hints(si, &service("auto", None), true, Some(&ratios), &Default::default());
         assert_eq!(out.slices.to_update.len(), 1);
         assert!(out.slices.to_create.is_empty() && out.slices.unchanged.is_empty());
@@ -310,11 +308,8 @@ mod tests {
         // "topology enabled, hintsAnnotation==auto, ratio beyond threshold": 4 endpoints in 3
         // equal zones need a minimum of 2 each.
         let ratios = CpuRatios::from_nodes(&thirty_nodes());
-        let si = SliceInfo {
-            address_type: "IPv4".into(),
-            unchanged: vec![slice("zone-a-c", vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)])],
-            ..Default::default()
-        };
+        let existing = [slice("zone-a-c", vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)])];
+        let si = SliceInfo { address_type: "IPv4".into(), unchanged: existing.iter().collect(), ..Default::default() };
         let out = plan_hints(si.clone(), &service("auto", None), true, Some(&ratios), &Default::default());
         assert_eq!(out.slices, si, "no hints and no update");
         assert_eq!(out.events.len(), 1);
@@ -329,14 +324,11 @@ mod tests {
     fn reconcile_topology_more_slices_and_endpoints() {
         // "topology enabled, hintsAnnotation==Auto, more slices and endpoints"
         let ratios = CpuRatios::from_nodes(&thirty_nodes());
-        let si = SliceInfo {
-            address_type: "IPv4".into(),
-            unchanged: vec![
-                slice("zone-a-c", vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)]),
-                slice("zone-a-b", vec![topo_ep(7), topo_ep(8), topo_ep(16), topo_ep(17), topo_ep(18)]),
-            ],
-            ..Default::default()
-        };
+        let existing = [
+            slice("zone-a-c", vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)]),
+            slice("zone-a-b", vec![topo_ep(7), topo_ep(8), topo_ep(16), topo_ep(17), topo_ep(18)]),
+        ];
+        let si = SliceInfo { address_type: "IPv4".into(), unchanged: existing.iter().collect(), ..Default::default() };
         let out = plan_hints(si, &service("Auto", None), true, Some(&ratios), &Default::default());
         assert_eq!(out.slices.to_update.len(), 2);
         let (by_zone, cross, none) = hint_counts(&out.slices);
@@ -348,11 +340,8 @@ mod tests {
     fn reconcile_topology_annotation_disabled() {
         // "topology enabled, hintsAnnotation==disabled, more slices and endpoints"
         let ratios = CpuRatios::from_nodes(&thirty_nodes());
-        let si = SliceInfo {
-            address_type: "IPv4".into(),
-            unchanged: vec![slice("zone-a-c", vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)])],
-            ..Default::default()
-        };
+        let existing = [slice("zone-a-c", vec![topo_ep(5), topo_ep(6), topo_ep(25), topo_ep(26)])];
+        let si = SliceInfo { address_type: "IPv4".into(), unchanged: existing.iter().collect(), ..Default::default() };
         let out = plan_hints(si.clone(), &service("disabled", None), true, Some(&ratios), &Default::default());
         assert_eq!(out.slices, si);
         assert!(out.events.is_empty());
@@ -361,14 +350,14 @@ mod tests {
     #[test]
     fn turning_annotation_off_emits_disabled_once_and_strips_hints() {
         let ratios = CpuRatios::from_nodes(&thirty_nodes());
-        let si = SliceInfo {
+        let existing = [slice("zone-c", vec![topo_ep(27), topo_ep(28), topo_ep(29)])];
+        let si = SliceInfo { address_type: "IPv4".into(), unchanged: existing.iter().collect(), ..Default::default() };
+        let on = plan_hints(si, &service("Auto", None), true, Some(&ratios), &Default::default());
+        let hinted = SliceInfo {
             address_type: "IPv4".into(),
-            unchanged: vec![slice("zone-c", vec![topo_ep(27), topo_ep(28), topo_ep(29)])],
+            unchanged: on.slices.to_update.iter().collect(),
             ..Default::default()
         };
-        let on = plan_hints(si, &service("Auto", None), true, Some(&ratios), &Default::default());
-        let hinted =
-            SliceInfo { address_type: "IPv4".into(), unchanged: on.slices.to_update.clone(), ..Default::default() };
         let off = plan_hints(hinted.clone(), &service("Disabled", None), true, Some(&ratios), &on.state);
         assert_eq!(
             off.events,
@@ -388,7 +377,11 @@ mod tests {
 
     /// TestReconcile_TrafficDistribution topology: node-0/zone-a {pod-0},
     /// node-1/zone-b {pod-1..3}, node-2/zone-c {pod-4, pod-5}; one new slice.
-    fn td_case(td: Option<&str>, annotation: &str, prefer_same: bool) -> (HintsOutcome, BTreeMap<String, usize>) {
+    fn td_case(
+        td: Option<&str>,
+        annotation: &str,
+        prefer_same: bool,
+    ) -> (HintsOutcome<'static>, BTreeMap<String, usize>) {
         let nodes: Vec<Node> =
             (0..3).map(|i| node(&format!("node-{i}"), &format!("zone-{}", ['a', 'b', 'c'][i]), "100m")).collect();
         let ratios = CpuRatios::from_nodes(&nodes);
@@ -463,7 +456,8 @@ mod tests {
             for_zones: Some(vec![ForZone { name: "zone-a".into() }]),
             for_nodes: Some(vec![ForNode { name: "node-1".into() }]),
         });
-        let si = SliceInfo { address_type: "IPv4".into(), unchanged: vec![slice("a", vec![e])], ..Default::default() };
+        let existing = [slice("a", vec![e])];
+        let si = SliceInfo { address_type: "IPv4".into(), unchanged: existing.iter().collect(), ..Default::default() };
         let out = plan_hints(
             si.clone(),
             &service("", Some("PreferSameNode")),

@@ -51,8 +51,7 @@ pub fn desired_slice_labels(
     service: &Service,
     managed_by: &str,
 ) -> (BTreeMap<String, String>, bool) {
-    let current_unreserved: BTreeMap<&String, &String> =
-        current.into_iter().flatten().filter(|(k, _)| !is_reserved_label_key(k)).collect();
+    let changed = slice_labels_changed(current, service);
     let mut labels: BTreeMap<String, String> = service
         .metadata
         .labels
@@ -61,8 +60,6 @@ pub fn desired_slice_labels(
         .filter(|(k, _)| !is_reserved_label_key(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let changed = current_unreserved.len() != labels.len()
-        || labels.iter().any(|(k, v)| current_unreserved.get(k).is_none_or(|cv| *cv != v));
 
     if !is_service_ip_set(service) {
         labels.insert(LABEL_HEADLESS.to_owned(), String::new());
@@ -70,6 +67,17 @@ pub fn desired_slice_labels(
     labels.insert(LABEL_SERVICE_NAME.to_owned(), service.metadata.name.clone().unwrap_or_default());
     labels.insert(LABEL_MANAGED_BY.to_owned(), managed_by.to_owned());
     (labels, changed)
+}
+
+/// The "changed" flag of [`desired_slice_labels`], without building the labels: whether the
+/// slice's labels minus the reserved keys differ from the Service's labels minus the reserved
+/// keys (a missing map equals an empty one).
+pub fn slice_labels_changed(current: Option<&BTreeMap<String, String>>, service: &Service) -> bool {
+    // Both maps are sorted by key, so the unreserved entries can be compared pairwise.
+    fn unreserved(m: Option<&BTreeMap<String, String>>) -> impl Iterator<Item = (&String, &String)> {
+        m.into_iter().flatten().filter(|(k, _)| !is_reserved_label_key(k))
+    }
+    !unreserved(current).eq(unreserved(service.metadata.labels.as_ref()))
 }
 
 /// Formats a time as Go's `time.RFC3339Nano` in UTC: `2006-01-02T15:04:05.999999999Z`, the

@@ -74,7 +74,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-pub use desired::{DesiredEndpoints, NodeLookup, PortSet, desired_endpoints};
+pub use desired::{DesiredEndpoint, DesiredEndpoints, DesiredPortSet, NodeLookup, PortSet, desired_endpoints};
 pub use equality::PortMapKey;
 pub use hints::{EventType, SliceInfo};
 pub use labels::DEFAULT_MANAGED_BY;

@@ -10,10 +10,12 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::desired::PortSet;
-use super::equality::{EndpointKey, PortMapKey, endpoints_equal_beyond_hash, owned_by, placeholder_slice_equal};
+use super::desired::{DesiredEndpoint, DesiredPortSet};
+use super::equality::{
+    EndpointKeyRef, PortMapKey, encode_beyond_hash, encode_identity, owned_by, placeholder_slice_equal,
+};
 use super::hints::SliceInfo;
-use super::labels::{desired_slice_labels, set_trigger_time_annotation};
+use super::labels::{desired_slice_labels, set_trigger_time_annotation, slice_labels_changed};
 use super::{AddressTypeStats, PortSetStats};
 use crate::podutil::IpFamily;
 
@@ -81,14 +83,59 @@ fn endpoint_count(slice: &EndpointSlice) -> usize {
     slice.endpoints.as_ref().map_or(0, Vec::len)
 }
 
+/// The desired endpoints of one port set that no existing slice holds yet, in identity order
+/// (upstream places them in Go map order; see DIFFERENCES 3).
+struct Remaining<'d, 'a> {
+    desired: &'d [DesiredEndpoint<'a>],
+    order: Vec<usize>,
+    next: usize,
+}
+
+impl<'d, 'a> Remaining<'d, 'a> {
+    fn new(desired: &'d [DesiredEndpoint<'a>], placed: &[bool]) -> Self {
+        let mut order: Vec<usize> = (0..desired.len()).filter(|&d| !placed[d]).collect();
+        // Identities are unique within a port set, so an unstable sort is deterministic.
+        order.sort_unstable_by(|&a, &b| desired[a].key.cmp(&desired[b].key));
+        Remaining { desired, order, next: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.order.len() - self.next
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next endpoint in identity order, built for writing.
+    fn pop_first(&mut self) -> Option<Endpoint> {
+        let d = *self.order.get(self.next)?;
+        self.next += 1;
+        Some(self.desired[d].to_endpoint())
+    }
+}
+
 /// Moves endpoints from `desired` (smallest key first) into `slice` until it is full.
-fn fill(slice: &mut EndpointSlice, desired: &mut BTreeMap<EndpointKey, Endpoint>, max: usize) {
+fn fill(slice: &mut EndpointSlice, desired: &mut Remaining<'_, '_>, max: usize) {
     let endpoints = endpoints_mut(slice);
     while endpoints.len() < max {
-        let Some((_, endpoint)) = desired.pop_first() else {
+        let Some(endpoint) = desired.pop_first() else {
             break;
         };
         endpoints.push(endpoint);
+    }
+}
+
+/// A copy of `orig` with other endpoints and labels: what an update writes. Clones
+/// everything but the endpoints, which are about to be replaced.
+fn rewritten(orig: &EndpointSlice, endpoints: Vec<Endpoint>, labels: BTreeMap<String, String>) -> EndpointSlice {
+    let mut metadata = orig.metadata.clone();
+    metadata.labels = Some(labels);
+    EndpointSlice {
+        metadata,
+        address_type: orig.address_type.clone(),
+        endpoints: Some(endpoints),
+        ports: orig.ports.clone(),
     }
 }
 
@@ -134,45 +181,59 @@ fn reconcile_by_port_mapping(
     ctx: &Ctx<'_>,
     working: &mut [Working<'_>],
     idxs: &[usize],
-    set: PortSet,
+    set: DesiredPortSet<'_>,
     address_type: IpFamily,
 ) -> PortMappingOutcome {
-    let PortSet { ports, endpoints: mut desired } = set;
+    let desired = &set.endpoints;
     let mut updates = Vec::new();
     let mut deletes = Vec::new();
     let mut unchanged = Vec::new();
     let mut removed = 0;
+    // Desired endpoints already kept in an existing slice (each is kept at most once).
+    let mut placed = vec![false; desired.len()];
+    let mut kept: Vec<usize> = Vec::new();
+    // An existing endpoint's encodings (see `equality::encode_identity`).
+    let mut scratch: Vec<u8> = Vec::new();
 
-    // 1. Existing slices.
+    // 1. Existing slices. Endpoints are matched and compared through their encodings; owned
+    //    endpoints are built only for slices that get rewritten.
     for &i in idxs {
         let orig = working[i].orig;
         let old = orig.endpoints.as_deref().unwrap_or_default();
-        let mut kept = Vec::with_capacity(old.len());
+        kept.clear();
         let mut endpoint_updated = false;
         for endpoint in old {
-            if let Some(want) = desired.remove(&EndpointKey::of(endpoint)) {
-                if !endpoints_equal_beyond_hash(&want, endpoint) {
-                    endpoint_updated = true;
-                }
-                kept.push(want);
+            scratch.clear();
+            encode_identity(&mut scratch, &EndpointKeyRef::of(endpoint));
+            let Some(d) = set.find(&scratch, set.hash_identity(&scratch)).filter(|&d| !placed[d]) else {
+                continue;
+            };
+            placed[d] = true;
+            // Same identity; the rest as `endpoints_equal_beyond_hash` compares it.
+            scratch.clear();
+            encode_beyond_hash(&mut scratch, endpoint);
+            if *scratch != *set.beyond_hash(d) {
+                endpoint_updated = true;
             }
+            kept.push(d);
         }
-        let (labels, labels_changed) = desired_slice_labels(orig.metadata.labels.as_ref(), ctx.service, ctx.managed_by);
+        let labels_changed = slice_labels_changed(orig.metadata.labels.as_ref(), ctx.service);
         if endpoint_updated || old.len() != kept.len() {
             removed += old.len().saturating_sub(kept.len());
             if kept.is_empty() {
                 working[i].fate = Fate::Delete;
                 deletes.push(i);
             } else {
-                let mut copy = orig.clone();
-                copy.endpoints = Some(kept);
-                copy.metadata.labels = Some(labels);
-                working[i].fate = Fate::Update(Box::new(copy));
+                // Kept endpoints are written in their desired version.
+                let endpoints = kept.iter().map(|&d| desired[d].to_endpoint()).collect();
+                let labels = desired_slice_labels(orig.metadata.labels.as_ref(), ctx.service, ctx.managed_by).0;
+                working[i].fate = Fate::Update(Box::new(rewritten(orig, endpoints, labels)));
                 updates.push(i);
             }
         } else if labels_changed {
             let mut copy = orig.clone();
-            copy.metadata.labels = Some(labels);
+            copy.metadata.labels =
+                Some(desired_slice_labels(orig.metadata.labels.as_ref(), ctx.service, ctx.managed_by).0);
             working[i].fate = Fate::Update(Box::new(copy));
             updates.push(i);
         } else {
@@ -180,6 +241,7 @@ fn reconcile_by_port_mapping(
         }
     }
 
+    let mut desired = Remaining::new(desired, &placed);
     let added = desired.len();
 
     // 2. Fill slices already being updated, fullest first.
@@ -213,7 +275,7 @@ fn reconcile_by_port_mapping(
                 updates.push(i);
             }
             None => {
-                let mut slice = new_endpoint_slice(ctx.service, &ports, address_type.as_str(), ctx.managed_by);
+                let mut slice = new_endpoint_slice(ctx.service, &set.ports, address_type.as_str(), ctx.managed_by);
                 fill(&mut slice, &mut desired, ctx.max);
                 creates.push(slice);
             }
@@ -224,9 +286,9 @@ fn reconcile_by_port_mapping(
 }
 
 /// The plan of one address type before the hints step and `finalize`.
-pub(super) struct AddressTypeOutcome {
+pub(super) struct AddressTypeOutcome<'a> {
     /// Slices to create, update, and existing slices left unchanged.
-    pub info: SliceInfo,
+    pub info: SliceInfo<'a>,
     /// Slices to delete, in upstream's order: not owned by the Service first, then emptied
     /// slices, then slices of port sets no longer desired.
     pub delete: Vec<EndpointSlice>,
@@ -237,13 +299,13 @@ pub(super) struct AddressTypeOutcome {
 ///
 /// `existing` are this controller's slices of this address type (any owner), `desired` the
 /// port sets of this address type.
-pub(super) fn reconcile_address_type(
+pub(super) fn reconcile_address_type<'a>(
     ctx: &Ctx<'_>,
     address_type: IpFamily,
-    existing: &[&EndpointSlice],
-    desired: BTreeMap<PortMapKey, PortSet>,
-) -> AddressTypeOutcome {
-    let mut working: Vec<Working<'_>> = existing.iter().map(|s| Working { orig: s, fate: Fate::Unchanged }).collect();
+    existing: &[&'a EndpointSlice],
+    desired: BTreeMap<PortMapKey, DesiredPortSet<'_>>,
+) -> AddressTypeOutcome<'a> {
+    let mut working: Vec<Working<'a>> = existing.iter().map(|s| Working { orig: s, fate: Fate::Unchanged }).collect();
     let mut delete_order = Vec::new();
     let mut owned_by_key: BTreeMap<PortMapKey, Vec<usize>> = BTreeMap::new();
     for (i, w) in working.iter_mut().enumerate() {
@@ -303,16 +365,18 @@ pub(super) fn reconcile_address_type(
         port_sets.insert(PortMapKey::new(Some(&[])), PortSetStats { endpoints: 0, slices: 1 });
     }
 
+    // Unchanged slices are passed on borrowed: the hints step copies only those it edits.
+    let unchanged: Vec<&'a EndpointSlice> =
+        working.iter().filter(|w| matches!(w.fate, Fate::Unchanged)).map(|w| w.orig).collect();
+    let delete: Vec<EndpointSlice> = delete_order.iter().map(|&i| working[i].orig.clone()).collect();
     let to_update: Vec<EndpointSlice> = update_order
         .iter()
-        .filter_map(|&i| match &working[i].fate {
-            Fate::Update(s) => Some(s.as_ref().clone()),
+        // Each slice is in `update_order` at most once, so its copy can be moved out.
+        .filter_map(|&i| match std::mem::replace(&mut working[i].fate, Fate::Unchanged) {
+            Fate::Update(s) => Some(*s),
             _ => None,
         })
         .collect();
-    let unchanged: Vec<EndpointSlice> =
-        working.iter().filter(|w| matches!(w.fate, Fate::Unchanged)).map(|w| w.orig.clone()).collect();
-    let delete: Vec<EndpointSlice> = delete_order.iter().map(|&i| working[i].orig.clone()).collect();
 
     let stats = AddressTypeStats::new(address_type.as_str(), desired_endpoints, added, removed, port_sets, ctx.max);
     AddressTypeOutcome {

@@ -393,8 +393,8 @@ fn num_ready_endpoints(slice: &EndpointSlice) -> usize {
 }
 
 /// Upstream `SliceInfo.getTotalReadyEndpoints`.
-fn total_ready_endpoints(si: &SliceInfo) -> usize {
-    si.to_create.iter().chain(&si.to_update).chain(&si.unchanged).map(num_ready_endpoints).sum()
+fn total_ready_endpoints(si: &SliceInfo<'_>) -> usize {
+    si.to_create.iter().chain(&si.to_update).chain(si.unchanged.iter().copied()).map(num_ready_endpoints).sum()
 }
 
 /// Upstream `getHintsByZone`: the hints per zone that `slice` contributes, or `None` if the
@@ -427,12 +427,12 @@ fn get_hints_by_zone(
 
 /// Upstream `SliceInfo.getAllocatedHintsByZone`: sums the hints of the unchanged slices that
 /// can be kept, and moves the others to `to_update`.
-fn get_allocated_hints_by_zone(si: &mut SliceInfo, allocations: &BTreeMap<String, Allocation>) -> EndpointZoneInfo {
+fn get_allocated_hints_by_zone(si: &mut SliceInfo<'_>, allocations: &BTreeMap<String, Allocation>) -> EndpointZoneInfo {
     let mut allocated = EndpointZoneInfo::new();
     let unchanged = std::mem::take(&mut si.unchanged);
     for slice in unchanged {
-        match get_hints_by_zone(&slice, &allocated, allocations) {
-            None => si.to_update.push(slice),
+        match get_hints_by_zone(slice, &allocated, allocations) {
+            None => si.to_update.push(slice.clone()),
             Some(hints_by_zone) => {
                 for (zone, n) in hints_by_zone {
                     *allocated.entry(zone).or_default() += n;
@@ -543,15 +543,16 @@ fn redistribute_hints<'a>(
 
 /// Upstream `RemoveHintsFromSlices`: removes every hint from the slices to create and
 /// update, and moves each unchanged slice that has any hint, stripped, to `to_update`.
-pub fn remove_hints_from_slices(mut si: SliceInfo) -> SliceInfo {
+pub fn remove_hints_from_slices(mut si: SliceInfo<'_>) -> SliceInfo<'_> {
     for slice in si.to_create.iter_mut().chain(si.to_update.iter_mut()) {
         for endpoint in slice.endpoints.iter_mut().flatten() {
             endpoint.hints = None;
         }
     }
     let unchanged = std::mem::take(&mut si.unchanged);
-    for mut slice in unchanged {
+    for slice in unchanged {
         if slice.endpoints.iter().flatten().any(|e| e.hints.is_some()) {
+            let mut slice = slice.clone();
             for endpoint in slice.endpoints.iter_mut().flatten() {
                 endpoint.hints = None;
             }
@@ -565,7 +566,7 @@ pub fn remove_hints_from_slices(mut si: SliceInfo) -> SliceInfo {
 
 /// Gives up on hints for this address type: the Warning event, the state without this
 /// address type's allocation, and the slices without hints.
-fn disable_hints(si: SliceInfo, state: &ServiceHintsState, message: &str) -> HintsOutcome {
+fn disable_hints<'a>(si: SliceInfo<'a>, state: &ServiceHintsState, message: &str) -> HintsOutcome<'a> {
     let event = HintsEvent {
         event_type: EventType::Warning,
         reason: REASON_TOPOLOGY_AWARE_HINTS_DISABLED,
@@ -595,7 +596,7 @@ fn disable_hints(si: SliceInfo, state: &ServiceHintsState, message: &str) -> Hin
 /// On failure every hint is removed (see [`remove_hints_from_slices`]) and this address
 /// type is removed from the state. Not-ready endpoints keep whatever hints they have:
 /// upstream's `endpoint.Hints = nil` for them assigns to a loop copy and has no effect.
-pub fn add_hints(mut si: SliceInfo, ratios: &CpuRatios, state: &ServiceHintsState) -> HintsOutcome {
+pub fn add_hints<'a>(mut si: SliceInfo<'a>, ratios: &CpuRatios, state: &ServiceHintsState) -> HintsOutcome<'a> {
     let total = total_ready_endpoints(&si);
     let allocations = match get_allocations(ratios, total) {
         Ok(allocations) => allocations,
@@ -682,7 +683,7 @@ mod tests {
         EndpointSlice { address_type: "IPv4".into(), endpoints: Some(endpoints), ..Default::default() }
     }
 
-    fn ipv4(to_create: Vec<EndpointSlice>, to_update: Vec<EndpointSlice>) -> SliceInfo {
+    fn ipv4(to_create: Vec<EndpointSlice>, to_update: Vec<EndpointSlice>) -> SliceInfo<'static> {
         SliceInfo { address_type: "IPv4".into(), to_create, to_update, unchanged: vec![] }
     }
 
@@ -710,8 +711,8 @@ mod tests {
         EndpointSlice { endpoints: Some(endpoints), ..Default::default() }
     }
 
-    fn count_endpoints(slices: &[EndpointSlice]) -> usize {
-        slices.iter().map(|s| s.endpoints.as_ref().map_or(0, Vec::len)).sum()
+    fn count_endpoints<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> usize {
+        slices.into_iter().map(|s| s.endpoints.as_ref().map_or(0, Vec::len)).sum()
     }
 
     struct NodeInfo {
@@ -751,7 +752,7 @@ mod tests {
     struct AddHintsCase {
         name: &'static str,
         ratios: Option<&'static [(&'static str, f64)]>,
-        si: SliceInfo,
+        si: SliceInfo<'static>,
         expected_endpoints_by_addr_type: Option<BTreeMap<String, EndpointZoneInfo>>,
         expected_to_create: Vec<EndpointSlice>,
         expected_to_update: Vec<EndpointSlice>,
@@ -950,14 +951,11 @@ mod tests {
             .set_hints("IPv4", zones(&[("zone-a", 1), ("zone-b", 1)]))
             .set_hints("IPv6", zones(&[("zone-a", 1), ("zone-b", 1)]));
         // 1 ready endpoint, 2 zones: insufficient endpoints.
-        let si = SliceInfo {
-            address_type: "IPv4".into(),
-            unchanged: vec![
-                slice(vec![hinted("10.0.0.1", "zone-a", "zone-a")]),
-                slice(vec![ep("10.0.0.2", Some("zone-b"), Some(false), None)]),
-            ],
-            ..Default::default()
-        };
+        let existing = [
+            slice(vec![hinted("10.0.0.1", "zone-a", "zone-a")]),
+            slice(vec![ep("10.0.0.2", Some("zone-b"), Some(false), None)]),
+        ];
+        let si = SliceInfo { address_type: "IPv4".into(), unchanged: existing.iter().collect(), ..Default::default() };
         let out = add_hints(si, &ratios, &state);
         assert_eq!(
             out.events,
@@ -997,9 +995,9 @@ mod tests {
         let kept = slice(vec![hinted("10.0.0.1", "zone-a", "zone-a"), hinted("10.0.0.2", "zone-b", "zone-b")]);
         // Hint for a zone without allocation: must be rewritten.
         let stale = slice(vec![hinted("10.0.0.3", "zone-a", "zone-x"), hinted("10.0.0.4", "zone-b", "zone-b")]);
-        let si = SliceInfo { address_type: "IPv4".into(), unchanged: vec![kept.clone(), stale], ..Default::default() };
+        let si = SliceInfo { address_type: "IPv4".into(), unchanged: vec![&kept, &stale], ..Default::default() };
         let out = add_hints(si, &ratios, &ServiceHintsState::default());
-        assert_eq!(out.slices.unchanged, vec![kept]);
+        assert_eq!(out.slices.unchanged, vec![&kept]);
         assert_eq!(
             out.slices.to_update,
             vec![slice(vec![hinted("10.0.0.3", "zone-a", "zone-a"), hinted("10.0.0.4", "zone-b", "zone-b"),])]
@@ -1408,10 +1406,13 @@ mod tests {
         );
         let first = add_hints(si, &ratios, &ServiceHintsState::default());
         assert_eq!(first.state.allocated_by_address_type["IPv4"], zones(&[("zone-a", 2), ("zone-b", 4)]));
-        let existing =
-            SliceInfo { address_type: "IPv4".into(), unchanged: first.slices.to_create.clone(), ..Default::default() };
+        let existing = SliceInfo {
+            address_type: "IPv4".into(),
+            unchanged: first.slices.to_create.iter().collect(),
+            ..Default::default()
+        };
         let second = add_hints(existing, &ratios, &first.state);
-        assert_eq!(second.slices.unchanged, vec![first.slices.to_create[0].clone()]);
+        assert_eq!(second.slices.unchanged, vec![&first.slices.to_create[0]]);
         assert_eq!(second.slices.to_update, vec![first.slices.to_create[1].clone()]);
         assert!(second.events.is_empty());
         assert_eq!(second.state, first.state);
@@ -1492,7 +1493,8 @@ mod tests {
     #[test]
     fn test_get_total_ready_endpoints() {
         let s = slice_with_n_endpoints;
-        let cases: Vec<(&str, SliceInfo, usize, usize)> = vec![
+        let (unchanged_ready, unchanged_some_unready) = ([s(100, 0), s(90, 0)], [s(98, 2), s(90, 6)]);
+        let cases: Vec<(&str, SliceInfo<'_>, usize, usize)> = vec![
             ("empty", SliceInfo::default(), 0, 0),
             ("empty slice", SliceInfo { to_create: vec![s(0, 0)], ..Default::default() }, 0, 0),
             ("multiple slices", SliceInfo { to_create: vec![s(15, 0), s(8, 0)], ..Default::default() }, 23, 23),
@@ -1501,7 +1503,7 @@ mod tests {
                 SliceInfo {
                     to_create: vec![s(15, 0), s(8, 0)],
                     to_update: vec![s(2, 0)],
-                    unchanged: vec![s(100, 0), s(90, 0)],
+                    unchanged: unchanged_ready.iter().collect(),
                     ..Default::default()
                 },
                 215,
@@ -1512,7 +1514,7 @@ mod tests {
                 SliceInfo {
                     to_create: vec![s(15, 3), s(5, 4)],
                     to_update: vec![s(3, 8)],
-                    unchanged: vec![s(98, 2), s(90, 6)],
+                    unchanged: unchanged_some_unready.iter().collect(),
                     ..Default::default()
                 },
                 211,
@@ -1520,8 +1522,7 @@ mod tests {
             ),
         ];
         for (name, si, want_ready, want_total) in cases {
-            let total =
-                count_endpoints(&si.to_create) + count_endpoints(&si.to_update) + count_endpoints(&si.unchanged);
+            let total = count_endpoints(si.to_create.iter().chain(&si.to_update).chain(si.unchanged.iter().copied()));
             assert_eq!(total, want_total, "{name}: test helper");
             assert_eq!(total_ready_endpoints(&si), want_ready, "{name}");
         }
@@ -1531,14 +1532,15 @@ mod tests {
 
     #[test]
     fn remove_hints_from_slices_moves_only_hinted_unchanged() {
+        let existing = [
+            slice(vec![ready("10.0.0.3", "zone-a")]),
+            slice(vec![ready("10.0.0.4", "zone-a"), ep("10.0.0.5", Some("zone-a"), Some(false), Some("zone-a"))]),
+        ];
         let si = SliceInfo {
             address_type: "IPv4".into(),
             to_create: vec![slice(vec![hinted("10.0.0.1", "zone-a", "zone-a")])],
             to_update: vec![slice(vec![hinted("10.0.0.2", "zone-a", "zone-b")])],
-            unchanged: vec![
-                slice(vec![ready("10.0.0.3", "zone-a")]),
-                slice(vec![ready("10.0.0.4", "zone-a"), ep("10.0.0.5", Some("zone-a"), Some(false), Some("zone-a"))]),
-            ],
+            unchanged: existing.iter().collect(),
         };
         let out = remove_hints_from_slices(si);
         assert_eq!(out.to_create, vec![slice(vec![ready("10.0.0.1", "zone-a")])]);
@@ -1549,7 +1551,7 @@ mod tests {
                 slice(vec![ready("10.0.0.4", "zone-a"), ep("10.0.0.5", Some("zone-a"), Some(false), None),]),
             ]
         );
-        assert_eq!(out.unchanged, vec![slice(vec![ready("10.0.0.3", "zone-a")])]);
+        assert_eq!(out.unchanged, vec![&slice(vec![ready("10.0.0.3", "zone-a")])]);
     }
 
     // ---- property tests ----------------------------------------------------------
@@ -1565,7 +1567,7 @@ mod tests {
         )
     }
 
-    fn build(cpu: &[u32], slices: &[Vec<(usize, bool)>]) -> (CpuRatios, SliceInfo) {
+    fn build(cpu: &[u32], slices: &[Vec<(usize, bool)>]) -> (CpuRatios, SliceInfo<'static>) {
         let nodes: Vec<Node> = cpu
             .iter()
             .enumerate()
@@ -1608,7 +1610,7 @@ mod tests {
             let out = add_hints(si, &ratios, &ServiceHintsState::default());
             prop_assert_eq!(out.events.len(), 1);
             let all: Vec<&Endpoint> = out.slices.to_create.iter()
-                .chain(&out.slices.to_update).chain(&out.slices.unchanged)
+                .chain(&out.slices.to_update).chain(out.slices.unchanged.iter().copied())
                 .flat_map(|s| s.endpoints.iter().flatten()).collect();
             if out.events[0].event_type == EventType::Normal {
                 let mut counted = EndpointZoneInfo::new();
@@ -1646,13 +1648,13 @@ mod tests {
             let existing = SliceInfo {
                 address_type: "IPv4".into(),
                 unchanged: first.slices.to_create.iter().chain(&first.slices.to_update)
-                    .chain(&first.slices.unchanged).cloned().collect(),
+                    .chain(first.slices.unchanged.iter().copied()).collect(),
                 ..Default::default()
             };
             let second = add_hints(existing.clone(), &ratios, &first.state);
             prop_assert!(second.slices.to_create.is_empty());
             for written in &second.slices.to_update {
-                prop_assert!(existing.unchanged.contains(written), "hints changed: {:?}", written);
+                prop_assert!(existing.unchanged.contains(&written), "hints changed: {:?}", written);
             }
             prop_assert_eq!(
                 second.slices.unchanged.len() + second.slices.to_update.len(),

@@ -102,11 +102,11 @@ impl Heuristic {
 /// `PreferSameNode` regardless of the gate and leaves the gate to its caller, which then
 /// strips hints with `RemoveHintsFromSlices`. Here a gated-off value takes the "remove every
 /// hint" branch directly, which has the same effect.
-pub fn reconcile_hints(
-    mut si: SliceInfo,
+pub fn reconcile_hints<'a>(
+    mut si: SliceInfo<'a>,
     traffic_distribution: Option<&str>,
     prefer_same_traffic_distribution: bool,
-) -> SliceInfo {
+) -> SliceInfo<'a> {
     let heuristic = if valid_traffic_distribution(traffic_distribution, prefer_same_traffic_distribution) {
         Heuristic::PreferClose { node_hints: traffic_distribution == Some(PREFER_SAME_NODE) }
     } else {
@@ -115,8 +115,8 @@ pub fn reconcile_hints(
 
     let unchanged = std::mem::take(&mut si.unchanged);
     for slice in unchanged {
-        if heuristic.needs_update(&slice) {
-            si.to_update.push(slice);
+        if heuristic.needs_update(slice) {
+            si.to_update.push(slice.clone());
         } else {
             si.unchanged.push(slice);
         }
@@ -163,13 +163,42 @@ mod tests {
         EndpointSlice { endpoints: Some(endpoints), ..Default::default() }
     }
 
-    fn si(to_create: Vec<EndpointSlice>, to_update: Vec<EndpointSlice>, unchanged: Vec<EndpointSlice>) -> SliceInfo {
-        SliceInfo { address_type: "IPv4".into(), to_create, to_update, unchanged }
+    /// A [`SliceInfo`] that owns its unchanged slices, for tables.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Si {
+        to_create: Vec<EndpointSlice>,
+        to_update: Vec<EndpointSlice>,
+        unchanged: Vec<EndpointSlice>,
+    }
+
+    fn si(to_create: Vec<EndpointSlice>, to_update: Vec<EndpointSlice>, unchanged: Vec<EndpointSlice>) -> Si {
+        Si { to_create, to_update, unchanged }
+    }
+
+    /// [`reconcile_hints`] on an owned input. Also checks that the slices left unchanged are
+    /// the input's own (borrowed, not copies), in order.
+    fn reconcile_owned(input: Si, td: Option<&str>, gate: bool) -> Si {
+        let si = SliceInfo {
+            address_type: "IPv4".into(),
+            to_create: input.to_create,
+            to_update: input.to_update,
+            unchanged: input.unchanged.iter().collect(),
+        };
+        let out = reconcile_hints(si, td, gate);
+        let mut candidates = input.unchanged.iter();
+        for kept in &out.unchanged {
+            assert!(candidates.any(|c| std::ptr::eq(c, *kept)), "unchanged slice is not the input's");
+        }
+        Si {
+            to_create: out.to_create,
+            to_update: out.to_update,
+            unchanged: out.unchanged.into_iter().cloned().collect(),
+        }
     }
 
     /// The shared input of the first three cases: slicesToCreate [[1a,2b],[3a,4b]],
     /// slicesToUpdate [[5a,6a],[7b,8c]], all ready, each on its own node.
-    fn zoned_input(hint: impl Fn(Endpoint) -> Endpoint) -> SliceInfo {
+    fn zoned_input(hint: impl Fn(Endpoint) -> Endpoint) -> Si {
         let z = |n, zone| hint(e(n, Some(zone), true));
         si(
             vec![slice(vec![z(1, "zone-a"), z(2, "zone-b")]), slice(vec![z(3, "zone-a"), z(4, "zone-b")])],
@@ -179,7 +208,7 @@ mod tests {
     }
 
     /// Same shape without zones.
-    fn zoneless_input(hint: impl Fn(Endpoint) -> Endpoint) -> SliceInfo {
+    fn zoneless_input(hint: impl Fn(Endpoint) -> Endpoint) -> Si {
         let z = |n| hint(e(n, None, true));
         si(
             vec![slice(vec![z(1), z(2)]), slice(vec![z(3), z(4)])],
@@ -191,7 +220,7 @@ mod tests {
     /// TestReconcileHints (trafficdist_test.go): 9 cases, same tables.
     #[test]
     fn test_reconcile_hints() {
-        let cases: Vec<(&str, Option<&str>, SliceInfo, SliceInfo)> = vec![
+        let cases: Vec<(&str, Option<&str>, Si, Si)> = vec![
             (
                 "should set zone hints with PreferClose",
                 Some(PREFER_CLOSE),
@@ -285,7 +314,7 @@ mod tests {
             ),
         ];
         for (name, td, input, want) in cases {
-            let got = reconcile_hints(input, td, true);
+            let got = reconcile_owned(input, td, true);
             assert_eq!(got.to_create, want.to_create, "{name}: slicesToCreate");
             assert_eq!(got.to_update, want.to_update, "{name}: slicesToUpdate");
             assert_eq!(got.unchanged, want.unchanged, "{name}: slicesUnchanged");
@@ -298,7 +327,7 @@ mod tests {
     #[test]
     fn test_reconcile_hints_does_not_mutate_unchanged_slices() {
         let original = slice(vec![e(1, Some("zone-a"), true)]);
-        let got = reconcile_hints(si(vec![], vec![], vec![original.clone()]), Some(PREFER_CLOSE), true);
+        let got = reconcile_owned(si(vec![], vec![], vec![original.clone()]), Some(PREFER_CLOSE), true);
         assert!(got.unchanged.is_empty());
         assert_eq!(got.to_update, vec![slice(vec![close(e(1, Some("zone-a"), true), false)])]);
         assert_ne!(got.to_update[0], original);
@@ -307,7 +336,7 @@ mod tests {
     #[test]
     fn gated_off_values_remove_hints() {
         for td in [PREFER_SAME_ZONE, PREFER_SAME_NODE] {
-            let got = reconcile_hints(zoned_input(|e| close(e, true)), Some(td), false);
+            let got = reconcile_owned(zoned_input(|e| close(e, true)), Some(td), false);
             assert_eq!(got, zoned_input(|e| e), "{td}");
         }
     }
@@ -315,9 +344,9 @@ mod tests {
     #[test]
     fn stale_node_hint_triggers_update_unless_prefer_same_node() {
         let node_hinted = || slice(vec![close(e(1, Some("zone-a"), true), true)]);
-        let got = reconcile_hints(si(vec![], vec![], vec![node_hinted()]), Some(PREFER_CLOSE), true);
+        let got = reconcile_owned(si(vec![], vec![], vec![node_hinted()]), Some(PREFER_CLOSE), true);
         assert_eq!(got.to_update, vec![slice(vec![close(e(1, Some("zone-a"), true), false)])]);
-        let got = reconcile_hints(si(vec![], vec![], vec![node_hinted()]), Some(PREFER_SAME_NODE), true);
+        let got = reconcile_owned(si(vec![], vec![], vec![node_hinted()]), Some(PREFER_SAME_NODE), true);
         assert_eq!(got.unchanged, vec![node_hinted()]);
         assert!(got.to_update.is_empty());
     }
@@ -325,7 +354,7 @@ mod tests {
     #[test]
     fn stale_zone_hint_without_zone_triggers_update() {
         let stale = slice(vec![with_hints(e(1, None, true), Some("zone-a"), false)]);
-        let got = reconcile_hints(si(vec![], vec![], vec![stale]), Some(PREFER_CLOSE), true);
+        let got = reconcile_owned(si(vec![], vec![], vec![stale]), Some(PREFER_CLOSE), true);
         assert_eq!(got.to_update, vec![slice(vec![e(1, None, true)])]);
     }
 
@@ -378,13 +407,13 @@ mod tests {
             ])),
             gate in any::<bool>(),
         ) {
-            let first = reconcile_hints(si(create, update, unchanged.clone()), td, gate);
+            let first = reconcile_owned(si(create, update, unchanged.clone()), td, gate);
             for kept in &first.unchanged {
                 prop_assert!(unchanged.contains(kept));
             }
             let all: Vec<EndpointSlice> = first.to_create.iter().chain(&first.to_update)
                 .chain(&first.unchanged).cloned().collect();
-            let second = reconcile_hints(si(vec![], vec![], all.clone()), td, gate);
+            let second = reconcile_owned(si(vec![], vec![], all.clone()), td, gate);
             prop_assert!(second.to_update.is_empty());
             prop_assert_eq!(second.unchanged, all);
         }
