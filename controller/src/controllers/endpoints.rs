@@ -145,6 +145,12 @@ impl PodSubscriber for PodEvents {
             self.0.queue.enqueue((ns.clone(), svc), self.0.settings.batch_period);
         }
     }
+
+    fn members_changed(&self, services: &[Key]) {
+        for k in services {
+            self.0.queue.enqueue(k.clone(), Duration::ZERO);
+        }
+    }
 }
 
 /// Upstream reacts to Endpoints deletions only (to recreate them); we also keep the overlay of

@@ -187,6 +187,12 @@ impl PodSubscriber for PodEvents {
             self.0.queue.enqueue((ns.clone(), svc), self.0.settings.batch_period);
         }
     }
+
+    fn members_changed(&self, services: &[Key]) {
+        for k in services {
+            self.0.queue.enqueue(k.clone(), Duration::ZERO);
+        }
+    }
 }
 
 struct NodeEvents(Arc<Shared>);

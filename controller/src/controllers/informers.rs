@@ -36,6 +36,8 @@ struct MembershipState {
     services_of_pod: HashMap<Key, BTreeSet<String>>,
     /// namespace → pods.
     pods_by_ns: HashMap<String, BTreeSet<String>>,
+    /// (namespace, service) → its non-empty selector.
+    selector_of_service: HashMap<Key, BTreeMap<String, String>>,
 }
 
 /// Pod ↔ Service membership. Service and pod handlers run on different tasks; one lock orders
@@ -86,30 +88,58 @@ impl Membership {
         let mut s = self.lock();
         self.selectors.set(ns, name, selector);
         let sk = (ns.to_string(), name.to_string());
-        let old = s.pods_of_service.remove(&sk).unwrap_or_default();
+        match selector.filter(|m| !m.is_empty()) {
+            Some(sel) => s.selector_of_service.insert(sk.clone(), sel.clone()),
+            None => s.selector_of_service.remove(&sk),
+        };
+        Self::recompute(&mut s, &sk, pods);
+    }
+
+    /// Recomputes the pods of Service `sk` from its recorded selector; returns whether they changed.
+    ///
+    /// Candidates are the pods the pod events reported (`pods_by_ns`); their labels come from the
+    /// pod cache. During a (re)list the cache publishes the listed pods only when the list
+    /// completes, so a Service recomputed meanwhile misses them: [`Membership::resync`] repairs
+    /// that when the pod list completes.
+    fn recompute(s: &mut MembershipState, sk: &Key, pods: &Cache<Pod>) -> bool {
+        let (ns, name) = (&sk.0, &sk.1);
+        let old = s.pods_of_service.remove(sk).unwrap_or_default();
         for p in &old {
-            if let Some(set) = s.services_of_pod.get_mut(&(ns.to_string(), p.clone())) {
+            if let Some(set) = s.services_of_pod.get_mut(&(ns.clone(), p.clone())) {
                 set.remove(name);
             }
         }
-        let Some(sel) = selector.filter(|m| !m.is_empty()) else { return };
+        let Some(sel) = s.selector_of_service.get(sk).cloned() else { return !old.is_empty() };
         let candidates: Vec<String> = s.pods_by_ns.get(ns).map(|set| set.iter().cloned().collect()).unwrap_or_default();
         let mut members = BTreeSet::new();
         for p in candidates {
             let Some(pod) = pods.get(Some(ns), &p) else { continue };
             let labels = pod.metadata.labels.as_ref();
             if sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
-                s.services_of_pod.entry((ns.to_string(), p.clone())).or_default().insert(name.to_string());
+                s.services_of_pod.entry((ns.clone(), p.clone())).or_default().insert(name.clone());
                 members.insert(p);
             }
         }
-        s.pods_of_service.insert(sk, members);
+        let changed = members != old;
+        s.pods_of_service.insert(sk.clone(), members);
+        changed
+    }
+
+    /// Recomputes every Service's pods once the pod cache holds a complete list; returns the
+    /// Services whose pods changed. Needed because a Service that arrives while the pods are
+    /// still being listed sees neither the listed pods in the cache nor (when its pods' events
+    /// came before it) a pod event after it.
+    pub fn resync(&self, pods: &Cache<Pod>) -> Vec<Key> {
+        let mut s = self.lock();
+        let services: Vec<Key> = s.selector_of_service.keys().cloned().collect();
+        services.into_iter().filter(|sk| Self::recompute(&mut s, sk, pods)).collect()
     }
 
     /// Forgets a Service.
     pub fn remove_service(&self, ns: &str, name: &str) {
         let mut s = self.lock();
         self.selectors.remove(ns, name);
+        s.selector_of_service.remove(&(ns.to_string(), name.to_string()));
         if let Some(old) = s.pods_of_service.remove(&(ns.to_string(), name.to_string())) {
             for p in old {
                 if let Some(set) = s.services_of_pod.get_mut(&(ns.to_string(), p)) {
@@ -134,6 +164,10 @@ pub trait PodSubscriber: Send + Sync {
     /// A pod was added (`old: None`), updated, or deleted (`new: None`); `before` and `now` are
     /// the Services that select it before and after the event.
     fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>, before: &BTreeSet<String>, now: &BTreeSet<String>);
+
+    /// After a pod (re)list completed, these Services' pods changed without a pod event saying
+    /// so (see [`Membership::resync`]).
+    fn members_changed(&self, services: &[Key]);
 }
 
 /// Handlers of the enabled controllers, by resource.
@@ -233,7 +267,7 @@ impl Handler<EndpointSlice> for SliceIndex {
     }
 }
 
-struct PodFanout(Arc<Membership>, Vec<Arc<dyn PodSubscriber>>);
+struct PodFanout(Arc<Membership>, Vec<Arc<dyn PodSubscriber>>, Arc<OnceLock<Cache<Pod>>>);
 
 impl Handler<Pod> for PodFanout {
     fn applied(&self, old: Option<Arc<Pod>>, new: Arc<Pod>) {
@@ -249,6 +283,17 @@ impl Handler<Pod> for PodFanout {
         let (before, now) = self.0.update_pod(&ns, &name, None);
         for s in &self.1 {
             s.pod_changed(Some(&old), None, &before, &now);
+        }
+    }
+
+    fn synced(&self) {
+        let Some(pods) = self.2.get() else { return };
+        let changed = self.0.resync(pods);
+        if !changed.is_empty() {
+            tracing::debug!(services = changed.len(), "pod list completed: Service memberships repaired");
+            for s in &self.1 {
+                s.members_changed(&changed);
+            }
         }
     }
 }
@@ -290,7 +335,7 @@ pub fn start(
         api::<Pod>(client, namespace),
         watcher::Config::default(),
         prune::pod,
-        vec![Arc::new(PodFanout(membership.clone(), subs.pods))],
+        vec![Arc::new(PodFanout(membership.clone(), subs.pods, pods_slot.clone()))],
     );
     let _ = pods_slot.set(pods.clone());
     let mut service_handlers: Vec<Arc<dyn Handler<Service>>> =
@@ -324,4 +369,61 @@ pub fn start(
         tokio::join!(pods_fut, services_fut, nodes_fut, slices_fut, endpoints_fut);
     };
     (Informers { services, pods, nodes, slices, endpoints, membership, slices_by_service }, fut)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    fn pod(name: &str, app: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                labels: Some([("app".to_string(), app.to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Found by the side-by-side benchmark (Services with no endpoints at all after a cold
+    /// start): a pod listed before its Service is known gets no membership from its event, and
+    /// the Service, arriving while the pod list is still being paged, does not see the pod in
+    /// the cache (the reflector publishes a list when it completes). The completed list repairs it.
+    #[test]
+    fn a_service_seen_during_the_pod_list_gets_its_pods_when_the_list_completes() {
+        let (reader, mut writer) = reflector::store::<Pod>();
+        let cache = Cache::from_store(reader);
+        let m = Membership::default();
+        let selector: BTreeMap<String, String> = [("app".to_string(), "x".to_string())].into();
+
+        writer.apply_watcher_event(&Event::Init);
+        let p1 = pod("p1", "x");
+        writer.apply_watcher_event(&Event::InitApply(p1.clone()));
+        let (before, now) = m.update_pod("ns", "p1", p1.metadata.labels.as_ref());
+        assert!(before.is_empty() && now.is_empty(), "the Service is not known yet");
+        m.update_service("ns", "svc", Some(&selector), &cache);
+        assert!(m.pods_of("ns", "svc").is_empty(), "the listed pod is not in the cache yet");
+        // Pods listed after the Service is known are linked by their own event.
+        let p2 = pod("p2", "x");
+        writer.apply_watcher_event(&Event::InitApply(p2.clone()));
+        m.update_pod("ns", "p2", p2.metadata.labels.as_ref());
+        writer.apply_watcher_event(&Event::InitApply(pod("p3", "y")));
+        m.update_pod("ns", "p3", pod("p3", "y").metadata.labels.as_ref());
+        writer.apply_watcher_event(&Event::InitDone);
+
+        assert_eq!(m.resync(&cache), vec![("ns".to_string(), "svc".to_string())]);
+        assert_eq!(m.pods_of("ns", "svc"), vec!["p1".to_string(), "p2".to_string()]);
+        // Nothing changed since: nothing to report.
+        assert!(m.resync(&cache).is_empty());
+        // A removed Service is not resurrected by a later resync.
+        m.remove_service("ns", "svc");
+        assert!(m.resync(&cache).is_empty());
+        assert!(m.pods_of("ns", "svc").is_empty());
+    }
 }

@@ -44,6 +44,14 @@ impl<K: Resource + Clone + 'static> Cache<K>
 where
     K::DynamicType: Eq + Hash + Clone + Default,
 {
+    /// A cache over a store filled by someone else (tests drive a reflector writer by hand);
+    /// it counts as synced and its watch as healthy.
+    pub fn from_store(store: Store<K>) -> Self {
+        let (tx, synced) = watch::channel(true);
+        drop(tx);
+        Cache { store, synced, watching: Arc::new(AtomicBool::new(true)) }
+    }
+
     /// Whether the first list completed.
     pub fn is_synced(&self) -> bool {
         *self.synced.borrow()
@@ -141,10 +149,12 @@ where
                             h.deleted(gone.clone());
                         }
                     }
-                    let _ = tx.send(true);
+                    // Handlers first (they may repair indexes from the complete store), then
+                    // waiters: a controller that starts on `wait_synced` sees the repaired state.
                     for h in &handlers {
                         h.synced();
                     }
+                    let _ = tx.send(true);
                 }
             }
         }
