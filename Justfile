@@ -34,6 +34,7 @@ deny:
 # Benchmarks (results: docs/benchmarks.md): the pure planner (divan), then the side-by-side harness
 # kcm vs epslice vs a write floor on a real control plane. ARGS go to epslice-bench, e.g.
 # `just bench --services 50 --pods-per-service 5 --big-services 2 --churn-seconds 10`.
+# The webhook has its own benchmark: `just bench-webhook`.
 bench *ARGS:
     cargo bench -p epslice --bench plan
     just bench-side {{ARGS}}
@@ -42,6 +43,13 @@ bench *ARGS:
 bench-side *ARGS:
     cargo build --release -p epslice-integration-tests --bins
     cargo run --release -q -p epslice-integration-tests --bin epslice-bench -- {{ARGS}}
+
+# The service-env webhook at 1,000 Services (release build; `epslice-webhook-bench --help` lists the
+# flags): server side over HTTPS on loopback, then pod creates through the apiserver with vs without
+# it. Smoke: `just bench-webhook --duration 2s --concurrency 1,8 --pods 50`.
+bench-webhook *ARGS:
+    cargo build --release -p epslice-integration-tests --bin epslice-webhook-bench
+    cargo run --release -q -p epslice-integration-tests --bin epslice-webhook-bench -- {{ARGS}}
 
 # Differential test: kcm and epslice on COUNT seeded random workloads from SEED (~5 s per seed);
 # a difference prints a reproduction. The default run (seed 1) is part of `just test`.
