@@ -111,6 +111,10 @@ impl Marker {
 /// FNV-1a 64-bit over length-prefixed names and values, as 16 hex digits. Stable across builds
 /// and platforms (unlike `std`'s hasher), so markers written by one version are read by the next.
 pub fn vars_hash(vars: &[ServiceEnvVar]) -> String {
+    hash_of(vars)
+}
+
+fn hash_of<'a>(vars: impl IntoIterator<Item = &'a ServiceEnvVar>) -> String {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;
@@ -145,8 +149,24 @@ fn entry_json(v: &ServiceEnvVar) -> Value {
     Value::Object(m)
 }
 
-fn json_len(v: &Value) -> usize {
-    serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0)
+/// Bytes of `s` as a JSON string literal written by serde_json (quotes included): `"` and `\\`
+/// and the short control escapes take two bytes, other control characters six (`\\u00XX`),
+/// everything else its UTF-8 bytes.
+fn json_str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+/// Bytes of [`entry_json`]`(v)` serialised (`{"name":…,"value":…}`), computed without building it:
+/// the size cap is checked before anything is allocated.
+fn entry_len(v: &ServiceEnvVar) -> usize {
+    r#"{"name":,"value":}"#.len() + json_str_len(&v.name) + json_str_len(&v.value)
 }
 
 fn add(path: PointerBuf, value: Value) -> PatchOperation {
@@ -169,11 +189,8 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
     // Defensive: keep the first of any repeated name.
     let mut seen = HashSet::new();
     let vars: Vec<&ServiceEnvVar> = vars.iter().filter(|v| seen.insert(v.name.as_str())).collect();
-    let owned: Vec<ServiceEnvVar> = vars.iter().map(|v| (*v).clone()).collect();
-    let marker = Marker::new(mode, &owned).render();
-    let entries: Vec<Value> = vars.iter().map(|v| entry_json(v)).collect();
     // Each entry costs its JSON plus a separating comma.
-    let sizes: Vec<usize> = entries.iter().map(|e| json_len(e) + 1).collect();
+    let sizes: Vec<usize> = vars.iter().map(|v| entry_len(v) + 1).collect();
 
     let mut slots: Vec<Slot<'_>> = Vec::new();
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
@@ -191,21 +208,47 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
         });
     }
 
-    let mut ops = Vec::new();
+    // First what would be added and its size, so that a pod over the cap costs no JSON at all
+    // (at 1,000 Services × 3 ports that is ~18,000 entries per container).
     let mut injected = 0usize;
     let mut added_bytes = 0usize;
     let mut env_from_users = 0usize;
+    let mut missing_by_slot: Vec<Vec<usize>> = Vec::with_capacity(slots.len());
     for slot in &slots {
         let present: HashSet<&str> = slot.env.unwrap_or_default().iter().map(|e| e.name.as_str()).collect();
         let missing: Vec<usize> = (0..vars.len()).filter(|&k| !present.contains(vars[k].name.as_str())).collect();
+        if !missing.is_empty() {
+            if slot.env_from.is_some_and(|f| !f.is_empty()) {
+                env_from_users += 1;
+            }
+            injected += missing.len();
+            added_bytes += missing.iter().map(|&k| sizes[k]).sum::<usize>();
+        }
+        missing_by_slot.push(missing);
+    }
+    let marker =
+        Marker { mode: mode.as_str().to_owned(), count: vars.len(), hash: hash_of(vars.iter().copied()) }.render();
+    let annotations = pod.metadata.annotations.as_ref();
+    let current = annotations.and_then(|a| a.get(MARKER_ANNOTATION));
+    if current != Some(&marker) {
+        added_bytes += MARKER_ANNOTATION.len() + marker.len() + 6;
+    }
+    if added_bytes > options.max_added_bytes {
+        return Mutation {
+            warnings: vec![warning(format!(
+                "service env vars not injected: {added_bytes} bytes exceed the cap of {} bytes",
+                options.max_added_bytes
+            ))],
+            ..Mutation::default()
+        };
+    }
+
+    let entries: Vec<Value> = vars.iter().map(|v| entry_json(v)).collect();
+    let mut ops = Vec::new();
+    for (slot, missing) in slots.iter().zip(&missing_by_slot) {
         if missing.is_empty() {
             continue;
         }
-        if slot.env_from.is_some_and(|f| !f.is_empty()) {
-            env_from_users += 1;
-        }
-        injected += missing.len();
-        added_bytes += missing.iter().map(|&k| sizes[k]).sum::<usize>();
         let mut env_path = PointerBuf::from_tokens(["spec", slot.field]);
         env_path.push_back(slot.index);
         env_path.push_back("env");
@@ -221,10 +264,7 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
         }
     }
 
-    let annotations = pod.metadata.annotations.as_ref();
-    let current = annotations.and_then(|a| a.get(MARKER_ANNOTATION));
     if current != Some(&marker) {
-        added_bytes += MARKER_ANNOTATION.len() + marker.len() + 6;
         let value = Value::String(marker.clone());
         if pod.metadata == ObjectMeta::default() {
             let mut ann = Map::new();
@@ -239,16 +279,6 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
         } else {
             ops.push(add(PointerBuf::from_tokens(["metadata", "annotations", MARKER_ANNOTATION]), value));
         }
-    }
-
-    if added_bytes > options.max_added_bytes {
-        return Mutation {
-            warnings: vec![warning(format!(
-                "service env vars not injected: {added_bytes} bytes exceed the cap of {} bytes",
-                options.max_added_bytes
-            ))],
-            ..Mutation::default()
-        };
     }
 
     if options.disable_kubelet_service_links && spec.enable_service_links != Some(false) {
@@ -319,4 +349,33 @@ pub fn mutate<S: Borrow<Service>>(
     warnings.append(&mut m.warnings);
     m.warnings = warnings;
     m
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod size_tests {
+    use super::*;
+
+    /// The arithmetic size used for the cap is exactly what serde_json writes.
+    #[test]
+    fn entry_len_matches_serde_json() {
+        let texts = [
+            "",
+            "REDIS_SERVICE_HOST",
+            "10.0.0.1",
+            "tcp://[fd00::1]:6379",
+            "quote\" back\\slash",
+            "\n\r\t\u{8}\u{c}",
+            "\u{0}\u{1}\u{1f}\u{7f}",
+            "ünïcødé ✓ 𝄞",
+            "</script>/",
+        ];
+        for name in texts {
+            for value in texts {
+                let v = ServiceEnvVar { name: name.to_owned(), value: value.to_owned() };
+                let written = serde_json::to_vec(&entry_json(&v)).unwrap().len();
+                assert_eq!(entry_len(&v), written, "{name:?} = {value:?}");
+            }
+        }
+    }
 }
