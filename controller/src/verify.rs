@@ -470,6 +470,22 @@ mod tests {
         }
     }
 
+    /// `verify` of EndpointSlices only, with the default managed-by.
+    fn slices_only_args() -> VerifyArgs {
+        VerifyArgs {
+            kubeconfig: None,
+            namespace: None,
+            service: None,
+            managed_by: es_core::DEFAULT_MANAGED_BY.into(),
+            max_endpoints_per_slice: 100,
+            endpoints: false,
+            mirroring: false,
+            mirroring_managed_by: mirror_core::DEFAULT_MANAGED_BY.into(),
+            mirroring_max_endpoints_per_subset: 1000,
+            output: Output::Table,
+        }
+    }
+
     /// The cluster after the core's own first plan was applied, and `verify` on it.
     fn verify_after_first_write(svc: Service, pods: Vec<Pod>, nodes: Vec<Node>) -> Vec<Row> {
         let nodes: BTreeMap<String, Node> = nodes.into_iter().map(|n| (n.name_any(), n)).collect();
@@ -483,18 +499,7 @@ mod tests {
         slice.metadata.namespace = Some("ns".into());
         slice.metadata.resource_version = Some("1".into());
         let state = ClusterState { services: vec![svc.clone()], pods, nodes, slices: vec![slice], endpoints: vec![] };
-        let args = VerifyArgs {
-            kubeconfig: None,
-            namespace: None,
-            service: None,
-            managed_by: es_core::DEFAULT_MANAGED_BY.into(),
-            max_endpoints_per_slice: 100,
-            endpoints: false,
-            mirroring: false,
-            mirroring_managed_by: mirror_core::DEFAULT_MANAGED_BY.into(),
-            mirroring_max_endpoints_per_subset: 1000,
-            output: Output::Table,
-        };
+        let args = slices_only_args();
         compare(&state, &args)
     }
 
@@ -545,18 +550,7 @@ mod tests {
         slice.metadata.namespace = Some("ns".into());
         let state =
             ClusterState { services: vec![svc], pods: more, nodes: nodes_map, slices: vec![slice], endpoints: vec![] };
-        let args = VerifyArgs {
-            kubeconfig: None,
-            namespace: None,
-            service: None,
-            managed_by: es_core::DEFAULT_MANAGED_BY.into(),
-            max_endpoints_per_slice: 100,
-            endpoints: false,
-            mirroring: false,
-            mirroring_managed_by: mirror_core::DEFAULT_MANAGED_BY.into(),
-            mirroring_max_endpoints_per_subset: 1000,
-            output: Output::Table,
-        };
+        let args = slices_only_args();
         rows = compare(&state, &args);
         assert_eq!(rows[0].status, Status::Drift, "{rows:?}");
     }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod differential;
+pub mod machine;
 pub mod workload;
 
 use std::collections::BTreeMap;
