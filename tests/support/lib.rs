@@ -2,8 +2,8 @@
 //! test binary's control plane, scoped to one namespace, and wait for what they write.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod benchdoc;
 pub mod differential;
-pub mod machine;
 pub mod workload;
 
 use std::collections::BTreeMap;

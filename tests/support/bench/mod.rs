@@ -413,7 +413,7 @@ async fn run_contender(
 pub async fn run(args: Args, command: String) -> anyhow::Result<(String, bool)> {
     let bin =
         if args.contenders.contains(&Contender::Epslice) { contender::epslice_bin(&args)? } else { PathBuf::new() };
-    let machine = epslice_integration_tests::machine::machine();
+    let machine = epslice_integration_tests::benchdoc::machine();
     let tck = measure::clk_tck();
     let layout = Layout::new(&args);
     eprintln!(

@@ -4,8 +4,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use super::Cell;
 use super::cli::{Args, Contender, Scenario};
 
@@ -326,15 +324,5 @@ impl Report<'_> {
 /// Writes `section` between the markers of `path` (appending the markers if absent; creating
 /// the file with a `# Benchmarks` heading if missing).
 pub fn write_doc(path: &Path, section: &str) -> anyhow::Result<()> {
-    let old = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_string(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let block = format!("{BEGIN}\n{}\n{END}", section.trim_end());
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &old[..b], &old[e + END.len()..]),
-        _ => format!("{}\n\n{block}\n", old.trim_end()),
-    };
-    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+    epslice_integration_tests::benchdoc::write_section(path, BEGIN, END, section, true)
 }

@@ -25,7 +25,7 @@ fn log(msg: impl AsRef<str>) {
 /// Runs the benchmark; returns the markdown report. `load_rt` runs the load generator, apart
 /// from the runtime serving the webhook.
 pub async fn run(args: Args, command: String, load_rt: tokio::runtime::Handle) -> anyhow::Result<String> {
-    let machine = epslice_integration_tests::machine::machine();
+    let machine = epslice_integration_tests::benchdoc::machine();
     let load_before = report::load_avg();
     log("starting etcd + kube-apiserver");
     let opts = envtest::Options { kwok: false, ..Default::default() };

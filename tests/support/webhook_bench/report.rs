@@ -4,8 +4,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use super::apiserver::Series;
 use super::cli::{Args, Profile};
 use super::load::{Answer, Histogram, LoadResult};
@@ -302,11 +300,5 @@ pub fn load_avg() -> String {
 /// Writes `section` between the markers of `path`; the markers must exist (docs/benchmarks.md has
 /// them in its "Webhook" section).
 pub fn write_doc(path: &Path, section: &str) -> anyhow::Result<()> {
-    let old = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let (Some(b), Some(e)) = (old.find(BEGIN), old.find(END)) else {
-        anyhow::bail!("{} has no {BEGIN} … {END} markers", path.display());
-    };
-    anyhow::ensure!(e > b, "{}: {END} comes before {BEGIN}", path.display());
-    let new = format!("{}{BEGIN}\n{}\n{END}{}", &old[..b], section.trim_end(), &old[e + END.len()..]);
-    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+    epslice_integration_tests::benchdoc::write_section(path, BEGIN, END, section, false)
 }
