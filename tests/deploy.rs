@@ -486,21 +486,7 @@ async fn epslice_webhook_as_the_service_account_serves_admissions_without_a_forb
     // deploy/base's registration, except that the API server calls the process on loopback and
     // only for this namespace. Registered without a caBundle: the webhook publishes it.
     let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let mwc: MutatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "epslice-service-env"},
-        "webhooks": [{
-            "name": "service-env.epslice.io",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Ignore",
-            "timeoutSeconds": 3,
-            "reinvocationPolicy": "IfNeeded",
-            "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-        }],
-    }))
-    .unwrap();
+    let mwc = epslice_integration_tests::webhookcfg::configuration("epslice-service-env", &ns, port, None, "Ignore");
     mwcs.create(&PostParams::default(), &mwc).await.unwrap();
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
     svcs.create(&PostParams::default(), &service("db", "db", &[("pg", 5432, IntOrString::Int(5432))])).await.unwrap();

@@ -15,10 +15,7 @@ use epslice::envvars::MARKER_ANNOTATION;
 use epslice::runtime::admin::Readiness;
 use epslice::webhook::certs::{CertSpec, SelfManaged};
 use epslice::webhook::{Options, TlsSource, WebhookMetrics};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{
-    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
-};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Namespace, Pod, PodSpec, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -115,40 +112,9 @@ async fn install_crd(client: &kube::Client) {
     }
 }
 
-/// A MutatingWebhookConfiguration like deploy/webhook's, but calling `url` and scoped to `ns`.
+/// The registration deploy/base has, calling the in-process webhook, scoped to `ns`.
 fn configuration(name: &str, ns: &str, port: u16, ca: Option<&str>) -> MutatingWebhookConfiguration {
-    MutatingWebhookConfiguration {
-        metadata: ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
-        webhooks: Some(vec![MutatingWebhook {
-            name: "service-env.epslice.io".into(),
-            admission_review_versions: vec!["v1".into()],
-            side_effects: "None".into(),
-            failure_policy: Some("Ignore".into()),
-            timeout_seconds: Some(3),
-            reinvocation_policy: Some("IfNeeded".into()),
-            client_config: WebhookClientConfig {
-                url: Some(format!("https://127.0.0.1:{port}/mutate")),
-                ca_bundle: ca.map(|c| ByteString(c.as_bytes().to_vec())),
-                service: None,
-            },
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec!["".into()]),
-                api_versions: Some(vec!["v1".into()]),
-                operations: Some(vec!["CREATE".into()]),
-                resources: Some(vec!["pods".into()]),
-                scope: Some("Namespaced".into()),
-            }]),
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some([("kubernetes.io/metadata.name".to_owned(), ns.to_owned())].into()),
-                match_expressions: None,
-            }),
-            match_conditions: Some(vec![MatchCondition {
-                name: "not-a-mirror-pod".into(),
-                expression: "!has(object.metadata.annotations) || !('kubernetes.io/config.mirror' in object.metadata.annotations)".into(),
-            }]),
-            ..Default::default()
-        }]),
-    }
+    epslice_integration_tests::webhookcfg::configuration(name, ns, port, ca, "Ignore")
 }
 
 async fn register(client: &kube::Client, mwc: &MutatingWebhookConfiguration) {

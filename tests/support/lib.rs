@@ -4,6 +4,7 @@
 
 pub mod benchdoc;
 pub mod differential;
+pub mod webhookcfg;
 pub mod workload;
 
 use std::collections::BTreeMap;

@@ -8,13 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use epslice::envvars::MARKER_ANNOTATION;
 use futures::StreamExt as _;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{
-    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
-};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 
 use super::cli::Profile;
 use super::load::{Histogram, quantile};
@@ -28,39 +24,7 @@ pub const WARMUP_PODS: usize = 20;
 /// deploy/base's configuration, but calling the in-process server by URL, scoped to `ns`, and
 /// with `failurePolicy: Fail`.
 pub fn configuration(ns: &str, port: u16, ca_pem: &str) -> MutatingWebhookConfiguration {
-    MutatingWebhookConfiguration {
-        metadata: ObjectMeta { name: Some(MWC_NAME.to_owned()), ..Default::default() },
-        webhooks: Some(vec![MutatingWebhook {
-            name: "service-env.epslice.io".into(),
-            admission_review_versions: vec!["v1".into()],
-            side_effects: "None".into(),
-            failure_policy: Some("Fail".into()),
-            timeout_seconds: Some(3),
-            reinvocation_policy: Some("IfNeeded".into()),
-            match_policy: Some("Equivalent".into()),
-            client_config: WebhookClientConfig {
-                url: Some(format!("https://127.0.0.1:{port}/mutate")),
-                ca_bundle: Some(ByteString(ca_pem.as_bytes().to_vec())),
-                service: None,
-            },
-            rules: Some(vec![RuleWithOperations {
-                api_groups: Some(vec!["".into()]),
-                api_versions: Some(vec!["v1".into()]),
-                operations: Some(vec!["CREATE".into()]),
-                resources: Some(vec!["pods".into()]),
-                scope: Some("Namespaced".into()),
-            }]),
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some([("kubernetes.io/metadata.name".to_owned(), ns.to_owned())].into()),
-                match_expressions: None,
-            }),
-            match_conditions: Some(vec![MatchCondition {
-                name: "not-a-mirror-pod".into(),
-                expression: "!has(object.metadata.annotations) || !('kubernetes.io/config.mirror' in object.metadata.annotations)".into(),
-            }]),
-            ..Default::default()
-        }]),
-    }
+    epslice_integration_tests::webhookcfg::configuration(MWC_NAME, ns, port, Some(ca_pem), "Fail")
 }
 
 /// What a created pod must look like.
