@@ -5,6 +5,10 @@
 //! - `review_all(n)`: a pod of 3 containers in a namespace of `n` single-port Services, mode `All`
 //!   (namespace label), through `decide` + `review`.
 //! - `review_selected_5_of_5000`: a `Selected` policy picking 5 Services by name out of 5,000.
+//! - `review_selected_10_of_1000x3` / `review_all_1000x3_over_cap`: the two profiles of
+//!   `just bench-webhook` without TLS or sockets: 1,000 Services of 3 ports, a realistic pod of
+//!   3 containers (app, proxy sidecar, log shipper; probes, resources, mounts, own env entries),
+//!   a `Selected` policy naming 10 Services, or the namespace label `all` (over the size cap).
 //! - `parse_only_large_pod`: a ~1 MiB pod whose namespace is not opted in (parse + answer, no patch).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -43,6 +47,11 @@ impl ClusterView for View {
     fn services(&self, ns: &str) -> Vec<Arc<Service>> {
         self.services.iter().filter(|s| s.metadata.namespace.as_deref() == Some(ns)).cloned().collect()
     }
+    /// Indexed, like the webhook's cache (`ServicesByNamespace`): the names are in order.
+    fn service(&self, ns: &str, name: &str) -> Option<Arc<Service>> {
+        let i = self.services.binary_search_by(|s| s.metadata.name.as_deref().unwrap_or("").cmp(name)).ok()?;
+        Some(self.services[i].clone()).filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+    }
 }
 
 fn services(n: usize) -> Vec<Arc<Service>> {
@@ -60,6 +69,88 @@ fn services(n: usize) -> Vec<Arc<Service>> {
         .collect()
 }
 
+fn services_x3(n: usize) -> Vec<Arc<Service>> {
+    (0..n)
+        .map(|i| {
+            Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": {"name": format!("svc-{i:05}"), "namespace": "bench"},
+                    "spec": {"clusterIP": format!("10.96.{}.{}", i / 256, i % 256),
+                             "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
+                                       {"name": "https", "port": 443, "protocol": "TCP"},
+                                       {"name": "grpc", "port": 9000, "protocol": "TCP"}]}
+                }))
+                .unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The pod of `just bench-webhook` (tests/support/webhook_bench/setup.rs), roughly as defaulted.
+fn realistic_body() -> Vec<u8> {
+    let probe = |path: &str| {
+        json!({"httpGet": {"path": path, "port": 8080, "scheme": "HTTP"}, "periodSeconds": 5,
+        "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3})
+    };
+    let defaults = json!({"terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+        "imagePullPolicy": "IfNotPresent"});
+    let mut cs = vec![
+        json!({"name": "checkout", "image": "registry.invalid/shop/checkout:1.4.2",
+            "args": ["--listen=:8080", "--metrics=:9090"],
+            "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                      {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
+            "env": [{"name": "LOG_LEVEL", "value": "info"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+                    {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "checkout-db", "key": "password"}}}],
+            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+            "readinessProbe": probe("/ready"), "livenessProbe": probe("/healthz"),
+            "volumeMounts": [{"name": "config", "mountPath": "/etc/checkout"},
+                             {"name": "kube-api-access-x", "readOnly": true,
+                              "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}),
+        json!({"name": "envoy", "image": "registry.invalid/envoyproxy/envoy:v1.31.2",
+            "args": ["-c", "/etc/envoy/envoy.yaml", "--drain-time-s", "20"],
+            "ports": [{"name": "proxy", "containerPort": 15001, "protocol": "TCP"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            "volumeMounts": [{"name": "envoy", "mountPath": "/etc/envoy"}]}),
+        json!({"name": "log-shipper", "image": "registry.invalid/fluent/fluent-bit:3.1",
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+            "volumeMounts": [{"name": "logs", "mountPath": "/var/log/app"}]}),
+    ];
+    for c in &mut cs {
+        for (k, v) in defaults.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+    }
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "checkout-7d9c5b8f6d-x2x7q", "namespace": "bench", "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
+                         "uid": "a7c3e2f0", "groups": ["system:serviceaccounts", "system:authenticated"]},
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "checkout-7d9c5b8f6d-x2x7q", "namespace": "bench",
+                    "labels": {"app": "checkout", "pod-template-hash": "7d9c5b8f6d", "version": "1.4.2", "profile": "selected"},
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"}},
+                "spec": {"containers": cs, "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
+                    "dnsPolicy": "ClusterFirst", "serviceAccountName": "default", "serviceAccount": "default",
+                    "securityContext": {}, "schedulerName": "default-scheduler", "priority": 0,
+                    "enableServiceLinks": true, "preemptionPolicy": "PreemptLowerPriority",
+                    "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                                    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}],
+                    "volumes": [{"name": "config", "configMap": {"name": "checkout", "defaultMode": 420}},
+                                {"name": "envoy", "configMap": {"name": "checkout-envoy", "defaultMode": 420}},
+                                {"name": "logs", "emptyDir": {}}]},
+                "status": {"phase": "Pending", "qosClass": "Burstable"}},
+            "oldObject": null, "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}}
+    }))
+    .unwrap()
+}
+
 fn body(containers: usize, padding: usize) -> Vec<u8> {
     let cs: Vec<_> = (0..containers)
         .map(|i| json!({"name": format!("c{i}"), "image": "i", "env": [{"name": "PAD", "value": "x".repeat(padding)}]}))
@@ -74,7 +165,7 @@ fn body(containers: usize, padding: usize) -> Vec<u8> {
 }
 
 fn run(view: &View, body: &[u8], config: &ReviewConfig) -> usize {
-    let r = review(body, config, |req| decide(req.namespace, req.pod, view, DefaultMode::Off).0);
+    let r = review(body, config, |req| decide(req.namespace, req.labels, view, DefaultMode::Off).0);
     r.body.len()
 }
 
@@ -104,6 +195,37 @@ fn review_selected_5_of_5000(bencher: divan::Bencher) {
     let view = View { services: services(5000), policies: vec![Arc::new(p)], labelled: false };
     let body = body(3, 10);
     let config = ReviewConfig::default();
+    bencher.bench_local(|| run(&view, &body, &config));
+}
+
+fn selected_policy(names: Vec<String>) -> Arc<ServiceEnvPolicy> {
+    let spec = ServiceEnvPolicySpec {
+        mode: PolicyMode::Selected,
+        services: Some(ServiceSelection { names, selector: None }),
+        disable_kubelet_service_links: true,
+        ..Default::default()
+    };
+    let mut p = ServiceEnvPolicy::new("p", spec);
+    p.metadata.namespace = Some("bench".into());
+    Arc::new(p)
+}
+
+#[divan::bench]
+fn review_selected_10_of_1000x3(bencher: divan::Bencher) {
+    let policy = selected_policy((0..10).map(|i| format!("svc-{:05}", i * 100)).collect());
+    let view = View { services: services_x3(1000), policies: vec![policy], labelled: false };
+    let body = realistic_body();
+    let config = ReviewConfig::default();
+    assert!(run(&view, &body, &config) > 10_000, "a patch is expected");
+    bencher.bench_local(|| run(&view, &body, &config));
+}
+
+#[divan::bench]
+fn review_all_1000x3_over_cap(bencher: divan::Bencher) {
+    let view = View { services: services_x3(1000), policies: Vec::new(), labelled: true };
+    let body = realistic_body();
+    let config = ReviewConfig::default();
+    assert!(run(&view, &body, &config) < 1_000, "refused: over the cap, no patch");
     bencher.bench_local(|| run(&view, &body, &config));
 }
 

@@ -1,14 +1,14 @@
 //! Which policy applies to a pod, and what it yields: a pure function of cached snapshots.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::types::{PolicyMode, ServiceEnvPolicy};
 use super::{EXPORT_LABEL, NAMESPACE_MODE_LABEL};
-use crate::envvars::{Decision, Mode, select_services};
+use crate::envvars::{Decision, Mode, select_named, select_services};
 
 type Labels = BTreeMap<String, String>;
 
@@ -21,6 +21,11 @@ pub trait ClusterView {
     fn policies(&self, namespace: &str) -> Vec<Arc<ServiceEnvPolicy>>;
     /// The Services of a namespace (any order).
     fn services(&self, namespace: &str) -> Vec<Arc<Service>>;
+    /// One Service by name. The default scans [`Self::services`]; an indexed view overrides it
+    /// (a `Selected` policy naming a few Services then costs a few lookups, not a namespace scan).
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        self.services(namespace).into_iter().find(|s| s.metadata.name.as_deref() == Some(name))
+    }
 }
 
 /// What applies to pods that no policy matches, in namespaces without the
@@ -194,12 +199,10 @@ pub fn is_exported(labels: Option<&Labels>) -> bool {
 /// `epslice.io/service-env-export: "true"`; otherwise it is skipped with a warning.
 pub fn decide(
     namespace: &str,
-    pod: &Pod,
+    labels: &Labels,
     view: &(impl ClusterView + ?Sized),
     default: DefaultMode,
 ) -> (Decision<Arc<Service>>, Source) {
-    let empty = Labels::new();
-    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
     let policies = view.policies(namespace);
     let (policy, mut warnings) = select_policy(&policies, labels);
 
@@ -292,27 +295,22 @@ pub fn decide(
                 }
             }
             for (ns, names) in &by_ns {
-                let in_ns = view.services(ns);
-                let picked = select_services(&in_ns, names, label_match);
                 let prefix = if *ns == namespace { String::new() } else { format!("{ns}/") };
+                let (chosen, picked_warnings) = if matcher.is_none() {
+                    // Names only: look each up instead of scanning the namespace.
+                    select_named(names, |n| view.service(ns, n))
+                } else {
+                    let in_ns = view.services(ns);
+                    let picked = select_services(&in_ns, names, label_match);
+                    let keep: std::collections::HashSet<*const Service> =
+                        picked.services.iter().map(|s| std::ptr::from_ref(*s)).collect();
+                    let chosen: Vec<Arc<Service>> =
+                        in_ns.iter().filter(|a| keep.contains(&Arc::as_ptr(a))).cloned().collect();
+                    (chosen, picked.warnings)
+                };
                 warnings.extend(
-                    picked.warnings.into_iter().map(|w| w.replacen("service ", &format!("service {prefix}"), 1)),
+                    picked_warnings.into_iter().map(|w| w.replacen("service ", &format!("service {prefix}"), 1)),
                 );
-                let keep: BTreeSet<(&str, &str)> = picked
-                    .services
-                    .iter()
-                    .map(|s| (s.metadata.namespace.as_deref().unwrap_or(""), s.metadata.name.as_deref().unwrap_or("")))
-                    .collect();
-                let chosen: Vec<Arc<Service>> = in_ns
-                    .iter()
-                    .filter(|s| {
-                        keep.contains(&(
-                            s.metadata.namespace.as_deref().unwrap_or(""),
-                            s.metadata.name.as_deref().unwrap_or(""),
-                        ))
-                    })
-                    .cloned()
-                    .collect();
                 decision.services.extend(chosen);
             }
         }

@@ -124,18 +124,18 @@ fn most_specific_selector_wins_then_name() {
     };
     let off_b = ServiceEnvPolicySpec { pod_selector: Some(selector(&[("app", "x")])), ..off.clone() };
     v.policies = vec![policy("app", "z-everyone", all), policy("app", "b-x", off_b), policy("app", "a-x", off)];
-    let (d, src) = decide("app", &pod(&[("app", "x")]), &v, DefaultMode::Off);
+    let (d, src) = decide("app", &labels(&[("app", "x")]), &v, DefaultMode::Off);
     assert_eq!(src, Source::Policy("a-x".into()));
     assert_eq!(d.mode, Mode::Off);
     assert!(d.warnings.iter().any(|w| w.contains("a-x applies; also matching: b-x, z-everyone")), "{:?}", d.warnings);
     // A pod the specific policies do not match falls to the catch-all.
-    let (d, src) = decide("app", &pod(&[("app", "y")]), &v, DefaultMode::Off);
+    let (d, src) = decide("app", &labels(&[("app", "y")]), &v, DefaultMode::Off);
     assert_eq!(src, Source::Policy("z-everyone".into()));
     assert_eq!(d.mode, Mode::All);
     assert_eq!(names(&d.services), ["app/cache", "app/db", "app/web", "default/kubernetes"]);
     assert!(d.warnings.is_empty(), "{:?}", d.warnings);
     // Policies of other namespaces never apply.
-    let (_, src) = decide("shared", &pod(&[("app", "x")]), &v, DefaultMode::Off);
+    let (_, src) = decide("shared", &labels(&[("app", "x")]), &v, DefaultMode::Off);
     assert_eq!(src, Source::Default);
 }
 
@@ -172,31 +172,31 @@ fn match_expressions_count_and_invalid_policies_are_skipped() {
         // Valid selector, invalid spec (Selected without services).
         policy("app", "empty-selected", ServiceEnvPolicySpec { mode: PolicyMode::Selected, ..Default::default() }),
     ];
-    let (d, src) = decide("app", &pod(&[("tier", "web"), ("app", "y")]), &v, DefaultMode::Off);
+    let (d, src) = decide("app", &labels(&[("tier", "web"), ("app", "y")]), &v, DefaultMode::Off);
     assert_eq!(src, Source::Policy("two".into()));
     assert!(d.warnings.iter().any(|w| w.contains("policy broken ignored")), "{:?}", d.warnings);
     assert!(d.warnings.iter().any(|w| w.contains("policy broken2 ignored")), "{:?}", d.warnings);
     assert!(d.warnings.iter().any(|w| w.contains("empty-selected matches but is invalid")), "{:?}", d.warnings);
-    let (_, src) = decide("app", &pod(&[("tier", "web"), ("app", "z")]), &v, DefaultMode::Off);
+    let (_, src) = decide("app", &labels(&[("tier", "web"), ("app", "z")]), &v, DefaultMode::Off);
     assert_eq!(src, Source::Policy("one".into()));
 }
 
 #[test]
 fn without_policy_the_namespace_label_then_the_default_decide() {
     let v = cluster();
-    let (d, src) = decide("labelled", &pod(&[]), &v, DefaultMode::Off);
+    let (d, src) = decide("labelled", &labels(&[]), &v, DefaultMode::Off);
     assert_eq!((d.mode, src), (Mode::All, Source::NamespaceLabel));
     assert_eq!(names(&d.services), ["default/kubernetes", "labelled/api"]);
     assert_eq!(d.disable_kubelet_service_links, None);
-    let (d, src) = decide("app", &pod(&[]), &v, DefaultMode::Off);
+    let (d, src) = decide("app", &labels(&[]), &v, DefaultMode::Off);
     assert_eq!((d.mode, src), (Mode::Off, Source::Default));
-    let (d, _) = decide("app", &pod(&[]), &v, DefaultMode::All);
+    let (d, _) = decide("app", &labels(&[]), &v, DefaultMode::All);
     assert_eq!(names(&d.services), ["app/cache", "app/db", "app/web", "default/kubernetes"]);
-    let (d, src) = decide("weird", &pod(&[]), &v, DefaultMode::Off);
+    let (d, src) = decide("weird", &labels(&[]), &v, DefaultMode::Off);
     assert_eq!((d.mode, src), (Mode::Off, Source::Default));
     assert!(d.warnings[0].contains("sometimes"), "{:?}", d.warnings);
     // Unknown namespace (cache lag): the default.
-    assert_eq!(decide("new", &pod(&[]), &v, DefaultMode::Off).1, Source::Default);
+    assert_eq!(decide("new", &labels(&[]), &v, DefaultMode::Off).1, Source::Default);
 }
 
 #[test]
@@ -209,7 +209,7 @@ fn selected_picks_names_and_selector_only() {
         ..Default::default()
     };
     v.policies = vec![policy("app", "p", spec)];
-    let (d, _) = decide("app", &pod(&[]), &v, DefaultMode::Off);
+    let (d, _) = decide("app", &labels(&[]), &v, DefaultMode::Off);
     assert_eq!(d.mode, Mode::Selected);
     assert_eq!(names(&d.services), ["app/cache", "app/db", "app/web"]);
     assert_eq!(d.disable_kubelet_service_links, Some(true));
@@ -226,13 +226,13 @@ fn other_namespaces_need_the_export_label() {
         ..Default::default()
     };
     v.policies = vec![policy("app", "p", spec.clone())];
-    let (d, _) = decide("app", &pod(&[]), &v, DefaultMode::Off);
+    let (d, _) = decide("app", &labels(&[]), &v, DefaultMode::Off);
     assert_eq!(names(&d.services), ["app/cache", "app/db", "shared/auth", "shared/mail"]);
     assert_eq!(d.extra_namespaces, ["shared"]);
     assert!(d.warnings.iter().any(|w| w.contains("namespace private not used")), "{:?}", d.warnings);
     // Mode All: everything of the exported namespace.
     v.policies = vec![policy("app", "p", ServiceEnvPolicySpec { mode: PolicyMode::All, services: None, ..spec })];
-    let (d, _) = decide("app", &pod(&[]), &v, DefaultMode::Off);
+    let (d, _) = decide("app", &labels(&[]), &v, DefaultMode::Off);
     assert_eq!(
         names(&d.services),
         ["app/cache", "app/db", "app/web", "default/kubernetes", "shared/auth", "shared/mail"]
@@ -247,12 +247,12 @@ fn off_with_disabled_links_switches_links_off_and_injects_nothing() {
         "p",
         ServiceEnvPolicySpec { mode: PolicyMode::Off, disable_kubelet_service_links: true, ..Default::default() },
     )];
-    let (d, _) = decide("app", &pod(&[]), &v, DefaultMode::All);
+    let (d, _) = decide("app", &labels(&[]), &v, DefaultMode::All);
     assert_eq!(d.mode, Mode::Selected);
     assert!(d.services.is_empty());
     // Through the core: only enableServiceLinks and the marker.
     let body = admission_body(&pod(&[]), "app");
-    let r = review(&body, &ReviewConfig::default(), |req| decide(req.namespace, req.pod, &v, DefaultMode::All).0);
+    let r = review(&body, &ReviewConfig::default(), |req| decide(req.namespace, req.labels, &v, DefaultMode::All).0);
     let ops = patch_ops(&r.body);
     let paths: Vec<&str> = ops.iter().map(|o| o["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["/metadata/annotations", "/spec/enableServiceLinks"], "{ops:?}");
@@ -315,7 +315,7 @@ fn selected_policy_through_review_injects_only_the_pick_and_cross_namespace_vars
         },
     )];
     let body = admission_body(&pod(&[]), "app");
-    let r = review(&body, &ReviewConfig::default(), |req| decide(req.namespace, req.pod, &v, DefaultMode::Off).0);
+    let r = review(&body, &ReviewConfig::default(), |req| decide(req.namespace, req.labels, &v, DefaultMode::Off).0);
     let ops = patch_ops(&r.body);
     let env = ops.iter().find(|o| o["path"] == "/spec/containers/0/env").expect("env op");
     let vars: Vec<&str> = env["value"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();

@@ -285,6 +285,35 @@ pub fn select_services<'a, S: Borrow<Service>>(
     Selection { services, warnings }
 }
 
+/// [`select_services`] for a pick by names only, through `lookup` (name → Service) instead of a
+/// scan of the namespace: the same Services, sorted by name, and the same warnings in the same
+/// order (headless or ExternalName ones first, then missing ones, each in name order).
+pub fn select_named<S: Borrow<Service>>(names: &[String], lookup: impl Fn(&str) -> Option<S>) -> (Vec<S>, Vec<String>) {
+    let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let mut found = Vec::new();
+    let mut warnings = Vec::new();
+    let mut missing = Vec::new();
+    for name in wanted {
+        match lookup(name) {
+            Some(s) => {
+                if !is_service_ip_set(s.borrow()) {
+                    warnings.push(warning(format!("service {name} is headless or ExternalName: it has no env vars")));
+                }
+                found.push(s);
+            }
+            None => missing.push(name),
+        }
+    }
+    for name in missing {
+        warnings.push(warning(format!("service {name} not found: no env vars for it")));
+    }
+    found.sort_by(|a, b| {
+        let (a, b) = (a.borrow(), b.borrow());
+        (svc_name(a), svc_namespace(a)).cmp(&(svc_name(b), svc_namespace(b)))
+    });
+    (found, warnings)
+}
+
 /// `[A-Z_][A-Z0-9_]*`: every name the kubelet format yields for valid Services.
 fn is_plain_env_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -306,7 +335,7 @@ pub fn generate<S: Borrow<Service>>(services: &[S]) -> Generated {
     sorted.sort_by(|a, b| (svc_name(a), svc_namespace(a)).cmp(&(svc_name(b), svc_namespace(b))));
 
     let mut out = Generated::default();
-    let mut owner: HashMap<String, &Service> = HashMap::new();
+    let mut owner: HashMap<String, &Service, foldhash::fast::RandomState> = HashMap::default();
     for s in sorted {
         if !is_service_ip_set(s) {
             continue;

@@ -55,11 +55,12 @@ mod review;
 mod tests;
 
 pub use generate::{
-    Collision, Generated, Mode, Selection, ServiceEnvVar, from_services, generate, is_service_ip_set, select_services,
-    visible_services, visible_services_in,
+    Collision, Generated, Mode, Selection, ServiceEnvVar, from_services, generate, is_service_ip_set, select_named,
+    select_services, visible_services, visible_services_in,
 };
 pub use patch::{
-    DEFAULT_MAX_ADDED_BYTES, MARKER_ANNOTATION, Marker, Mutation, PatchOptions, mutate, plan_patch, vars_hash,
+    DEFAULT_MAX_ADDED_BYTES, MARKER_ANNOTATION, Marker, Mutation, PatchOptions, PodObject, mutate, mutate_object,
+    plan_patch, plan_patch_object, vars_hash,
 };
 pub(crate) use review::base64 as base64_encode;
 pub use review::{

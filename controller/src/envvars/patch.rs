@@ -2,11 +2,15 @@
 //!
 //! Shape of the patch (RFC 6902, paths built from tokens so `/` and `~` are escaped):
 //!
-//! * For each init container, container and ephemeral container (in that order), the variables
-//!   whose names the container does not already declare are inserted *before* its own entries:
-//!   one `add` of the whole array when it has no `env` (or an empty one), otherwise one `add` per
-//!   variable at indices `0..k`. User entries are never touched: their values win, and `$(VAR)`
-//!   references in them resolve because ours come first.
+//! * For each init container, container and ephemeral container (in that order) that lacks some
+//!   of the variables: one `add` of its whole `env` array (replacing the array it has, if any):
+//!   the missing variables first, then the container's own entries copied verbatim from the
+//!   request, fields this build does not know included. The patch applies to exactly the object
+//!   the API server sent, so nothing can be lost in between. User entries keep their values
+//!   (names the user declares are not injected), and `$(VAR)` references in them resolve because
+//!   ours come first. One operation per container, not one per variable: the API server applies
+//!   a JSON patch operation by operation, so 540 small `add`s (10 Services × 3 ports × 3
+//!   containers) cost it far more than 3 large ones.
 //! * The marker annotation `epslice.io/service-env: <mode>;<count>;<hash>` (hash: FNV-1a 64 of
 //!   the desired variable list), added or updated only when its value changes.
 //! * Optionally `enableServiceLinks: false`, so the kubelet adds only `KUBERNETES_*` itself.
@@ -18,10 +22,10 @@
 use std::borrow::Borrow;
 use std::collections::HashSet;
 
+use foldhash::fast::RandomState as FastHash;
+use json_patch::Patch;
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
-use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, Pod, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use serde_json::{Map, Value};
 
 use super::generate::{Generated, Mode, ServiceEnvVar, generate, shadows_master, visible_services_in};
@@ -59,8 +63,8 @@ impl Default for PatchOptions {
 /// What to do to one pod.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Mutation {
-    /// `None` when nothing changes.
-    pub patch: Option<Patch>,
+    /// The JSON Patch (RFC 6902) as JSON bytes; `None` when nothing changes.
+    pub patch: Option<Vec<u8>>,
     /// Each at most 120 characters.
     pub warnings: Vec<String>,
     /// Env entries added, summed over containers.
@@ -68,6 +72,13 @@ pub struct Mutation {
     /// Bytes of JSON the patch adds to the pod (env entries plus marker), as checked against
     /// the cap.
     pub added_bytes: usize,
+}
+
+impl Mutation {
+    /// The patch's operations, parsed back (for tests and tools; the webhook sends the bytes).
+    pub fn operations(&self) -> Option<Patch> {
+        self.patch.as_deref().and_then(|b| serde_json::from_slice(b).ok())
+    }
 }
 
 /// Parsed marker annotation value `<mode>;<count>;<hash>`.
@@ -138,15 +149,98 @@ struct Slot<'a> {
     /// `initContainers`, `containers` or `ephemeralContainers`.
     field: &'static str,
     index: usize,
-    env: Option<&'a [EnvVar]>,
-    env_from: Option<&'a [EnvFromSource]>,
+    /// The container's own `env` entries, as sent (unknown fields included).
+    env: &'a [Value],
+    has_env_from: bool,
 }
 
-fn entry_json(v: &ServiceEnvVar) -> Value {
-    let mut m = Map::new();
-    m.insert("name".to_owned(), Value::String(v.name.clone()));
-    m.insert("value".to_owned(), Value::String(v.value.clone()));
-    Value::Object(m)
+/// What the patch needs of a pod, read straight from its JSON (the AdmissionReview's `object`),
+/// so that the user's env entries are copied verbatim, fields unknown to this build included.
+pub struct PodObject<'a> {
+    /// `metadata` is absent, null or `{}`.
+    metadata_empty: bool,
+    annotations: Option<&'a Map<String, Value>>,
+    /// `None`: the pod has no spec.
+    spec: Option<SpecView<'a>>,
+}
+
+struct SpecView<'a> {
+    enable_service_links: Option<bool>,
+    slots: Vec<Slot<'a>>,
+}
+
+fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn as_object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, String> {
+    v.as_object().ok_or_else(|| format!("{what} is not an object"))
+}
+
+fn as_array<'a>(v: &'a Value, what: &str) -> Result<&'a [Value], String> {
+    v.as_array().map(Vec::as_slice).ok_or_else(|| format!("{what} is not an array"))
+}
+
+impl<'a> PodObject<'a> {
+    /// Reads a pod object. Errors name the first field of the wrong JSON type.
+    pub fn read(object: &'a Value) -> Result<Self, String> {
+        let pod = as_object(object, "pod")?;
+        let api_version = field(pod, "apiVersion").map(|v| v.as_str().unwrap_or("?"));
+        let kind = field(pod, "kind").map(|v| v.as_str().unwrap_or("?"));
+        if api_version.is_some_and(|v| v != "v1") || kind.is_some_and(|k| k != "Pod") {
+            return Err(format!("object is {} {}, not a v1 Pod", api_version.unwrap_or("-"), kind.unwrap_or("-")));
+        }
+        let meta = field(pod, "metadata").map(|m| as_object(m, "metadata")).transpose()?;
+        let annotations = match meta.and_then(|m| field(m, "annotations")) {
+            Some(a) => {
+                let a = as_object(a, "metadata.annotations")?;
+                if let Some((k, _)) = a.iter().find(|(_, v)| !v.is_string()) {
+                    return Err(format!("annotation {k} is not a string"));
+                }
+                Some(a)
+            }
+            None => None,
+        };
+        let Some(spec) = field(pod, "spec") else {
+            return Ok(Self { metadata_empty: meta.is_none_or(Map::is_empty), annotations, spec: None });
+        };
+        let spec = as_object(spec, "spec")?;
+        let enable_service_links = match field(spec, "enableServiceLinks") {
+            Some(v) => Some(v.as_bool().ok_or("spec.enableServiceLinks is not a boolean")?),
+            None => None,
+        };
+        let mut slots = Vec::new();
+        for kind in ["initContainers", "containers", "ephemeralContainers"] {
+            let Some(list) = field(spec, kind) else { continue };
+            for (index, c) in as_array(list, kind)?.iter().enumerate() {
+                let c = as_object(c, kind)?;
+                let env = match field(c, "env") {
+                    Some(e) => as_array(e, "env")?,
+                    None => &[],
+                };
+                if let Some(e) = env.iter().find(|e| !e.is_object() || e.get("name").is_some_and(|n| !n.is_string())) {
+                    return Err(format!("{kind}[{index}].env entry {e} is not a named variable"));
+                }
+                let has_env_from = field(c, "envFrom").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+                slots.push(Slot { field: kind, index, env, has_env_from });
+            }
+        }
+        Ok(Self {
+            metadata_empty: meta.is_none_or(Map::is_empty),
+            annotations,
+            spec: Some(SpecView { enable_service_links, slots }),
+        })
+    }
+
+    /// `spec.enableServiceLinks`, unset counting as true (the API default).
+    pub fn enable_service_links(&self) -> bool {
+        self.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true)
+    }
+
+    /// The marker annotation, if present and well formed.
+    pub fn marker(&self) -> Option<Marker> {
+        self.annotations.and_then(|a| a.get(MARKER_ANNOTATION)).and_then(Value::as_str).and_then(Marker::parse)
+    }
 }
 
 /// Bytes of `s` as a JSON string literal written by serde_json (quotes included): `"` and `\\`
@@ -163,19 +257,81 @@ fn json_str_len(s: &str) -> usize {
         .sum::<usize>()
 }
 
-/// Bytes of [`entry_json`]`(v)` serialised (`{"name":…,"value":…}`), computed without building it:
-/// the size cap is checked before anything is allocated.
+/// Bytes of one env entry as written into the patch (`{"name":…,"value":…}`), computed without
+/// writing it: the size cap is checked before anything is allocated.
 fn entry_len(v: &ServiceEnvVar) -> usize {
     r#"{"name":,"value":}"#.len() + json_str_len(&v.name) + json_str_len(&v.value)
 }
 
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
+/// Appends `s` as a JSON string literal.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_entry(out: &mut Vec<u8>, v: &ServiceEnvVar) {
+    out.extend_from_slice(br#"{"name":"#);
+    write_str(out, &v.name);
+    out.extend_from_slice(br#","value":"#);
+    write_str(out, &v.value);
+    out.push(b'}');
+}
+
+/// The JSON Patch, written straight to bytes (no intermediate JSON tree: at 10 Services × 3 ports
+/// and 3 containers that is 540 entries per review).
+struct PatchWriter {
+    out: Vec<u8>,
+    ops: usize,
+}
+
+impl PatchWriter {
+    fn new(capacity: usize) -> Self {
+        let mut out = Vec::with_capacity(capacity);
+        out.push(b'[');
+        Self { out, ops: 0 }
+    }
+
+    /// Starts `{"op":"add","path":"<tokens>","value":`; the caller writes the value and `}`.
+    fn add(&mut self, tokens: &[&str]) -> &mut Vec<u8> {
+        if self.ops > 0 {
+            self.out.push(b',');
+        }
+        self.ops += 1;
+        let mut path = PointerBuf::new();
+        for t in tokens {
+            path.push_back(*t);
+        }
+        self.out.extend_from_slice(br#"{"op":"add","path":"#);
+        write_str(&mut self.out, path.as_str());
+        self.out.extend_from_slice(br#","value":"#);
+        &mut self.out
+    }
+
+    fn finish(mut self) -> Option<Vec<u8>> {
+        self.out.push(b']');
+        (self.ops > 0).then_some(self.out)
+    }
 }
 
 /// The patch that injects `vars` (already generated, in order) into `pod` under `mode`.
-/// `Mode::Off` and pods without a spec give no patch.
+/// `Mode::Off` and pods without a spec give no patch. See [`plan_patch_object`].
 pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &PatchOptions) -> Mutation {
+    match serde_json::to_value(pod) {
+        Ok(object) => match PodObject::read(&object) {
+            Ok(view) => plan_patch_object(&view, mode, vars, options),
+            Err(e) => Mutation { warnings: vec![warning(format!("pod unreadable: {e}"))], ..Mutation::default() },
+        },
+        Err(e) => Mutation { warnings: vec![warning(format!("pod unreadable: {e}"))], ..Mutation::default() },
+    }
+}
+
+/// The patch that injects `vars` (already generated, in order) into the pod read as `pod`.
+///
+/// Each container missing some of the variables gets one `add` of its whole `env` array (which
+/// replaces an existing one): the missing variables first, then the container's own entries
+/// copied verbatim from the request. The patch applies to exactly the object the API server sent,
+/// so nothing written in between can be lost.
+pub fn plan_patch_object(pod: &PodObject<'_>, mode: Mode, vars: &[ServiceEnvVar], options: &PatchOptions) -> Mutation {
     if mode == Mode::Off {
         return Mutation::default();
     }
@@ -187,50 +343,42 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
     };
 
     // Defensive: keep the first of any repeated name.
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<&str, FastHash> = HashSet::with_capacity_and_hasher(vars.len(), FastHash::default());
     let vars: Vec<&ServiceEnvVar> = vars.iter().filter(|v| seen.insert(v.name.as_str())).collect();
     // Each entry costs its JSON plus a separating comma.
     let sizes: Vec<usize> = vars.iter().map(|v| entry_len(v) + 1).collect();
-
-    let mut slots: Vec<Slot<'_>> = Vec::new();
-    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        slots.push(Slot { field: "initContainers", index: i, env: c.env.as_deref(), env_from: c.env_from.as_deref() });
-    }
-    for (i, c) in spec.containers.iter().enumerate() {
-        slots.push(Slot { field: "containers", index: i, env: c.env.as_deref(), env_from: c.env_from.as_deref() });
-    }
-    for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
-        slots.push(Slot {
-            field: "ephemeralContainers",
-            index: i,
-            env: c.env.as_deref(),
-            env_from: c.env_from.as_deref(),
-        });
-    }
 
     // First what would be added and its size, so that a pod over the cap costs no JSON at all
     // (at 1,000 Services × 3 ports that is ~18,000 entries per container).
     let mut injected = 0usize;
     let mut added_bytes = 0usize;
     let mut env_from_users = 0usize;
-    let mut missing_by_slot: Vec<Vec<usize>> = Vec::with_capacity(slots.len());
-    for slot in &slots {
-        let present: HashSet<&str> = slot.env.unwrap_or_default().iter().map(|e| e.name.as_str()).collect();
-        let missing: Vec<usize> = (0..vars.len()).filter(|&k| !present.contains(vars[k].name.as_str())).collect();
-        if !missing.is_empty() {
-            if slot.env_from.is_some_and(|f| !f.is_empty()) {
+    // Per container: `None` when every variable is missing (the common case), else the indices.
+    let mut missing_by_slot: Vec<Option<Vec<usize>>> = Vec::with_capacity(spec.slots.len());
+    let all_bytes: usize = sizes.iter().sum();
+    for slot in &spec.slots {
+        let present: HashSet<&str, FastHash> =
+            slot.env.iter().filter_map(|e| e.get("name").and_then(Value::as_str)).collect();
+        let (count, bytes, missing) = if vars.iter().any(|v| present.contains(v.name.as_str())) {
+            let missing: Vec<usize> = (0..vars.len()).filter(|&k| !present.contains(vars[k].name.as_str())).collect();
+            (missing.len(), missing.iter().map(|&k| sizes[k]).sum(), Some(missing))
+        } else {
+            (vars.len(), all_bytes, None)
+        };
+        if count > 0 {
+            if slot.has_env_from {
                 env_from_users += 1;
             }
-            injected += missing.len();
-            added_bytes += missing.iter().map(|&k| sizes[k]).sum::<usize>();
+            injected += count;
+            added_bytes += bytes;
         }
         missing_by_slot.push(missing);
     }
     let marker =
         Marker { mode: mode.as_str().to_owned(), count: vars.len(), hash: hash_of(vars.iter().copied()) }.render();
-    let annotations = pod.metadata.annotations.as_ref();
-    let current = annotations.and_then(|a| a.get(MARKER_ANNOTATION));
-    if current != Some(&marker) {
+    let current = pod.annotations.and_then(|a| a.get(MARKER_ANNOTATION)).and_then(Value::as_str);
+    let marker_changes = current != Some(marker.as_str());
+    if marker_changes {
         added_bytes += MARKER_ANNOTATION.len() + marker.len() + 6;
     }
     if added_bytes > options.max_added_bytes {
@@ -243,46 +391,74 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
         };
     }
 
-    let entries: Vec<Value> = vars.iter().map(|v| entry_json(v)).collect();
-    let mut ops = Vec::new();
-    for (slot, missing) in slots.iter().zip(&missing_by_slot) {
-        if missing.is_empty() {
+    // Every entry rendered once; containers lacking all of them (the common case) share the block.
+    let mut block = Vec::with_capacity(all_bytes);
+    let mut ends = Vec::with_capacity(vars.len());
+    for (k, v) in vars.iter().enumerate() {
+        if k > 0 {
+            block.push(b',');
+        }
+        write_entry(&mut block, v);
+        ends.push(block.len());
+    }
+    let entry = |k: usize| -> &[u8] {
+        let start = if k == 0 { 0 } else { ends[k - 1] + 1 };
+        &block[start..ends[k]]
+    };
+
+    let mut patch = PatchWriter::new(added_bytes + 256 * (spec.slots.len() + 2));
+    for (slot, missing) in spec.slots.iter().zip(&missing_by_slot) {
+        if missing.as_ref().is_some_and(Vec::is_empty) || vars.is_empty() {
             continue;
         }
-        let mut env_path = PointerBuf::from_tokens(["spec", slot.field]);
-        env_path.push_back(slot.index);
-        env_path.push_back("env");
-        if slot.env.is_none_or(<[EnvVar]>::is_empty) {
-            let array = missing.iter().map(|&k| entries[k].clone()).collect();
-            ops.push(add(env_path, Value::Array(array)));
-        } else {
-            for (at, &k) in missing.iter().enumerate() {
-                let mut p = env_path.clone();
-                p.push_back(at);
-                ops.push(add(p, entries[k].clone()));
+        let index = slot.index.to_string();
+        let out = patch.add(&["spec", slot.field, &index, "env"]);
+        out.push(b'[');
+        match missing {
+            None => out.extend_from_slice(&block),
+            Some(ks) => {
+                for (i, &k) in ks.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(entry(k));
+                }
             }
         }
+        for user in slot.env {
+            out.push(b',');
+            // Serialising a `Value` into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut *out, user);
+        }
+        out.extend_from_slice(b"]}");
     }
 
-    if current != Some(&marker) {
-        let value = Value::String(marker.clone());
-        if pod.metadata == ObjectMeta::default() {
-            let mut ann = Map::new();
-            ann.insert(MARKER_ANNOTATION.to_owned(), value);
-            let mut meta = Map::new();
-            meta.insert("annotations".to_owned(), Value::Object(ann));
-            ops.push(add(PointerBuf::from_tokens(["metadata"]), Value::Object(meta)));
-        } else if annotations.is_none_or(|a| a.is_empty()) {
-            let mut ann = Map::new();
-            ann.insert(MARKER_ANNOTATION.to_owned(), value);
-            ops.push(add(PointerBuf::from_tokens(["metadata", "annotations"]), Value::Object(ann)));
+    if marker_changes {
+        let pair = |out: &mut Vec<u8>| {
+            out.push(b'{');
+            write_str(out, MARKER_ANNOTATION);
+            out.push(b':');
+            write_str(out, &marker);
+            out.push(b'}');
+        };
+        if pod.metadata_empty {
+            let out = patch.add(&["metadata"]);
+            out.extend_from_slice(br#"{"annotations":"#);
+            pair(out);
+            out.extend_from_slice(b"}}");
+        } else if pod.annotations.is_none_or(Map::is_empty) {
+            let out = patch.add(&["metadata", "annotations"]);
+            pair(out);
+            out.push(b'}');
         } else {
-            ops.push(add(PointerBuf::from_tokens(["metadata", "annotations", MARKER_ANNOTATION]), value));
+            let out = patch.add(&["metadata", "annotations", MARKER_ANNOTATION]);
+            write_str(out, &marker);
+            out.push(b'}');
         }
     }
 
     if options.disable_kubelet_service_links && spec.enable_service_links != Some(false) {
-        ops.push(add(PointerBuf::from_tokens(["spec", "enableServiceLinks"]), Value::Bool(false)));
+        patch.add(&["spec", "enableServiceLinks"]).extend_from_slice(b"false}");
     }
 
     let mut warnings = Vec::new();
@@ -291,7 +467,7 @@ pub fn plan_patch(pod: &Pod, mode: Mode, vars: &[ServiceEnvVar], options: &Patch
             "{env_from_users} container(s) use envFrom: injected service env vars override its keys of the same name"
         )));
     }
-    Mutation { patch: (!ops.is_empty()).then_some(Patch(ops)), warnings, injected, added_bytes }
+    Mutation { patch: patch.finish(), warnings, injected, added_bytes }
 }
 
 /// Everything for one pod: the kubelet's visibility rules over `services` (the caller's
@@ -316,7 +492,30 @@ pub fn mutate<S: Borrow<Service>>(
     if mode == Mode::Off {
         return Mutation::default();
     }
-    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    let unreadable =
+        |e: String| Mutation { warnings: vec![warning(format!("pod unreadable: {e}"))], ..Mutation::default() };
+    let object = match serde_json::to_value(pod) {
+        Ok(o) => o,
+        Err(e) => return unreadable(e.to_string()),
+    };
+    match PodObject::read(&object) {
+        Ok(view) => mutate_object(&view, namespace, mode, services, options),
+        Err(e) => unreadable(e),
+    }
+}
+
+/// [`mutate`] for a pod read from its JSON (what the webhook does).
+pub fn mutate_object<S: Borrow<Service>>(
+    pod: &PodObject<'_>,
+    namespace: &str,
+    mode: Mode,
+    services: &[S],
+    options: &PatchOptions,
+) -> Mutation {
+    if mode == Mode::Off {
+        return Mutation::default();
+    }
+    let links = pod.enable_service_links();
     let drop_shadow = options.disable_kubelet_service_links;
     let extra = options.extra_namespaces.as_slice();
     let run = |links: bool| -> (Generated, Vec<String>) {
@@ -335,7 +534,7 @@ pub fn mutate<S: Borrow<Service>>(
     };
     let (mut generated, mut warnings) = run(links);
     if !links
-        && let Some(marker) = Marker::of(pod)
+        && let Some(marker) = pod.marker()
         && marker.hash != vars_hash(&generated.vars)
     {
         let (alt, alt_warnings) = run(true);
@@ -345,7 +544,7 @@ pub fn mutate<S: Borrow<Service>>(
         }
     }
     warnings.append(&mut generated.warnings);
-    let mut m = plan_patch(pod, mode, &generated.vars, options);
+    let mut m = plan_patch_object(pod, mode, &generated.vars, options);
     warnings.append(&mut m.warnings);
     m.warnings = warnings;
     m
@@ -373,7 +572,10 @@ mod size_tests {
         for name in texts {
             for value in texts {
                 let v = ServiceEnvVar { name: name.to_owned(), value: value.to_owned() };
-                let written = serde_json::to_vec(&entry_json(&v)).unwrap().len();
+                let written = serde_json::to_vec(&serde_json::json!({"name": name, "value": value})).unwrap().len();
+                let mut mine = Vec::new();
+                write_entry(&mut mine, &v);
+                assert_eq!(mine.len(), written, "{name:?} = {value:?}");
                 assert_eq!(entry_len(&v), written, "{name:?} = {value:?}");
             }
         }

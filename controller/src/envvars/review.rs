@@ -20,11 +20,13 @@
 
 use std::borrow::Borrow;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Service;
 use serde_json::{Map, Value, json};
 
 use super::generate::Mode;
-use super::patch::{PatchOptions, mutate};
+use super::patch::{PatchOptions, PodObject, mutate_object};
 use super::warning;
 
 /// Default request-body limit: room for a misrouted UPDATE (object and oldObject, each up to
@@ -63,7 +65,8 @@ pub struct PodRequest<'a> {
     pub namespace: &'a str,
     /// `request.name`; empty on CREATE with `generateName`.
     pub name: &'a str,
-    pub pod: &'a Pod,
+    /// The pod's labels (what policies select on).
+    pub labels: &'a BTreeMap<String, String>,
     pub dry_run: bool,
 }
 
@@ -175,27 +178,52 @@ impl Echo {
         dry_run: bool,
         injected: usize,
     ) -> Reviewed {
-        let mut response = Map::new();
-        response.insert("uid".to_owned(), Value::String(self.uid.clone()));
-        response.insert("allowed".to_owned(), Value::Bool(true));
-        if let Some(p) = patch {
-            response.insert("patchType".to_owned(), Value::String("JSONPatch".to_owned()));
-            response.insert("patch".to_owned(), Value::String(base64(&p)));
-        }
+        // Written by hand: the patch goes straight from bytes to base64 into the body, with no
+        // JSON tree and no second escaping pass over it.
         let warnings = cap_warnings(warnings, max_warnings);
+        let b64_len = patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
+        let mut body = Vec::with_capacity(160 + b64_len + warnings.iter().map(|w| w.len() + 8).sum::<usize>());
+        let str = |out: &mut Vec<u8>, s: &str| {
+            // Writing a `str` into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(out, s);
+        };
+        body.extend_from_slice(br#"{"apiVersion":"#);
+        str(&mut body, &self.api_version);
+        body.extend_from_slice(br#","kind":"#);
+        str(&mut body, &self.kind);
+        body.extend_from_slice(br#","response":{"uid":"#);
+        str(&mut body, &self.uid);
+        body.extend_from_slice(br#","allowed":true"#);
+        if let Some(p) = patch {
+            use base64::Engine as _;
+            body.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+            let start = body.len();
+            body.resize(start + b64_len, 0);
+            match base64::engine::general_purpose::STANDARD.encode_slice(&p, &mut body[start..]) {
+                Ok(n) => body.truncate(start + n),
+                Err(e) => {
+                    return status_error(
+                        500,
+                        "InternalError",
+                        format!("cannot encode patch: {e}"),
+                        Outcome::BadRequest,
+                    );
+                }
+            }
+            body.push(b'"');
+        }
         if !warnings.is_empty() {
-            let list = warnings.into_iter().map(Value::String).collect();
-            response.insert("warnings".to_owned(), Value::Array(list));
+            body.extend_from_slice(br#","warnings":["#);
+            for (i, w) in warnings.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                str(&mut body, w);
+            }
+            body.push(b']');
         }
-        let review = json!({
-            "apiVersion": self.api_version,
-            "kind": self.kind,
-            "response": Value::Object(response),
-        });
-        match serde_json::to_vec(&review) {
-            Ok(body) => Reviewed { status: 200, body, outcome, dry_run, injected },
-            Err(e) => status_error(500, "InternalError", format!("cannot encode response: {e}"), Outcome::BadRequest),
-        }
+        body.extend_from_slice(b"}}");
+        Reviewed { status: 200, body, outcome, dry_run, injected }
     }
 }
 
@@ -218,11 +246,11 @@ where
             Outcome::TooLarge,
         );
     }
-    let mut doc: Value = match serde_json::from_slice(body) {
+    let doc: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return bad_request(format!("malformed JSON: {e}")),
     };
-    let Some(top) = doc.as_object_mut() else {
+    let Some(top) = doc.as_object() else {
         return bad_request("body is not a JSON object");
     };
     let api_version = match str_field(top, "apiVersion") {
@@ -233,7 +261,7 @@ where
         Some(KIND) => KIND.to_owned(),
         _ => return bad_request(format!("kind must be {KIND}")),
     };
-    let Some(request) = top.get_mut("request").and_then(Value::as_object_mut) else {
+    let Some(request) = top.get("request").and_then(Value::as_object) else {
         return bad_request("missing request");
     };
     let Some(uid) = str_field(request, "uid").filter(|u| !u.is_empty()) else {
@@ -259,19 +287,45 @@ where
 
     let request_ns = str_field(request, "namespace").unwrap_or("").to_owned();
     let name = str_field(request, "name").unwrap_or("").to_owned();
-    let object = request.get_mut("object").map(Value::take).unwrap_or(Value::Null);
-    let pod: Pod = match serde_json::from_value(object) {
+    let object = request.get("object").unwrap_or(&Value::Null);
+    let pod = match PodObject::read(object) {
         Ok(p) => p,
-        Err(_) => {
-            return allow(Outcome::Unreadable, vec![warning("pod object unreadable: no service env vars injected")]);
+        Err(e) => {
+            return allow(
+                Outcome::Unreadable,
+                vec![warning(format!("pod object unreadable ({e}): no service env vars injected"))],
+            );
         }
     };
-    let namespace = if request_ns.is_empty() { pod.metadata.namespace.clone().unwrap_or_default() } else { request_ns };
+    let meta = object.get("metadata").and_then(Value::as_object);
+    let mut labels = BTreeMap::new();
+    if let Some(l) = meta.and_then(|m| m.get("labels")).filter(|l| !l.is_null()) {
+        let Some(l) = l.as_object() else {
+            return allow(
+                Outcome::Unreadable,
+                vec![warning("pod object unreadable (labels): no service env vars injected")],
+            );
+        };
+        for (k, v) in l {
+            let Some(v) = v.as_str() else {
+                return allow(
+                    Outcome::Unreadable,
+                    vec![warning(format!("pod object unreadable (label {k}): no service env vars injected"))],
+                );
+            };
+            labels.insert(k.clone(), v.to_owned());
+        }
+    }
+    let namespace = if request_ns.is_empty() {
+        meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("").to_owned()
+    } else {
+        request_ns
+    };
     if namespace.is_empty() {
         return allow(Outcome::Unreadable, vec![warning("request has no namespace: no service env vars injected")]);
     }
 
-    let decision = decide(&PodRequest { uid: &echo.uid, namespace: &namespace, name: &name, pod: &pod, dry_run });
+    let decision = decide(&PodRequest { uid: &echo.uid, namespace: &namespace, name: &name, labels: &labels, dry_run });
     let options = if decision.disable_kubelet_service_links.is_some() || !decision.extra_namespaces.is_empty() {
         let mut o = config.patch.clone();
         if let Some(d) = decision.disable_kubelet_service_links {
@@ -284,17 +338,11 @@ where
     } else {
         std::borrow::Cow::Borrowed(&config.patch)
     };
-    let mutation = mutate(&pod, &namespace, decision.mode, &decision.services, &options);
+    let mutation = mutate_object(&pod, &namespace, decision.mode, &decision.services, &options);
     let mut warnings: Vec<String> = decision.warnings.into_iter().map(warning).collect();
     warnings.extend(mutation.warnings);
     let Some(patch) = mutation.patch else {
         return allow(Outcome::Unchanged, warnings);
     };
-    match serde_json::to_vec(&patch) {
-        Ok(bytes) => echo.respond(Some(bytes), warnings, max_warnings, Outcome::Patched, dry_run, mutation.injected),
-        Err(_) => {
-            warnings.push(warning("patch could not be encoded: no service env vars injected"));
-            allow(Outcome::Unchanged, warnings)
-        }
-    }
+    echo.respond(Some(patch), warnings, max_warnings, Outcome::Patched, dry_run, mutation.injected)
 }

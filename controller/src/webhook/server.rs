@@ -110,7 +110,7 @@ async fn mutate(State(s): State<AppState>, req: Request) -> Response {
             d.warnings.push("epslice webhook caches not synced yet: no service env vars injected".to_owned());
             return d;
         }
-        let (d, src) = decide(req.namespace, req.pod, &*s.view, s.default_mode);
+        let (d, src) = decide(req.namespace, req.labels, &*s.view, s.default_mode);
         source = src.kind();
         d
     });

@@ -34,6 +34,12 @@ impl ServicesByNamespace {
         map.get(namespace).map(|m| m.values().cloned().collect()).unwrap_or_default()
     }
 
+    /// One Service.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(namespace).and_then(|m| m.get(name)).cloned()
+    }
+
     /// Adds or replaces a Service.
     pub fn insert(&self, s: Arc<Service>) {
         let (ns, name) = key(&s);
@@ -140,5 +146,8 @@ impl ClusterView for Caches {
     }
     fn services(&self, namespace: &str) -> Vec<Arc<Service>> {
         self.by_namespace.of(namespace)
+    }
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        self.by_namespace.get(namespace, name)
     }
 }

@@ -61,10 +61,27 @@ pub(super) fn pod(ns: &str, links: Option<bool>, containers: Vec<Container>) -> 
     }
 }
 
+/// A patch as the core writes it (JSON bytes) or parsed.
+pub(super) trait PatchLike {
+    fn ops(&self) -> Patch;
+}
+
+impl PatchLike for Patch {
+    fn ops(&self) -> Patch {
+        self.clone()
+    }
+}
+
+impl PatchLike for Vec<u8> {
+    fn ops(&self) -> Patch {
+        serde_json::from_slice(self).expect("the patch is a valid RFC 6902 document")
+    }
+}
+
 /// Applies `patch` to the JSON form of `pod`, as the API server would.
-pub(super) fn apply(pod: &Pod, patch: &Patch) -> Pod {
+pub(super) fn apply(pod: &Pod, patch: &impl PatchLike) -> Pod {
     let mut doc = serde_json::to_value(pod).unwrap();
-    json_patch::patch(&mut doc, &patch.0).unwrap();
+    json_patch::patch(&mut doc, &patch.ops().0).unwrap();
     serde_json::from_value(doc).unwrap()
 }
 

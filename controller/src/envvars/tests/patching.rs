@@ -1,11 +1,11 @@
 //! Patch shape, placement, idempotency, re-invocation, links, cap, marker.
 
-use json_patch::{Patch, PatchOperation};
+use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::{Container, EnvFromSource, EphemeralContainer, Pod, SecretEnvSource, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::super::{MARKER_ANNOTATION, Marker, Mode, PatchOptions, generate, mutate, plan_patch, vars_hash};
-use super::{apply, container, env0, ev, pod, svc, var};
+use super::{PatchLike, apply, container, env0, ev, pod, svc, var};
 
 fn services() -> Vec<Service> {
     vec![
@@ -15,8 +15,8 @@ fn services() -> Vec<Service> {
     ]
 }
 
-fn paths(p: &Patch) -> Vec<String> {
-    p.0.iter().map(|op| op.path().to_string()).collect()
+fn paths(p: &impl PatchLike) -> Vec<String> {
+    p.ops().0.iter().map(|op| op.path().to_string()).collect()
 }
 
 fn names(env: &[k8s_openapi::api::core::v1::EnvVar]) -> Vec<String> {
@@ -52,14 +52,13 @@ fn container_without_env_gets_one_array_add_and_marker() {
 }
 
 #[test]
-fn existing_env_gets_indexed_adds_before_user_entries_and_user_wins() {
+fn existing_env_gets_one_array_add_with_ours_before_user_entries_and_user_wins() {
     let user = vec![ev("APP", "$(DB_SERVICE_HOST):$(DB_SERVICE_PORT)"), ev("DB_SERVICE_PORT", "6543")];
     let p = pod("ns", Some(true), vec![container("c", Some(user.clone()))]);
     let m = mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default());
     let patch = m.patch.as_ref().unwrap();
-    assert!(patch.0.iter().all(|op| matches!(op, PatchOperation::Add(_))));
-    assert_eq!(paths(patch)[0], "/spec/containers/0/env/0");
-    assert_eq!(paths(patch)[1], "/spec/containers/0/env/1");
+    assert!(patch.ops().0.iter().all(|op| matches!(op, PatchOperation::Add(_))));
+    assert_eq!(paths(patch), vec!["/spec/containers/0/env", "/metadata/annotations"]);
     let out = apply(&p, patch);
     let env = env0(&out);
     assert_eq!(env.len(), 23 - 1 + 2);
@@ -116,7 +115,7 @@ fn reinvocation_after_another_webhook_added_a_container() {
     out.spec.as_mut().unwrap().containers.push(container("proxy", Some(vec![ev("WEB_SERVICE_HOST", "mine")])));
     let m2 = mutate(&out, "ns", Mode::All, &services(), &links_off());
     let patch = m2.patch.as_ref().unwrap();
-    assert!(paths(patch).iter().all(|p| p.starts_with("/spec/containers/1/env/")));
+    assert_eq!(paths(patch), vec!["/spec/containers/1/env"], "only the new container");
     assert_eq!(m2.injected, 22);
     let out2 = apply(&out, patch);
     assert_eq!(marker_of(&out2), marker, "marker unchanged");
@@ -227,8 +226,12 @@ fn same_marker_but_missing_vars_still_patches_env_only() {
     edited.spec.as_mut().unwrap().containers[0].env.as_mut().unwrap().remove(3);
     let m = mutate(&edited, "ns", Mode::All, &services(), &PatchOptions::default());
     let patch = m.patch.as_ref().unwrap();
-    assert_eq!(paths(patch), vec!["/spec/containers/0/env/0"]);
+    assert_eq!(paths(patch), vec!["/spec/containers/0/env"]);
     assert_eq!(m.injected, 1);
+    let again = env0(&apply(&edited, patch));
+    assert_eq!(again.len(), 23);
+    assert_eq!(again[0], env0(&out)[3], "the missing one first");
+    assert_eq!(again[1..], env0(&edited)[..], "then the entries it had, unchanged");
 }
 
 #[test]
@@ -308,4 +311,54 @@ fn large_namespace_hits_the_default_cap_smaller_one_fits() {
     // Name order, not input order: svc-0, svc-1, svc-10, svc-100, ...
     assert_eq!(env0(&out)[7].name, "SVC_1_SERVICE_HOST");
     assert_eq!(env0(&out)[14].name, "SVC_10_SERVICE_HOST");
+}
+
+/// The user's env entries are copied from the request as sent: fields this build's types do not
+/// know (a newer API's) survive the array being rewritten.
+#[test]
+fn user_entries_are_copied_verbatim_unknown_fields_included() {
+    use super::super::{PodObject, mutate_object};
+    let object = serde_json::json!({
+        "metadata": {"name": "p", "namespace": "ns", "annotations": {"a": "b"}},
+        "spec": {"containers": [{"name": "c", "env": [
+            {"name": "FUTURE", "valueFrom": {"fileKeyRef": {"path": "/x", "key": "k", "volumeName": "v"}}},
+            {"name": "PLAIN", "value": "1", "someNewField": {"nested": [1, 2, 3]}}
+        ]}]}
+    });
+    let view = PodObject::read(&object).unwrap();
+    let m = mutate_object(&view, "ns", Mode::All, &services(), &PatchOptions::default());
+    let mut doc = object.clone();
+    json_patch::patch(&mut doc, &m.operations().unwrap().0).unwrap();
+    let env = doc["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert_eq!(env.len(), 23 + 2);
+    assert_eq!(env[0], serde_json::json!({"name": "DB_SERVICE_HOST", "value": "10.0.0.2"}));
+    assert_eq!(env[23], object["spec"]["containers"][0]["env"][0]);
+    assert_eq!(env[24], object["spec"]["containers"][0]["env"][1]);
+    assert_eq!(doc["metadata"]["annotations"]["a"], "b", "other annotations kept");
+    assert!(doc["metadata"]["annotations"][MARKER_ANNOTATION].as_str().unwrap().starts_with("all;23;"));
+}
+
+/// A pod object whose fields have the wrong JSON types is refused with a reason, never a panic.
+#[test]
+fn malformed_pod_objects_are_named_not_patched() {
+    use super::super::PodObject;
+    for (object, reason) in [
+        (serde_json::json!([]), "pod is not an object"),
+        (serde_json::json!({"metadata": 1}), "metadata"),
+        (serde_json::json!({"metadata": {"annotations": {"a": 1}}}), "annotation a"),
+        (serde_json::json!({"spec": {"containers": {}}}), "containers"),
+        (serde_json::json!({"spec": {"containers": [{"env": {}}]}}), "env"),
+        (serde_json::json!({"spec": {"containers": [{"env": [1]}]}}), "containers[0].env"),
+        (serde_json::json!({"spec": {"initContainers": [{"env": [{"name": 5}]}]}}), "initContainers[0].env"),
+        (serde_json::json!({"spec": {"enableServiceLinks": "yes"}}), "enableServiceLinks"),
+    ] {
+        match PodObject::read(&object) {
+            Ok(_) => panic!("{object} accepted"),
+            Err(e) => assert!(e.contains(reason), "{object}: {e}"),
+        }
+    }
+    // Nulls count as absent, as in the API's decoding.
+    let ok =
+        serde_json::json!({"metadata": null, "spec": {"containers": [{"name": "c", "env": null, "envFrom": null}]}});
+    assert!(PodObject::read(&ok).is_ok());
 }

@@ -319,11 +319,11 @@ proptest! {
             prop_assert!(w.chars().count() <= MAX_WARNING_CHARS, "{}", w);
         }
         let doc = serde_json::to_value(&pod).unwrap();
-        let Some(patch) = m.patch.as_ref() else {
+        let Some(ops) = m.operations() else {
             prop_assert_eq!(m.injected, 0);
             return Ok(());
         };
-        let patched_doc = apply_json(&doc, patch).map_err(TestCaseError::fail)?;
+        let patched_doc = apply_json(&doc, &ops).map_err(TestCaseError::fail)?;
         let patched: Pod = serde_json::from_value(patched_doc).unwrap();
 
         // What should have been injected (links as the pod says; random markers never match).
@@ -431,5 +431,29 @@ proptest! {
         let v2: Value = serde_json::from_slice(&r2.body).unwrap();
         prop_assert_eq!(r2.outcome, Outcome::Unchanged);
         prop_assert!(v2["response"].get("patch").is_none());
+    }
+
+    /// A pick by names through lookups is the pick by a scan: same Services, same warnings.
+    #[test]
+    fn select_named_is_select_services_without_a_selector(
+        services in prop::collection::vec(arb_service(), 0..10),
+        names in prop::collection::vec(
+            prop::sample::select(vec!["foo", "redis", "redis-service", "kubernetes", "web", "missing", "a"]), 0..5),
+    ) {
+        // One namespace, unique names (what a namespace's index holds), in name order.
+        let mut in_ns: BTreeMap<String, Service> = BTreeMap::new();
+        for mut s in services {
+            s.metadata.namespace = Some("ns1".to_owned());
+            in_ns.insert(s.metadata.name.clone().unwrap_or_default(), s);
+        }
+        let in_ns: Vec<Service> = in_ns.into_values().collect();
+        let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        let scanned = super::super::select_services(&in_ns, &names, |_| false);
+        let (looked_up, warnings) = super::super::select_named(&names, |n| {
+            in_ns.iter().find(|s| s.metadata.name.as_deref() == Some(n))
+        });
+        let looked_up: Vec<&Service> = looked_up.into_iter().collect();
+        prop_assert_eq!(looked_up, scanned.services);
+        prop_assert_eq!(warnings, scanned.warnings);
     }
 }
