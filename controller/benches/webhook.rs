@@ -19,7 +19,7 @@ use epslice::envpolicy::{
     ClusterView, DefaultMode, NAMESPACE_MODE_LABEL, PolicyMode, ServiceEnvPolicy, ServiceEnvPolicySpec,
     ServiceSelection, decide,
 };
-use epslice::envvars::{ReviewConfig, review};
+use epslice::envvars::{GenerationMemo, ReviewConfig, review, review_memo};
 use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
@@ -169,6 +169,12 @@ fn run(view: &View, body: &[u8], config: &ReviewConfig) -> usize {
     r.body.len()
 }
 
+/// As the webhook runs it: through a generation memo shared by the reviews.
+fn run_memo(view: &View, body: &[u8], config: &ReviewConfig, memo: &GenerationMemo) -> usize {
+    let r = review_memo(body, config, memo, |req| decide(req.namespace, req.labels, view, DefaultMode::Off).0);
+    r.body.len()
+}
+
 #[divan::bench(args = [10, 500, 5000])]
 fn review_all(bencher: divan::Bencher, n: usize) {
     let view = View { services: services(n), policies: Vec::new(), labelled: true };
@@ -220,6 +226,18 @@ fn review_selected_10_of_1000x3(bencher: divan::Bencher) {
     bencher.bench_local(|| run(&view, &body, &config));
 }
 
+/// The same, through the webhook's generation memo (warm: the Services do not change).
+#[divan::bench]
+fn review_selected_10_of_1000x3_memo(bencher: divan::Bencher) {
+    let policy = selected_policy((0..10).map(|i| format!("svc-{:05}", i * 100)).collect());
+    let view = View { services: services_x3(1000), policies: vec![policy], labelled: false };
+    let body = realistic_body();
+    let config = ReviewConfig::default();
+    let memo = GenerationMemo::default();
+    assert_eq!(run_memo(&view, &body, &config, &memo), run(&view, &body, &config));
+    bencher.bench_local(|| run_memo(&view, &body, &config, &memo));
+}
+
 #[divan::bench]
 fn review_all_1000x3_over_cap(bencher: divan::Bencher) {
     let view = View { services: services_x3(1000), policies: Vec::new(), labelled: true };
@@ -227,6 +245,17 @@ fn review_all_1000x3_over_cap(bencher: divan::Bencher) {
     let config = ReviewConfig::default();
     assert!(run(&view, &body, &config) < 1_000, "refused: over the cap, no patch");
     bencher.bench_local(|| run(&view, &body, &config));
+}
+
+/// The same, through the webhook's generation memo (warm).
+#[divan::bench]
+fn review_all_1000x3_over_cap_memo(bencher: divan::Bencher) {
+    let view = View { services: services_x3(1000), policies: Vec::new(), labelled: true };
+    let body = realistic_body();
+    let config = ReviewConfig::default();
+    let memo = GenerationMemo::default();
+    assert_eq!(run_memo(&view, &body, &config, &memo), run(&view, &body, &config));
+    bencher.bench_local(|| run_memo(&view, &body, &config, &memo));
 }
 
 #[divan::bench]

@@ -59,12 +59,13 @@ pub use generate::{
     select_services, visible_services, visible_services_in,
 };
 pub use patch::{
-    DEFAULT_MAX_ADDED_BYTES, MARKER_ANNOTATION, Marker, Mutation, PatchOptions, PodObject, mutate, mutate_object,
-    plan_patch, plan_patch_object, vars_hash,
+    DEFAULT_MAX_ADDED_BYTES, GenerationMemo, MARKER_ANNOTATION, Marker, Mutation, PatchOptions, PodObject, Prepared,
+    mutate, mutate_object, mutate_object_memo, plan_patch, plan_patch_object, plan_prepared, vars_hash,
 };
 pub(crate) use review::base64 as base64_encode;
 pub use review::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_WARNINGS, Decision, Outcome, PodRequest, ReviewConfig, Reviewed, review,
+    review_memo,
 };
 
 /// Kubernetes guidance: keep each admission warning to 120 characters or fewer.

@@ -20,7 +20,8 @@
 //! added by a later webhook (re-invocation) gets the missing variables; nothing is duplicated.
 
 use std::borrow::Borrow;
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use foldhash::fast::RandomState as FastHash;
 use json_patch::Patch;
@@ -28,7 +29,7 @@ use json_patch::jsonptr::PointerBuf;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use serde_json::{Map, Value};
 
-use super::generate::{Generated, Mode, ServiceEnvVar, generate, shadows_master, visible_services_in};
+use super::generate::{Mode, ServiceEnvVar, generate, shadows_master, visible_services_in};
 use super::warning;
 
 /// Annotation recording what was injected.
@@ -335,18 +336,64 @@ pub fn plan_patch_object(pod: &PodObject<'_>, mode: Mode, vars: &[ServiceEnvVar]
     if mode == Mode::Off {
         return Mutation::default();
     }
+    plan_prepared(pod, mode, &Prepared::new(vars.to_vec()), options)
+}
+
+/// Variables ready to be patched in: names unique (the first of a repeated name kept), each
+/// entry's JSON size, their total, the marker hash and a name index. Depends only on the
+/// variables, so the webhook keeps it across reviews ([`GenerationMemo`]).
+#[derive(Debug)]
+pub struct Prepared {
+    vars: Vec<ServiceEnvVar>,
+    /// Each entry's JSON plus a separating comma.
+    sizes: Vec<usize>,
+    all_bytes: usize,
+    hash: String,
+    by_name: HashMap<String, usize, FastHash>,
+}
+
+impl Prepared {
+    /// Prepares `vars` (in injection order).
+    pub fn new(vars: Vec<ServiceEnvVar>) -> Self {
+        let mut by_name: HashMap<String, usize, FastHash> =
+            HashMap::with_capacity_and_hasher(vars.len(), FastHash::default());
+        let mut unique = Vec::with_capacity(vars.len());
+        for v in vars {
+            if !by_name.contains_key(&v.name) {
+                by_name.insert(v.name.clone(), unique.len());
+                unique.push(v);
+            }
+        }
+        let sizes: Vec<usize> = unique.iter().map(|v| entry_len(v) + 1).collect();
+        let all_bytes = sizes.iter().sum();
+        let hash = hash_of(&unique);
+        Self { vars: unique, sizes, all_bytes, hash, by_name }
+    }
+
+    /// The variables, names unique.
+    pub fn vars(&self) -> &[ServiceEnvVar] {
+        &self.vars
+    }
+
+    /// [`vars_hash`] of [`Self::vars`].
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+/// [`plan_patch_object`] for prepared variables.
+pub fn plan_prepared(pod: &PodObject<'_>, mode: Mode, prepared: &Prepared, options: &PatchOptions) -> Mutation {
+    if mode == Mode::Off {
+        return Mutation::default();
+    }
     let Some(spec) = pod.spec.as_ref() else {
         return Mutation {
             warnings: vec![warning("pod has no spec: no service env vars injected")],
             ..Mutation::default()
         };
     };
-
-    // Defensive: keep the first of any repeated name.
-    let mut seen: HashSet<&str, FastHash> = HashSet::with_capacity_and_hasher(vars.len(), FastHash::default());
-    let vars: Vec<&ServiceEnvVar> = vars.iter().filter(|v| seen.insert(v.name.as_str())).collect();
-    // Each entry costs its JSON plus a separating comma.
-    let sizes: Vec<usize> = vars.iter().map(|v| entry_len(v) + 1).collect();
+    let vars = &prepared.vars;
+    let sizes = &prepared.sizes;
 
     // First what would be added and its size, so that a pod over the cap costs no JSON at all
     // (at 1,000 Services × 3 ports that is ~18,000 entries per container).
@@ -355,15 +402,22 @@ pub fn plan_patch_object(pod: &PodObject<'_>, mode: Mode, vars: &[ServiceEnvVar]
     let mut env_from_users = 0usize;
     // Per container: `None` when every variable is missing (the common case), else the indices.
     let mut missing_by_slot: Vec<Option<Vec<usize>>> = Vec::with_capacity(spec.slots.len());
-    let all_bytes: usize = sizes.iter().sum();
+    let all_bytes = prepared.all_bytes;
     for slot in &spec.slots {
-        let present: HashSet<&str, FastHash> =
-            slot.env.iter().filter_map(|e| e.get("name").and_then(Value::as_str)).collect();
-        let (count, bytes, missing) = if vars.iter().any(|v| present.contains(v.name.as_str())) {
-            let missing: Vec<usize> = (0..vars.len()).filter(|&k| !present.contains(vars[k].name.as_str())).collect();
-            (missing.len(), missing.iter().map(|&k| sizes[k]).sum(), Some(missing))
-        } else {
+        // Which of ours the container declares itself: a lookup per user entry, not per variable.
+        let mut present: Vec<usize> = slot
+            .env
+            .iter()
+            .filter_map(|e| e.get("name").and_then(Value::as_str))
+            .filter_map(|n| prepared.by_name.get(n).copied())
+            .collect();
+        let (count, bytes, missing) = if present.is_empty() {
             (vars.len(), all_bytes, None)
+        } else {
+            present.sort_unstable();
+            present.dedup();
+            let missing: Vec<usize> = (0..vars.len()).filter(|k| present.binary_search(k).is_err()).collect();
+            (missing.len(), missing.iter().map(|&k| sizes[k]).sum(), Some(missing))
         };
         if count > 0 {
             if slot.has_env_from {
@@ -374,8 +428,7 @@ pub fn plan_patch_object(pod: &PodObject<'_>, mode: Mode, vars: &[ServiceEnvVar]
         }
         missing_by_slot.push(missing);
     }
-    let marker =
-        Marker { mode: mode.as_str().to_owned(), count: vars.len(), hash: hash_of(vars.iter().copied()) }.render();
+    let marker = Marker { mode: mode.as_str().to_owned(), count: vars.len(), hash: prepared.hash.clone() }.render();
     let current = pod.annotations.and_then(|a| a.get(MARKER_ANNOTATION)).and_then(Value::as_str);
     let marker_changes = current != Some(marker.as_str());
     if marker_changes {
@@ -512,42 +565,168 @@ pub fn mutate_object<S: Borrow<Service>>(
     services: &[S],
     options: &PatchOptions,
 ) -> Mutation {
+    mutate_with(pod, mode, options, |links| Arc::new(Generation::new(namespace, services, links, options)))
+}
+
+/// [`mutate_object`] through a [`GenerationMemo`]: the variables for a given set of Services
+/// (the same `Arc`s, so the same cached objects) are generated and prepared once, then reused.
+pub fn mutate_object_memo(
+    pod: &PodObject<'_>,
+    namespace: &str,
+    mode: Mode,
+    services: &[Arc<Service>],
+    options: &PatchOptions,
+    memo: &GenerationMemo,
+) -> Mutation {
+    mutate_with(pod, mode, options, |links| memo.get(namespace, services, links, options))
+}
+
+/// The kubelet's visibility rules, generation and preparation for one set of candidates.
+#[derive(Debug)]
+pub struct Generation {
+    prepared: Prepared,
+    /// Visibility and generation warnings.
+    warnings: Vec<String>,
+}
+
+impl Generation {
+    fn new<S: Borrow<Service>>(namespace: &str, services: &[S], links: bool, options: &PatchOptions) -> Self {
+        let extra = options.extra_namespaces.as_slice();
+        let visible = visible_services_in(namespace, extra, links, services);
+        let (mut generated, mut warnings) =
+            if options.disable_kubelet_service_links && visible.services.iter().any(|s| shadows_master(s, namespace)) {
+                // With the kubelet's links off it still adds the real master Service's variables;
+                // the shadow's would mix with them (different port names). Use the master instead.
+                let without = services.iter().filter(|s| !shadows_master((*s).borrow(), namespace));
+                let visible = visible_services_in(namespace, extra, links, without);
+                let note = warning(format!(
+                    "service {namespace}/kubernetes not injected: it would mix with the API server's KUBERNETES_* vars"
+                ));
+                (generate(&visible.services), vec![note])
+            } else {
+                (generate(&visible.services), visible.warnings)
+            };
+        warnings.append(&mut generated.warnings);
+        Self { prepared: Prepared::new(generated.vars), warnings }
+    }
+}
+
+fn mutate_with(
+    pod: &PodObject<'_>,
+    mode: Mode,
+    options: &PatchOptions,
+    run: impl Fn(bool) -> Arc<Generation>,
+) -> Mutation {
     if mode == Mode::Off {
         return Mutation::default();
     }
     let links = pod.enable_service_links();
-    let drop_shadow = options.disable_kubelet_service_links;
-    let extra = options.extra_namespaces.as_slice();
-    let run = |links: bool| -> (Generated, Vec<String>) {
-        let visible = visible_services_in(namespace, extra, links, services);
-        if drop_shadow && visible.services.iter().any(|s| shadows_master(s, namespace)) {
-            // With the kubelet's links off it still adds the real master Service's variables;
-            // the shadow's would mix with them (different port names). Use the master instead.
-            let without = services.iter().filter(|s| !shadows_master((*s).borrow(), namespace));
-            let visible = visible_services_in(namespace, extra, links, without);
-            let note = warning(format!(
-                "service {namespace}/kubernetes not injected: it would mix with the API server's KUBERNETES_* vars"
-            ));
-            return (generate(&visible.services), vec![note]);
-        }
-        (generate(&visible.services), visible.warnings)
-    };
-    let (mut generated, mut warnings) = run(links);
+    let mut generation = run(links);
     if !links
         && let Some(marker) = pod.marker()
-        && marker.hash != vars_hash(&generated.vars)
+        && marker.hash != generation.prepared.hash
     {
-        let (alt, alt_warnings) = run(true);
-        if vars_hash(&alt.vars) == marker.hash {
-            generated = alt;
-            warnings = alt_warnings;
+        let alt = run(true);
+        if alt.prepared.hash == marker.hash {
+            generation = alt;
         }
     }
-    warnings.append(&mut generated.warnings);
-    let mut m = plan_patch_object(pod, mode, &generated.vars, options);
+    let mut m = plan_prepared(pod, mode, &generation.prepared, options);
+    let mut warnings = generation.warnings.clone();
     warnings.append(&mut m.warnings);
     m.warnings = warnings;
     m
+}
+
+/// A small LRU of [`Generation`]s keyed by what they depend on: the pod's namespace, the
+/// cross-namespace exports, the links flag, `disableKubeletServiceLinks`, and the candidate
+/// Services *by identity* (`Arc` pointers of the cached objects, held by the entry so they cannot
+/// be reused). A changed Service is a new `Arc`, so a stale entry can never match; it just ages
+/// out. Bounded by entries and by the variables held.
+#[derive(Debug)]
+pub struct GenerationMemo {
+    entries: std::sync::Mutex<std::collections::VecDeque<(MemoKey, Arc<Generation>)>>,
+    max_entries: usize,
+    max_vars: usize,
+}
+
+#[derive(Debug)]
+struct MemoKey {
+    namespace: String,
+    extra: Vec<String>,
+    links: bool,
+    drop_shadow: bool,
+    services: Vec<Arc<Service>>,
+}
+
+impl MemoKey {
+    fn matches(&self, namespace: &str, services: &[Arc<Service>], links: bool, options: &PatchOptions) -> bool {
+        self.links == links
+            && self.drop_shadow == options.disable_kubelet_service_links
+            && self.namespace == namespace
+            && self.extra == options.extra_namespaces
+            && self.services.len() == services.len()
+            && self.services.iter().zip(services).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+impl Default for GenerationMemo {
+    fn default() -> Self {
+        Self::new(64, 200_000)
+    }
+}
+
+impl GenerationMemo {
+    /// At most `max_entries` generations and `max_vars` variables in all (about 100 bytes each).
+    pub fn new(max_entries: usize, max_vars: usize) -> Self {
+        Self { entries: std::sync::Mutex::default(), max_entries: max_entries.max(1), max_vars }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, namespace: &str, services: &[Arc<Service>], links: bool, options: &PatchOptions) -> Arc<Generation> {
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(i) = entries.iter().position(|(k, _)| k.matches(namespace, services, links, options))
+                && let Some(hit) = entries.remove(i)
+            {
+                let generation = hit.1.clone();
+                entries.push_front(hit);
+                return generation;
+            }
+        }
+        // Computed outside the lock; two concurrent misses both compute, the later insert wins.
+        let generation = Arc::new(Generation::new(namespace, services, links, options));
+        let key = MemoKey {
+            namespace: namespace.to_owned(),
+            extra: options.extra_namespaces.clone(),
+            links,
+            drop_shadow: options.disable_kubelet_service_links,
+            services: services.to_vec(),
+        };
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.retain(|(k, _)| !k.matches(namespace, services, links, options));
+        entries.push_front((key, generation.clone()));
+        let mut vars = 0usize;
+        let mut keep = 0usize;
+        for (_, g) in entries.iter() {
+            vars += g.prepared.vars.len();
+            if keep > 0 && (keep >= self.max_entries || vars > self.max_vars) {
+                break;
+            }
+            keep += 1;
+        }
+        entries.truncate(keep);
+        generation
+    }
 }
 
 #[cfg(test)]

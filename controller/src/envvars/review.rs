@@ -19,14 +19,14 @@
 //! need (`userInfo`, `kind`).
 
 use std::borrow::Borrow;
-
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Map, Value, json};
 
 use super::generate::Mode;
-use super::patch::{PatchOptions, PodObject, mutate_object};
+use super::patch::{GenerationMemo, PatchOptions, PodObject, mutate_object, mutate_object_memo};
 use super::warning;
 
 /// Default request-body limit: room for a misrouted UPDATE (object and oldObject, each up to
@@ -238,6 +238,27 @@ where
     S: Borrow<Service>,
     F: FnOnce(&PodRequest<'_>) -> Decision<S>,
 {
+    review_with(body, config, decide, |pod, ns, mode, services, options| {
+        mutate_object(pod, ns, mode, services, options)
+    })
+}
+
+/// [`review`] with the Services' variables generated through `memo` (what the webhook does): a
+/// namespace's variables are generated once per set of cached Service objects, not per review.
+pub fn review_memo<F>(body: &[u8], config: &ReviewConfig, memo: &GenerationMemo, decide: F) -> Reviewed
+where
+    F: FnOnce(&PodRequest<'_>) -> Decision<Arc<Service>>,
+{
+    review_with(body, config, decide, |pod, ns, mode, services, options| {
+        mutate_object_memo(pod, ns, mode, services, options, memo)
+    })
+}
+
+fn review_with<S, F, M>(body: &[u8], config: &ReviewConfig, decide: F, mutate: M) -> Reviewed
+where
+    F: FnOnce(&PodRequest<'_>) -> Decision<S>,
+    M: FnOnce(&PodObject<'_>, &str, Mode, &[S], &PatchOptions) -> super::Mutation,
+{
     if body.len() > config.max_body_bytes {
         return status_error(
             413,
@@ -338,7 +359,7 @@ where
     } else {
         std::borrow::Cow::Borrowed(&config.patch)
     };
-    let mutation = mutate_object(&pod, &namespace, decision.mode, &decision.services, &options);
+    let mutation = mutate(&pod, &namespace, decision.mode, &decision.services, &options);
     let mut warnings: Vec<String> = decision.warnings.into_iter().map(warning).collect();
     warnings.extend(mutation.warnings);
     let Some(patch) = mutation.patch else {

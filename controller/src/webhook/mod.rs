@@ -151,6 +151,7 @@ pub async fn run(
         default_mode: options.default_mode,
         metrics: options.metrics.clone(),
         ready: readiness.clone(),
+        memo: Arc::default(),
     };
     let tls_config = tls::server_config(resolver).map_err(anyhow::Error::msg)?;
     server::serve_tls(listener, server::router(state), Arc::new(tls_config), stop_rx.clone()).await;

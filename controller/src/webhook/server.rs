@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::metrics::WebhookMetrics;
 use crate::envpolicy::{ClusterView, DefaultMode, decide};
-use crate::envvars::{Decision, Outcome, ReviewConfig, review};
+use crate::envvars::{Decision, GenerationMemo, Outcome, ReviewConfig, review_memo};
 use crate::runtime::admin::Readiness;
 
 /// What the handler reads: the cluster snapshot and whether it is complete.
@@ -47,6 +47,8 @@ pub struct AppState {
     pub metrics: Arc<WebhookMetrics>,
     /// Readiness (served on `/readyz`).
     pub ready: Arc<Readiness>,
+    /// Variables generated per set of cached Services, reused across reviews.
+    pub memo: Arc<GenerationMemo>,
 }
 
 /// The webhook router.
@@ -104,7 +106,7 @@ async fn mutate(State(s): State<AppState>, req: Request) -> Response {
         }
     };
     let mut source = "none";
-    let reviewed = review(&bytes, &s.config, |req| {
+    let reviewed = review_memo(&bytes, &s.config, &s.memo, |req| {
         if !s.view.is_synced() {
             let mut d = Decision::off();
             d.warnings.push("epslice webhook caches not synced yet: no service env vars injected".to_owned());

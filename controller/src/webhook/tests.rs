@@ -73,6 +73,7 @@ fn setup(synced: bool, max_body: usize) -> (Router, Arc<Fixture>, Arc<WebhookMet
         default_mode: DefaultMode::Off,
         metrics: metrics.clone(),
         ready: Arc::new(Readiness::default()),
+        memo: Arc::default(),
     };
     (router(state), fixture, metrics)
 }
@@ -182,7 +183,14 @@ async fn readyz_reports_the_failing_checks() {
     let ready = Arc::new(Readiness::default());
     let caches = ready.check("webhook-caches");
     let (_, fixture, metrics) = setup(true, 1 << 20);
-    let r = router(AppState { view: fixture, config: Arc::default(), default_mode: DefaultMode::Off, metrics, ready });
+    let r = router(AppState {
+        view: fixture,
+        config: Arc::default(),
+        default_mode: DefaultMode::Off,
+        metrics,
+        ready,
+        memo: Arc::default(),
+    });
     let resp = r.clone().oneshot(Request::get("/readyz").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();

@@ -362,3 +362,39 @@ fn malformed_pod_objects_are_named_not_patched() {
         serde_json::json!({"metadata": null, "spec": {"containers": [{"name": "c", "env": null, "envFrom": null}]}});
     assert!(PodObject::read(&ok).is_ok());
 }
+
+/// Through the memo: the same answer as without; a hit for the same cached objects; a changed
+/// Service (a new object) is never answered from a stale entry; the bounds hold.
+#[test]
+fn generation_memo_is_transparent_and_bounded() {
+    use std::sync::Arc;
+
+    use super::super::{GenerationMemo, PodObject, mutate_object, mutate_object_memo};
+    let object = serde_json::to_value(pod("ns", Some(true), vec![container("c", Some(vec![ev("A", "b")]))])).unwrap();
+    let view = PodObject::read(&object).unwrap();
+    let memo = GenerationMemo::new(2, 1_000);
+    let mut cached: Vec<Arc<Service>> = services().into_iter().map(Arc::new).collect();
+    for opts in [PatchOptions::default(), links_off()] {
+        let plain = mutate_object(&view, "ns", Mode::All, &cached, &opts);
+        assert_eq!(mutate_object_memo(&view, "ns", Mode::All, &cached, &opts, &memo), plain, "miss");
+        assert_eq!(mutate_object_memo(&view, "ns", Mode::All, &cached, &opts, &memo), plain, "hit");
+    }
+    assert_eq!(memo.len(), 2);
+
+    // The watch replaces `web`: a new object with a new ClusterIP.
+    let web = cached.iter().position(|s| s.metadata.name.as_deref() == Some("web")).unwrap();
+    let mut changed = (*cached[web]).clone();
+    changed.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.99".to_owned());
+    cached[web] = Arc::new(changed);
+    let m = mutate_object_memo(&view, "ns", Mode::All, &cached, &PatchOptions::default(), &memo);
+    assert_eq!(m, mutate_object(&view, "ns", Mode::All, &cached, &PatchOptions::default()));
+    let out = apply(&pod("ns", Some(true), vec![container("c", Some(vec![ev("A", "b")]))]), m.patch.as_ref().unwrap());
+    assert!(env0(&out).contains(&ev("WEB_SERVICE_HOST", "10.0.0.99")), "not the stale value");
+    assert_eq!(memo.len(), 2, "at most two entries");
+
+    // An entry over the variable budget is still used once, then not kept beside others.
+    let tiny = GenerationMemo::new(8, 10);
+    let _ = mutate_object_memo(&view, "ns", Mode::All, &cached, &PatchOptions::default(), &tiny);
+    let _ = mutate_object_memo(&view, "ns", Mode::All, &cached, &links_off(), &tiny);
+    assert_eq!(tiny.len(), 1, "23 variables each: only the newest is kept");
+}
