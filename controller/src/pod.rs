@@ -697,6 +697,22 @@ mod tests {
         };
         assert_eq!(cached, want);
 
+        // What the core reads of it.
+        use crate::podutil;
+        assert!(podutil::is_pod_ready(&cached) && podutil::is_pod_terminating(&cached));
+        assert!(!podutil::is_pod_terminal(&cached) && podutil::should_pod_be_in_endpoints(&cached, true));
+        let named = |name: &str, protocol: &str| k8s_openapi::api::core::v1::ServicePort {
+            protocol: Some(protocol.into()),
+            target_port: Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name.into())),
+            ..Default::default()
+        };
+        assert_eq!(podutil::find_port(&cached, &named("http", "TCP")), Ok(8080));
+        assert_eq!(podutil::find_port(&cached, &named("dns", "UDP")), Ok(5353), "a sidecar's port");
+        assert!(podutil::find_port(&cached, &named("dns", "TCP")).is_err());
+        let (ips, invalid) = podutil::pod_ips(&cached);
+        assert_eq!(ips.len(), 2, "dual-stack");
+        assert!(invalid.is_empty());
+
         // The enum-like values borrow static strings, decoded or converted.
         for pod in [&cached, &CachedPod::from(full)] {
             let status = pod.status.as_ref().unwrap();
