@@ -31,6 +31,7 @@ use envtest::kwok;
 use epslice::endpoints as ep_core;
 use epslice::endpointslice as es_core;
 use epslice::mirroring as mirror_core;
+use epslice::pod::CachedPod;
 use epslice::verify::{self, ClusterState, Output, Status, VerifyArgs};
 use epslice_integration_tests::differential as d;
 use epslice_integration_tests::start;
@@ -292,7 +293,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn pods(&self) -> Vec<&Pod> {
+    fn pods(&self) -> Vec<&CachedPod> {
         self.state.pods.iter().collect()
     }
 
@@ -312,7 +313,7 @@ impl Ctx<'_> {
             d::service_json(svc)
         );
         if svc.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some() {
-            let selected: Vec<&Pod> =
+            let selected: Vec<&CachedPod> =
                 self.state.pods.iter().filter(|p| epslice::podutil::service_selects_pod(svc, p)).collect();
             let _ = writeln!(s, "Pods selected ({}; * = named in a differing entry):", selected.len());
             for p in selected {

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use epslice::endpointslice::{Config, Input, plan};
+use epslice::pod::CachedPod;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Node, NodeStatus, Pod, PodCondition, PodIP, PodSpec, PodStatus, Service, ServicePort,
     ServiceSpec,
@@ -50,9 +51,10 @@ fn service(name: &str) -> Service {
     }
 }
 
-fn pod(app: &str, i: usize, ready: bool) -> Pod {
+/// As the controllers cache it ([`CachedPod`]).
+fn pod(app: &str, i: usize, ready: bool) -> CachedPod {
     let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
-    Pod {
+    CachedPod::from(Pod {
         metadata: ObjectMeta {
             name: Some(format!("{app}-{i}")),
             namespace: Some("bench".into()),
@@ -85,7 +87,7 @@ fn pod(app: &str, i: usize, ready: bool) -> Pod {
             }]),
             ..Default::default()
         }),
-    }
+    })
 }
 
 fn nodes() -> BTreeMap<String, Node> {
@@ -124,12 +126,12 @@ fn apply(existing: &mut BTreeMap<String, EndpointSlice>, p: &epslice::endpointsl
 }
 
 /// A 5,000-pod Service with its slices converged.
-fn converged(n: usize) -> (Service, Vec<Pod>, BTreeMap<String, Node>, Vec<EndpointSlice>) {
+fn converged(n: usize) -> (Service, Vec<CachedPod>, BTreeMap<String, Node>, Vec<EndpointSlice>) {
     let svc = service("big");
-    let pods: Vec<Pod> = (0..n).map(|i| pod("big", i, true)).collect();
+    let pods: Vec<CachedPod> = (0..n).map(|i| pod("big", i, true)).collect();
     let nodes = nodes();
     let cfg = Config::default();
-    let refs: Vec<&Pod> = pods.iter().collect();
+    let refs: Vec<&CachedPod> = pods.iter().collect();
     let mut existing = BTreeMap::new();
     let mut rv = 0;
     let p = plan(&Input::new(&svc, &refs, &nodes, &[]), &cfg);
@@ -144,7 +146,7 @@ fn converged(n: usize) -> (Service, Vec<Pod>, BTreeMap<String, Node>, Vec<Endpoi
 fn one_pod_change_in_5000(bencher: divan::Bencher) {
     let (svc, mut pods, nodes, slices) = converged(5000);
     pods[2500] = pod("big", 2500, false);
-    let refs: Vec<&Pod> = pods.iter().collect();
+    let refs: Vec<&CachedPod> = pods.iter().collect();
     let slice_refs: Vec<&EndpointSlice> = slices.iter().collect();
     let cfg = Config::default();
     let p = plan(&Input::new(&svc, &refs, &nodes, &slice_refs), &cfg);
@@ -155,7 +157,7 @@ fn one_pod_change_in_5000(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 50)]
 fn full_recompute_5000_noop(bencher: divan::Bencher) {
     let (svc, pods, nodes, slices) = converged(5000);
-    let refs: Vec<&Pod> = pods.iter().collect();
+    let refs: Vec<&CachedPod> = pods.iter().collect();
     let slice_refs: Vec<&EndpointSlice> = slices.iter().collect();
     let cfg = Config::default();
     bencher.bench(|| plan(divan::black_box(&Input::new(&svc, &refs, &nodes, &slice_refs)), &cfg));
@@ -164,9 +166,9 @@ fn full_recompute_5000_noop(bencher: divan::Bencher) {
 #[divan::bench(sample_count = 50)]
 fn cold_5000(bencher: divan::Bencher) {
     let svc = service("big");
-    let pods: Vec<Pod> = (0..5000).map(|i| pod("big", i, true)).collect();
+    let pods: Vec<CachedPod> = (0..5000).map(|i| pod("big", i, true)).collect();
     let nodes = nodes();
-    let refs: Vec<&Pod> = pods.iter().collect();
+    let refs: Vec<&CachedPod> = pods.iter().collect();
     let cfg = Config::default();
     bencher.bench(|| plan(divan::black_box(&Input::new(&svc, &refs, &nodes, &[])), &cfg));
 }
@@ -175,13 +177,13 @@ fn cold_5000(bencher: divan::Bencher) {
 fn ten_thousand_services_x_10(bencher: divan::Bencher) {
     let nodes = nodes();
     let services: Vec<Service> = (0..10_000).map(|i| service(&format!("s{i}"))).collect();
-    let pods: Vec<Vec<Pod>> =
+    let pods: Vec<Vec<CachedPod>> =
         (0..10_000).map(|i| (0..10).map(|j| pod(&format!("s{i}"), i * 10 + j, true)).collect()).collect();
     let cfg = Config::default();
     bencher.bench(|| {
         let mut writes = 0;
         for (svc, ps) in services.iter().zip(&pods) {
-            let refs: Vec<&Pod> = ps.iter().collect();
+            let refs: Vec<&CachedPod> = ps.iter().collect();
             writes += plan(&Input::new(svc, &refs, &nodes, &[]), &cfg).create.len();
         }
         assert_eq!(writes, 10_000);

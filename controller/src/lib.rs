@@ -13,6 +13,7 @@ pub mod endpointslice;
 pub mod envpolicy;
 pub mod envvars;
 pub mod mirroring;
+pub mod pod;
 pub mod podutil;
 pub mod runtime;
 pub mod verify;

@@ -15,8 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::pod::{CachedContainer, CachedPod, CachedPodCondition, CachedPodIP};
 
 /// `PodReady` condition type.
 pub const POD_READY: &str = "Ready";
@@ -39,12 +41,12 @@ pub const CLUSTER_IP_NONE: &str = "None";
 // ---------------------------------------------------------------------------------------------
 
 /// The pod's `Ready` condition, if it has one (upstream `GetPodReadyCondition`).
-pub fn pod_ready_condition(pod: &Pod) -> Option<&PodCondition> {
+pub fn pod_ready_condition(pod: &CachedPod) -> Option<&CachedPodCondition> {
     pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == POD_READY)
 }
 
 /// True if the pod's `Ready` condition is `True` (upstream `IsPodReady`).
-pub fn is_pod_ready(pod: &Pod) -> bool {
+pub fn is_pod_ready(pod: &CachedPod) -> bool {
     pod_ready_condition(pod).is_some_and(|c| c.status == CONDITION_TRUE)
 }
 
@@ -55,17 +57,17 @@ pub fn is_pod_phase_terminal(phase: &str) -> bool {
 
 /// True if the pod is terminal: all its containers stopped for good (upstream `IsPodTerminal`).
 /// Distinct from *terminating*, see [`is_pod_terminating`].
-pub fn is_pod_terminal(pod: &Pod) -> bool {
+pub fn is_pod_terminal(pod: &CachedPod) -> bool {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(is_pod_phase_terminal)
 }
 
 /// True if the pod is being deleted (`metadata.deletionTimestamp` is set).
-pub fn is_pod_terminating(pod: &Pod) -> bool {
+pub fn is_pod_terminating(pod: &CachedPod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
 
 /// True if the pod has an IP: `status.podIP` or `status.podIPs` is non-empty.
-pub fn pod_has_ip(pod: &Pod) -> bool {
+pub fn pod_has_ip(pod: &CachedPod) -> bool {
     pod.status.as_ref().is_some_and(|s| {
         s.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty()) || s.pod_ips.as_ref().is_some_and(|ips| !ips.is_empty())
     })
@@ -81,7 +83,7 @@ pub fn pod_has_ip(pod: &Pod) -> bool {
 ///   Endpoints controller passes the Service's `publishNotReadyAddresses`.
 ///
 /// Readiness is not considered here. `hostNetwork` pods get no special treatment.
-pub fn should_pod_be_in_endpoints(pod: &Pod, include_terminating: bool) -> bool {
+pub fn should_pod_be_in_endpoints(pod: &CachedPod, include_terminating: bool) -> bool {
     if is_pod_terminal(pod) {
         return false;
     }
@@ -97,7 +99,7 @@ pub fn should_pod_be_in_endpoints(pod: &Pod, include_terminating: bool) -> bool 
 /// Whether an endpoint for `pod` gets the pod's hostname for `service` (upstream
 /// `ShouldSetHostname`): the pod sets `spec.hostname`, its `spec.subdomain` equals the Service
 /// name, and both live in the same namespace.
-pub fn should_set_hostname(pod: &Pod, service: &Service) -> bool {
+pub fn should_set_hostname(pod: &CachedPod, service: &Service) -> bool {
     let spec = pod.spec.as_ref();
     let hostname = spec.and_then(|s| s.hostname.as_deref()).unwrap_or("");
     let subdomain = spec.and_then(|s| s.subdomain.as_deref()).unwrap_or("");
@@ -113,7 +115,7 @@ pub fn should_set_hostname(pod: &Pod, service: &Service) -> bool {
 /// True if `container` is a restartable init container (a sidecar): its `restartPolicy` is
 /// `Always` (upstream `IsRestartableInitContainer`). Whether it really is an init container is
 /// up to the caller.
-pub fn is_restartable_init_container(container: &Container) -> bool {
+pub fn is_restartable_init_container(container: &CachedContainer) -> bool {
     container.restart_policy.as_deref() == Some(CONTAINER_RESTART_POLICY_ALWAYS)
 }
 
@@ -156,7 +158,7 @@ impl std::error::Error for PortNotFound {}
 ///
 /// A missing protocol on either side counts as `TCP` (apiserver default); a missing target
 /// port counts as the Service port number (apiserver default).
-pub fn find_port(pod: &Pod, service_port: &ServicePort) -> Result<i32, PortNotFound> {
+pub fn find_port(pod: &CachedPod, service_port: &ServicePort) -> Result<i32, PortNotFound> {
     find_port_number(pod, service_port).ok_or_else(|| PortNotFound {
         pod: pod.metadata.name.clone().unwrap_or_default(),
         port_name: match service_port_target(service_port) {
@@ -169,7 +171,7 @@ pub fn find_port(pod: &Pod, service_port: &ServicePort) -> Result<i32, PortNotFo
 
 /// [`find_port`] without the error details: the resolved port number, if any. Allocates
 /// nothing, for the planner, which resolves every Service port of every pod on every sync.
-pub fn find_port_number(pod: &Pod, service_port: &ServicePort) -> Option<i32> {
+pub fn find_port_number(pod: &CachedPod, service_port: &ServicePort) -> Option<i32> {
     let protocol = service_port_protocol(service_port);
     let name = match &service_port.target_port {
         None => return Some(service_port.port),
@@ -177,7 +179,7 @@ pub fn find_port_number(pod: &Pod, service_port: &ServicePort) -> Option<i32> {
         Some(IntOrString::String(name)) => name.as_str(),
     };
     let spec = pod.spec.as_ref();
-    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    let containers = spec.map(|s| &*s.containers).unwrap_or_default();
     let sidecars = spec
         .and_then(|s| s.init_containers.as_deref())
         .unwrap_or_default()
@@ -364,13 +366,13 @@ pub fn is_ipv6_string(s: &str) -> bool {
 ///
 /// Like upstream, only `status.podIPs` is read; `status.podIP` is its first element by API
 /// contract.
-pub fn pod_ips(pod: &Pod) -> (Vec<(IpFamily, String)>, Vec<String>) {
+pub fn pod_ips(pod: &CachedPod) -> (Vec<(IpFamily, String)>, Vec<String>) {
     let mut valid = Vec::new();
     let mut invalid = Vec::new();
     for pod_ip in pod.status.as_ref().and_then(|s| s.pod_ips.as_deref()).unwrap_or_default() {
         match canonical_ip(&pod_ip.ip) {
             Some(parsed) => valid.push(parsed),
-            None => invalid.push(pod_ip.ip.clone()),
+            None => invalid.push(pod_ip.ip.to_string()),
         }
     }
     (valid, invalid)
@@ -526,7 +528,7 @@ pub fn selector_matches(selector: &BTreeMap<String, String>, labels: Option<&BTr
 /// True if `service` selects `pod`: same namespace, a non-nil `spec.selector`, and the selector
 /// matches the pod's labels. A Service without a selector selects nothing (its endpoints are
 /// managed out of band).
-pub fn service_selects_pod(service: &Service, pod: &Pod) -> bool {
+pub fn service_selects_pod(service: &Service, pod: &CachedPod) -> bool {
     let Some(selector) = service.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
         return false;
     };
@@ -563,17 +565,17 @@ pub fn services_for_pod<'a>(
 ///
 /// `labels_changed` is true when the labels differ (a missing map equals an empty one) or when
 /// `spec.hostname` or `spec.subdomain` differ.
-pub fn pod_endpoints_changed(old: &Pod, new: &Pod) -> (bool, bool) {
+pub fn pod_endpoints_changed(old: &CachedPod, new: &CachedPod) -> (bool, bool) {
     let empty = BTreeMap::new();
     let old_labels = old.metadata.labels.as_ref().unwrap_or(&empty);
     let new_labels = new.metadata.labels.as_ref().unwrap_or(&empty);
-    let host = |p: &Pod| {
+    fn host(p: &CachedPod) -> (&str, &str) {
         let spec = p.spec.as_ref();
         (
-            spec.and_then(|s| s.hostname.clone()).unwrap_or_default(),
-            spec.and_then(|s| s.subdomain.clone()).unwrap_or_default(),
+            spec.and_then(|s| s.hostname.as_deref()).unwrap_or(""),
+            spec.and_then(|s| s.subdomain.as_deref()).unwrap_or(""),
         )
-    };
+    }
     let labels_changed = old_labels != new_labels || host(old) != host(new);
 
     if old.metadata.deletion_timestamp.is_some() || new.metadata.deletion_timestamp.is_some() {
@@ -582,13 +584,9 @@ pub fn pod_endpoints_changed(old: &Pod, new: &Pod) -> (bool, bool) {
     if is_pod_ready(old) != is_pod_ready(new) {
         return (true, labels_changed);
     }
-    let ips = |p: &Pod| -> Vec<String> {
-        p.status
-            .as_ref()
-            .and_then(|s| s.pod_ips.as_ref())
-            .map(|ips| ips.iter().map(|ip| ip.ip.clone()).collect())
-            .unwrap_or_default()
-    };
+    fn ips(p: &CachedPod) -> &[CachedPodIP] {
+        p.status.as_ref().and_then(|s| s.pod_ips.as_deref()).unwrap_or_default()
+    }
     if ips(old) != ips(new) {
         return (true, labels_changed);
     }
@@ -614,8 +612,15 @@ pub fn determine_needed_service_updates(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerPort, PodIP, PodSpec, PodStatus, ServiceSpec};
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerPort, Pod, PodCondition, PodIP, PodSpec, PodStatus, ServiceSpec,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+    /// The tables build k8s-openapi Pods; the helpers read the cached projection of them.
+    fn c(pod: &Pod) -> CachedPod {
+        CachedPod::from(pod)
+    }
 
     fn now() -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap())
@@ -676,10 +681,10 @@ mod tests {
             ),
         ];
         for (name, pod, include_terminating, expected) in cases {
-            assert_eq!(should_pod_be_in_endpoints(&pod, include_terminating), expected, "{name}");
+            assert_eq!(should_pod_be_in_endpoints(&c(&pod), include_terminating), expected, "{name}");
         }
         // A pod without any status at all has no IP.
-        assert!(!should_pod_be_in_endpoints(&Pod::default(), true));
+        assert!(!should_pod_be_in_endpoints(&CachedPod::default(), true));
     }
 
     fn simple_pod(namespace: &str, hostname: &str, subdomain: &str) -> Pod {
@@ -725,7 +730,7 @@ mod tests {
             ),
         ];
         for (name, pod, svc, expected) in cases {
-            assert_eq!(should_set_hostname(&pod, &svc), expected, "{name}");
+            assert_eq!(should_set_hostname(&c(&pod), &svc), expected, "{name}");
         }
     }
 
@@ -861,7 +866,7 @@ mod tests {
                 ..Default::default()
             };
             let sp = ServicePort { protocol: Some("TCP".into()), target_port: Some(target), ..Default::default() };
-            assert_eq!(find_port(&pod, &sp).map_err(|_| ()), expected, "{name}");
+            assert_eq!(find_port(&c(&pod), &sp).map_err(|_| ()), expected, "{name}");
         }
     }
 
@@ -880,15 +885,15 @@ mod tests {
         };
         // No protocol on either side: both default to TCP.
         let named = ServicePort { target_port: Some(IntOrString::String("http".into())), ..Default::default() };
-        assert_eq!(find_port(&pod, &named), Ok(8080));
+        assert_eq!(find_port(&c(&pod), &named), Ok(8080));
         // UDP does not match a TCP-defaulted container port.
         let udp = ServicePort { protocol: Some("UDP".into()), ..named.clone() };
-        assert!(find_port(&pod, &udp).is_err());
+        assert!(find_port(&c(&pod), &udp).is_err());
         // No target port: the Service port.
         let unset = ServicePort { port: 443, ..Default::default() };
-        assert_eq!(find_port(&pod, &unset), Ok(443));
+        assert_eq!(find_port(&c(&pod), &unset), Ok(443));
         // No spec at all: named ports cannot resolve.
-        assert!(find_port(&Pod::default(), &named).is_err());
+        assert!(find_port(&CachedPod::default(), &named).is_err());
     }
 
     #[test]
@@ -981,7 +986,7 @@ mod tests {
     #[test]
     fn pod_ips_reports_invalid_entries() {
         let pod = pod_with(Some("Running"), "1.2.3.4", &["1.2.3.4", "not-an-ip", "fd00::01"], false);
-        let (valid, invalid) = pod_ips(&pod);
+        let (valid, invalid) = pod_ips(&c(&pod));
         assert_eq!(valid, vec![(IpFamily::IPv4, "1.2.3.4".to_owned()), (IpFamily::IPv6, "fd00::1".to_owned())]);
         assert_eq!(invalid, vec!["not-an-ip".to_owned()]);
     }
@@ -1105,7 +1110,7 @@ mod tests {
             let mut old = labelled_pod();
             let mut new = old.clone();
             modify(&mut old, &mut new);
-            assert_eq!(pod_endpoints_changed(&old, &new), (pod_changed, labels_changed), "{name}");
+            assert_eq!(pod_endpoints_changed(&c(&old), &c(&new)), (pod_changed, labels_changed), "{name}");
         }
     }
 
@@ -1196,27 +1201,27 @@ mod tests {
     fn service_selects_pod_rules() {
         let pod = labelled_pod();
         let mut svc = simple_svc("test", "svc");
-        assert!(!service_selects_pod(&svc, &pod), "no spec");
+        assert!(!service_selects_pod(&svc, &c(&pod)), "no spec");
         svc.spec = Some(ServiceSpec { selector: Some(BTreeMap::new()), ..Default::default() });
-        assert!(service_selects_pod(&svc, &pod), "empty selector selects all");
+        assert!(service_selects_pod(&svc, &c(&pod)), "empty selector selects all");
         svc.spec = Some(ServiceSpec {
             selector: Some(BTreeMap::from([("foo".to_owned(), "baz".to_owned())])),
             ..Default::default()
         });
-        assert!(!service_selects_pod(&svc, &pod));
+        assert!(!service_selects_pod(&svc, &c(&pod)));
         let other_ns = simple_svc("other", "svc");
-        assert!(!service_selects_pod(&other_ns, &pod));
+        assert!(!service_selects_pod(&other_ns, &c(&pod)));
     }
 
     #[test]
     fn readiness_and_terminal() {
         let mut pod = labelled_pod();
-        assert!(!is_pod_ready(&pod));
+        assert!(!is_pod_ready(&c(&pod)));
         pod.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = CONDITION_TRUE.into();
-        assert!(is_pod_ready(&pod));
-        assert!(!is_pod_terminal(&pod));
+        assert!(is_pod_ready(&c(&pod)));
+        assert!(!is_pod_terminal(&c(&pod)));
         pod.status.as_mut().unwrap().phase = Some("Succeeded".into());
-        assert!(is_pod_terminal(&pod));
-        assert!(!is_pod_ready(&Pod::default()));
+        assert!(is_pod_terminal(&c(&pod)));
+        assert!(!is_pod_ready(&CachedPod::default()));
     }
 }

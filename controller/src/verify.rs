@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::endpoints as ep_core;
 use crate::endpointslice as es_core;
 use crate::mirroring as mirror_core;
+use crate::pod::CachedPod;
 
 /// Flags of `epslice verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -95,8 +96,8 @@ pub struct Row {
 pub struct ClusterState {
     /// Services.
     pub services: Vec<Service>,
-    /// Pods.
-    pub pods: Vec<Pod>,
+    /// Pods (their compact projection, as the controllers cache them).
+    pub pods: Vec<CachedPod>,
     /// Nodes by name.
     pub nodes: BTreeMap<String, Node>,
     /// EndpointSlices labelled with a service name.
@@ -134,7 +135,8 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
             }
             continue;
         }
-        let pods: Vec<&Pod> = state.pods.iter().filter(|p| p.namespace().as_deref() == Some(ns.as_str())).collect();
+        let pods: Vec<&CachedPod> =
+            state.pods.iter().filter(|p| p.namespace().as_deref() == Some(ns.as_str())).collect();
         let slices: Vec<&EndpointSlice> = state
             .slices
             .iter()
@@ -314,7 +316,7 @@ pub async fn read(client: &kube::Client, args: &VerifyArgs) -> anyhow::Result<Cl
     let lp = ListParams::default();
     let ctx = |what: &'static str| move |e: kube::Error| anyhow::anyhow!("listing {what}: {e}");
     let services = api::<Service>(client, ns).list(&lp).await.map_err(ctx("services"))?.items;
-    let pods = api::<Pod>(client, ns).list(&lp).await.map_err(ctx("pods"))?.items;
+    let pods = api::<CachedPod>(client, ns).list(&lp).await.map_err(ctx("pods"))?.items;
     let nodes = Api::<Node>::all(client.clone())
         .list(&lp)
         .await
@@ -392,7 +394,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus, PodCondition, PodIP, PodSpec, PodStatus};
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus, Pod, PodCondition, PodIP, PodSpec, PodStatus};
     use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -418,9 +420,9 @@ mod tests {
         }
     }
 
-    fn pod(i: usize, node: &str) -> Pod {
+    fn pod(i: usize, node: &str) -> CachedPod {
         let ip = format!("10.0.0.{}", i + 1);
-        Pod {
+        CachedPod::from(Pod {
             metadata: ObjectMeta {
                 name: Some(format!("p{i}")),
                 namespace: Some("ns".into()),
@@ -440,7 +442,7 @@ mod tests {
                 }]),
                 ..Default::default()
             }),
-        }
+        })
     }
 
     fn service(publish_not_ready: bool) -> Service {
@@ -487,10 +489,10 @@ mod tests {
     }
 
     /// The cluster after the core's own first plan was applied, and `verify` on it.
-    fn verify_after_first_write(svc: Service, pods: Vec<Pod>, nodes: Vec<Node>) -> Vec<Row> {
+    fn verify_after_first_write(svc: Service, pods: Vec<CachedPod>, nodes: Vec<Node>) -> Vec<Row> {
         let nodes: BTreeMap<String, Node> = nodes.into_iter().map(|n| (n.name_any(), n)).collect();
         let ratios = es_core::topology::CpuRatios::from_nodes(nodes.values());
-        let pod_refs: Vec<&Pod> = pods.iter().collect();
+        let pod_refs: Vec<&CachedPod> = pods.iter().collect();
         let mut input = es_core::Input::new(&svc, &pod_refs, &nodes, &[]);
         input.topology = Some(&ratios);
         let plan = es_core::plan(&input, &es_core::Config::default());
@@ -543,7 +545,7 @@ mod tests {
         more.push(pod(3, "n-a"));
         let nodes_map: BTreeMap<String, Node> = nodes.into_iter().map(|n| (n.name_any(), n)).collect();
         let ratios = es_core::topology::CpuRatios::from_nodes(nodes_map.values());
-        let refs: Vec<&Pod> = more.iter().take(3).collect();
+        let refs: Vec<&CachedPod> = more.iter().take(3).collect();
         let mut input = es_core::Input::new(&svc, &refs, &nodes_map, &[]);
         input.topology = Some(&ratios);
         let mut slice = es_core::plan(&input, &es_core::Config::default()).create.remove(0);

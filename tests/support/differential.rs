@@ -23,8 +23,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use epslice::pod::CachedPod;
 use epslice::podutil;
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
 /// `endpointslice.kubernetes.io/managed-by`.
@@ -338,8 +339,8 @@ pub fn diff_groups(
 }
 
 /// A one-line summary of a pod: name, labels, node, phase, readiness, IPs, deletion, hostname,
-/// ports.
-pub fn pod_summary(p: &Pod) -> String {
+/// the ports of its containers and sidecars.
+pub fn pod_summary(p: &CachedPod) -> String {
     let spec = p.spec.clone().unwrap_or_default();
     let status = p.status.clone().unwrap_or_default();
     let ready = status
@@ -349,15 +350,15 @@ pub fn pod_summary(p: &Pod) -> String {
         .find(|c| c.type_ == "Ready")
         .map(|c| c.status.clone())
         .unwrap_or_else(|| "-".into());
-    let ips: Vec<String> = status.pod_ips.iter().flatten().map(|i| i.ip.clone()).collect();
+    let ips: Vec<&str> = status.pod_ips.iter().flatten().map(|i| &*i.ip).collect();
     let ports: Vec<String> = spec
         .containers
         .iter()
         .chain(spec.init_containers.iter().flatten().filter(|c| podutil::is_restartable_init_container(c)))
-        .flat_map(|c| c.ports.iter().flatten().map(move |p| (c.name.clone(), p)))
-        .map(|(c, p)| {
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| {
             format!(
-                "{c}:{}={}/{}",
+                "{}={}/{}",
                 p.name.as_deref().unwrap_or(""),
                 p.container_port,
                 p.protocol.as_deref().unwrap_or("TCP")

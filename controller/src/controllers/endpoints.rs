@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
@@ -16,6 +16,7 @@ use super::overlay::RecentWrites;
 use super::trigger::TriggerTimeTracker;
 use super::work::{Queue, SyncError, is_namespace_terminating, services_to_sync};
 use crate::endpoints as core;
+use crate::pod::CachedPod;
 use crate::runtime::admin::Readiness;
 use crate::runtime::cache::Handler;
 use crate::runtime::metrics::{Metrics, OperationLabels, ResultLabels};
@@ -139,7 +140,13 @@ impl Handler<Service> for ServiceEvents {
 struct PodEvents(Arc<Shared>);
 
 impl PodSubscriber for PodEvents {
-    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>, before: &BTreeSet<String>, now: &BTreeSet<String>) {
+    fn pod_changed(
+        &self,
+        old: Option<&CachedPod>,
+        new: Option<&CachedPod>,
+        before: &BTreeSet<String>,
+        now: &BTreeSet<String>,
+    ) {
         let Some((ns, services)) = services_to_sync(old, new, before, now) else { return };
         for svc in services {
             self.0.queue.enqueue((ns.clone(), svc), self.0.settings.batch_period);
@@ -177,9 +184,9 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
     let service = inf.services.get(Some(ns), name);
     let cached = inf.endpoints.get(Some(ns), name);
     let existing = s.written.lock().unwrap_or_else(|e| e.into_inner()).get(key, cached);
-    let pods: Vec<Arc<Pod>> = if service.is_some() { inf.pods_of(ns, name) } else { Vec::new() };
+    let pods: Vec<Arc<CachedPod>> = if service.is_some() { inf.pods_of(ns, name) } else { Vec::new() };
     let (plan, trigger_state) = {
-        let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+        let pod_refs: Vec<&CachedPod> = pods.iter().map(|p| &**p).collect();
         match service.as_deref() {
             Some(svc) => {
                 let (t, st) = s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).compute(svc, &pods);

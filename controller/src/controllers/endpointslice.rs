@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
 use crate::endpointslice as core;
+use crate::pod::CachedPod;
 use crate::runtime::admin::Readiness;
 use crate::runtime::cache::Handler;
 use crate::runtime::metrics::{Metrics, ResultLabels, WriterLabels};
@@ -181,7 +182,13 @@ impl Handler<Service> for ServiceEvents {
 struct PodEvents(Arc<Shared>);
 
 impl PodSubscriber for PodEvents {
-    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>, before: &BTreeSet<String>, now: &BTreeSet<String>) {
+    fn pod_changed(
+        &self,
+        old: Option<&CachedPod>,
+        new: Option<&CachedPod>,
+        before: &BTreeSet<String>,
+        now: &BTreeSet<String>,
+    ) {
         let Some((ns, services)) = services_to_sync(old, new, before, now) else { return };
         for svc in services {
             self.0.queue.enqueue((ns.clone(), svc), self.0.settings.batch_period);
@@ -342,7 +349,7 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate
     if spec.type_.as_deref() == Some("ExternalName") || spec.selector.is_none() {
         return Ok(());
     }
-    let pods: Vec<Arc<Pod>> = snap.pods_of(ns, name);
+    let pods: Vec<Arc<CachedPod>> = snap.pods_of(ns, name);
     let cached: Vec<Arc<EndpointSlice>> = snap.slices_of(ns, name);
     let slices = s
         .written
@@ -357,11 +364,11 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate
     // Only the nodes of this Service's pods are looked up.
     let nodes: BTreeMap<String, Arc<Node>> = pods
         .iter()
-        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .filter_map(|p| p.spec.as_ref()?.node_name.as_deref().map(str::to_owned))
         .filter_map(|n| snap.nodes.get(None, &n).map(|node| (n, node)))
         .collect();
     let plan = {
-        let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+        let pod_refs: Vec<&CachedPod> = pods.iter().map(|p| &**p).collect();
         let slice_refs: Vec<&EndpointSlice> = slices.iter().map(|p| &**p).collect();
         let input = core::Input {
             service: &service,

@@ -7,13 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use super::prune;
+use crate::pod::CachedPod;
 use crate::runtime::cache::{Cache, Handler, run_cache};
 use crate::runtime::index::{GroupIndex, SelectorIndex};
 
@@ -84,7 +85,13 @@ impl Membership {
     }
 
     /// Records a Service's selector and recomputes which pods it selects.
-    pub fn update_service(&self, ns: &str, name: &str, selector: Option<&BTreeMap<String, String>>, pods: &Cache<Pod>) {
+    pub fn update_service(
+        &self,
+        ns: &str,
+        name: &str,
+        selector: Option<&BTreeMap<String, String>>,
+        pods: &Cache<CachedPod>,
+    ) {
         let mut s = self.lock();
         self.selectors.set(ns, name, selector);
         let sk = (ns.to_string(), name.to_string());
@@ -101,7 +108,7 @@ impl Membership {
     /// pod cache. During a (re)list the cache publishes the listed pods only when the list
     /// completes, so a Service recomputed meanwhile misses them: [`Membership::resync`] repairs
     /// that when the pod list completes.
-    fn recompute(s: &mut MembershipState, sk: &Key, pods: &Cache<Pod>) -> bool {
+    fn recompute(s: &mut MembershipState, sk: &Key, pods: &Cache<CachedPod>) -> bool {
         let (ns, name) = (&sk.0, &sk.1);
         let old = s.pods_of_service.remove(sk).unwrap_or_default();
         for p in &old {
@@ -129,7 +136,7 @@ impl Membership {
     /// Services whose pods changed. Needed because a Service that arrives while the pods are
     /// still being listed sees neither the listed pods in the cache nor (when its pods' events
     /// came before it) a pod event after it.
-    pub fn resync(&self, pods: &Cache<Pod>) -> Vec<Key> {
+    pub fn resync(&self, pods: &Cache<CachedPod>) -> Vec<Key> {
         let mut s = self.lock();
         let services: Vec<Key> = s.selector_of_service.keys().cloned().collect();
         services.into_iter().filter(|sk| Self::recompute(&mut s, sk, pods)).collect()
@@ -163,7 +170,13 @@ impl Membership {
 pub trait PodSubscriber: Send + Sync {
     /// A pod was added (`old: None`), updated, or deleted (`new: None`); `before` and `now` are
     /// the Services that select it before and after the event.
-    fn pod_changed(&self, old: Option<&Pod>, new: Option<&Pod>, before: &BTreeSet<String>, now: &BTreeSet<String>);
+    fn pod_changed(
+        &self,
+        old: Option<&CachedPod>,
+        new: Option<&CachedPod>,
+        before: &BTreeSet<String>,
+        now: &BTreeSet<String>,
+    );
 
     /// After a pod (re)list completed, these Services' pods changed without a pod event saying
     /// so (see [`Membership::resync`]).
@@ -201,8 +214,8 @@ impl Subscribers {
 pub struct Informers {
     /// Services.
     pub services: Cache<Service>,
-    /// Pods (pruned, see [`prune::pod`]).
-    pub pods: Cache<Pod>,
+    /// Pods, as their compact projection (see [`CachedPod`]).
+    pub pods: Cache<CachedPod>,
     /// Nodes.
     pub nodes: Cache<Node>,
     /// EndpointSlices labelled `kubernetes.io/service-name`.
@@ -233,12 +246,12 @@ impl Informers {
     }
 
     /// The pods a Service selects, from the cache.
-    pub fn pods_of(&self, ns: &str, svc: &str) -> Vec<Arc<Pod>> {
+    pub fn pods_of(&self, ns: &str, svc: &str) -> Vec<Arc<CachedPod>> {
         self.membership.pods_of(ns, svc).iter().filter_map(|p| self.pods.get(Some(ns), p)).collect()
     }
 }
 
-struct ServiceMembership(Arc<Membership>, Arc<OnceLock<Cache<Pod>>>);
+struct ServiceMembership(Arc<Membership>, Arc<OnceLock<Cache<CachedPod>>>);
 
 impl Handler<Service> for ServiceMembership {
     fn applied(&self, _old: Option<Arc<Service>>, new: Arc<Service>) {
@@ -267,10 +280,10 @@ impl Handler<EndpointSlice> for SliceIndex {
     }
 }
 
-struct PodFanout(Arc<Membership>, Vec<Arc<dyn PodSubscriber>>, Arc<OnceLock<Cache<Pod>>>);
+struct PodFanout(Arc<Membership>, Vec<Arc<dyn PodSubscriber>>, Arc<OnceLock<Cache<CachedPod>>>);
 
-impl Handler<Pod> for PodFanout {
-    fn applied(&self, old: Option<Arc<Pod>>, new: Arc<Pod>) {
+impl Handler<CachedPod> for PodFanout {
+    fn applied(&self, old: Option<Arc<CachedPod>>, new: Arc<CachedPod>) {
         let (ns, name) = key_of(&*new);
         let (before, now) = self.0.update_pod(&ns, &name, Some(new.labels()));
         for s in &self.1 {
@@ -278,7 +291,7 @@ impl Handler<Pod> for PodFanout {
         }
     }
 
-    fn deleted(&self, old: Arc<Pod>) {
+    fn deleted(&self, old: Arc<CachedPod>) {
         let (ns, name) = key_of(&*old);
         let (before, now) = self.0.update_pod(&ns, &name, None);
         for s in &self.1 {
@@ -330,11 +343,12 @@ pub fn start(
     subs: Subscribers,
 ) -> (Informers, impl std::future::Future<Output = ()> + Send + 'static) {
     let membership = Arc::new(Membership::default());
-    let pods_slot: Arc<OnceLock<Cache<Pod>>> = Arc::default();
+    let pods_slot: Arc<OnceLock<Cache<CachedPod>>> = Arc::default();
     let (pods, pods_fut) = run_cache(
-        api::<Pod>(client, namespace),
+        api::<CachedPod>(client, namespace),
         watcher::Config::default(),
-        prune::pod,
+        // Nothing to prune: decoding keeps only what the controllers read.
+        |_: &mut CachedPod| {},
         vec![Arc::new(PodFanout(membership.clone(), subs.pods, pods_slot.clone()))],
     );
     let _ = pods_slot.set(pods.clone());
@@ -379,8 +393,8 @@ mod tests {
     use kube::runtime::reflector;
     use kube::runtime::watcher::Event;
 
-    fn pod(name: &str, app: &str) -> Pod {
-        Pod {
+    fn pod(name: &str, app: &str) -> CachedPod {
+        CachedPod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("ns".into()),
@@ -397,7 +411,7 @@ mod tests {
     /// the cache (the reflector publishes a list when it completes). The completed list repairs it.
     #[test]
     fn a_service_seen_during_the_pod_list_gets_its_pods_when_the_list_completes() {
-        let (reader, mut writer) = reflector::store::<Pod>();
+        let (reader, mut writer) = reflector::store::<CachedPod>();
         let cache = Cache::from_store(reader);
         let m = Membership::default();
         let selector: BTreeMap<String, String> = [("app".to_string(), "x".to_string())].into();

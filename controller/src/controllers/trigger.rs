@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
 use super::informers::{Key, key_of};
+use crate::pod::CachedPod;
 
 /// k8s-openapi's timestamps (jiff) as chrono's.
 pub fn to_chrono(t: k8s_openapi::jiff::Timestamp) -> DateTime<Utc> {
@@ -36,7 +37,7 @@ pub struct TriggerState {
 impl TriggerTimeTracker {
     /// The `endpoints.kubernetes.io/last-change-trigger-time` for this sync, and the state to
     /// [`commit`](Self::commit) once the sync succeeded.
-    pub fn compute(&self, service: &Service, pods: &[Arc<Pod>]) -> (Option<DateTime<Utc>>, TriggerState) {
+    pub fn compute(&self, service: &Service, pods: &[Arc<CachedPod>]) -> (Option<DateTime<Utc>>, TriggerState) {
         let prev = self.states.get(&key_of(service));
         let mut min: Option<DateTime<Utc>> = None;
         let mut next = TriggerState::default();
@@ -78,7 +79,7 @@ impl TriggerTimeTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
     fn t(secs: i64) -> DateTime<Utc> {
@@ -101,8 +102,8 @@ mod tests {
         }
     }
 
-    fn pod(name: &str, ready_at: i64) -> Arc<Pod> {
-        Arc::new(Pod {
+    fn pod(name: &str, ready_at: i64) -> Arc<CachedPod> {
+        Arc::new(CachedPod::from(Pod {
             metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
             status: Some(PodStatus {
                 conditions: Some(vec![PodCondition {
@@ -114,12 +115,12 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }))
     }
 
     // Ported from upstream trigger_time_tracker_test.go.
     /// compute + commit, as a successful sync does.
-    fn sync(tr: &mut TriggerTimeTracker, s: &Service, pods: &[Arc<Pod>]) -> Option<DateTime<Utc>> {
+    fn sync(tr: &mut TriggerTimeTracker, s: &Service, pods: &[Arc<CachedPod>]) -> Option<DateTime<Utc>> {
         let (t, st) = tr.compute(s, pods);
         tr.commit(s, st);
         t

@@ -7,7 +7,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -19,6 +18,7 @@ use super::overlay::RecentWrites;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
+use crate::pod::CachedPod;
 use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels};
 use crate::runtime::queue::WorkQueue;
 
@@ -142,8 +142,8 @@ impl Queue {
 /// pod was added (`old: None`), updated, or deleted (`new: None`), given the Services that
 /// selected it before and after. Returns the pod's namespace and the Service names.
 pub fn services_to_sync(
-    old: Option<&Pod>,
-    new: Option<&Pod>,
+    old: Option<&CachedPod>,
+    new: Option<&CachedPod>,
     before: &BTreeSet<String>,
     now: &BTreeSet<String>,
 ) -> Option<(String, BTreeSet<String>)> {
@@ -253,11 +253,11 @@ pub async fn apply_slices(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
     use kube::api::ObjectMeta;
 
-    fn pod(rv: &str, labels: &[(&str, &str)], ready: bool) -> Pod {
-        Pod {
+    fn pod(rv: &str, labels: &[(&str, &str)], ready: bool) -> CachedPod {
+        CachedPod::from(Pod {
             metadata: ObjectMeta {
                 name: Some("p".into()),
                 namespace: Some("ns".into()),
@@ -274,7 +274,7 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        })
     }
 
     fn set(v: &[&str]) -> BTreeSet<String> {

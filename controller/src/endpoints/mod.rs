@@ -85,12 +85,13 @@ mod tests;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::endpointslice::labels::{
     ANNOTATION_LAST_CHANGE_TRIGGER_TIME, LABEL_HEADLESS, format_rfc3339_nano, is_service_ip_set,
 };
+use crate::pod::CachedPod;
 use crate::podutil::{IpFamily, PortNotFound};
 
 pub use repack::{repack_subsets, subsets_equal_ignore_resource_version, truncate_subsets};
@@ -140,7 +141,7 @@ pub struct Input<'a> {
     pub service: Option<&'a Service>,
     /// The pods of the namespace the Service selects, in any state. A superset is fine: pods
     /// in other namespaces or not matching the selector are ignored.
-    pub pods: &'a [&'a Pod],
+    pub pods: &'a [&'a CachedPod],
     /// The Endpoints object of that name from the cache, if any.
     pub existing: Option<&'a Endpoints>,
     /// The last-change trigger time (computed by the shell); `None` removes the annotation
@@ -151,7 +152,7 @@ pub struct Input<'a> {
 impl<'a> Input<'a> {
     /// An input for an existing Service (namespace and name taken from it), without trigger
     /// time.
-    pub fn new(service: &'a Service, pods: &'a [&'a Pod], existing: Option<&'a Endpoints>) -> Self {
+    pub fn new(service: &'a Service, pods: &'a [&'a CachedPod], existing: Option<&'a Endpoints>) -> Self {
         Input {
             namespace: service.metadata.namespace.as_deref().unwrap_or(""),
             name: service.metadata.name.as_deref().unwrap_or(""),

@@ -12,11 +12,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, ObjectReference, Pod, Service, ServicePort,
+    EndpointAddress, EndpointPort, EndpointSubset, ObjectReference, Service, ServicePort,
 };
 
 use super::PlanWarning;
 use super::repack::{count_addresses, repack_subsets};
+use crate::pod::CachedPod;
 use crate::podutil::{self, CLUSTER_IP_NONE, IpFamily};
 
 /// The IP family of the addresses of `service`'s Endpoints, for `pod` (upstream
@@ -27,7 +28,7 @@ use crate::podutil::{self, CLUSTER_IP_NONE, IpFamily};
 ///    does not parse counts as IPv4);
 /// 3. else (headless or no cluster IP yet): the family of the pod's `status.podIP` (IPv4 when
 ///    unset or unparseable).
-pub fn endpoint_family(service: &Service, pod: &Pod) -> IpFamily {
+pub fn endpoint_family(service: &Service, pod: &CachedPod) -> IpFamily {
     let spec = service.spec.as_ref();
     let v6 = |yes: bool| if yes { IpFamily::IPv6 } else { IpFamily::IPv4 };
     if let Some(first) = spec.and_then(|s| s.ip_families.as_ref()).and_then(|f| f.first()) {
@@ -49,13 +50,13 @@ pub fn endpoint_family(service: &Service, pod: &Pod) -> IpFamily {
 ///
 /// `None` when the pod has no IP of that family. Entries that do not parse are skipped (see the
 /// module DIFFERENCES); [`podutil::pod_ips`] reports them.
-pub fn pod_to_endpoint_address(service: &Service, pod: &Pod) -> Option<EndpointAddress> {
+pub fn pod_to_endpoint_address(service: &Service, pod: &CachedPod) -> Option<EndpointAddress> {
     let family = endpoint_family(service, pod);
     let (valid, _invalid) = podutil::pod_ips(pod);
     let ip = valid.into_iter().find(|(f, _)| *f == family)?.1;
     Some(EndpointAddress {
         ip,
-        node_name: Some(pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default()),
+        node_name: Some(pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default().to_owned()),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".to_owned()),
             namespace: pod.metadata.namespace.clone(),
@@ -100,7 +101,7 @@ pub struct DesiredSubsets {
 /// depend on the order of `pods`: when two pods give the same address (same IP and same pod UID,
 /// which a real cluster never produces) the first one's address is kept and
 /// [`PlanWarning::DuplicateAddress`] reported.
-pub fn desired_subsets(service: &Service, pods: &[&Pod]) -> DesiredSubsets {
+pub fn desired_subsets(service: &Service, pods: &[&CachedPod]) -> DesiredSubsets {
     let mut warnings = Vec::new();
     let spec = service.spec.as_ref();
     let publish_not_ready = spec.and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
@@ -111,7 +112,8 @@ pub fn desired_subsets(service: &Service, pods: &[&Pod]) -> DesiredSubsets {
         warnings.push(PlanWarning::UnnamedServicePorts { ports: service_ports.len() });
     }
 
-    let mut selected: Vec<&Pod> = pods.iter().copied().filter(|p| podutil::service_selects_pod(service, p)).collect();
+    let mut selected: Vec<&CachedPod> =
+        pods.iter().copied().filter(|p| podutil::service_selects_pod(service, p)).collect();
     selected.sort_by(|a, b| {
         (a.metadata.name.as_deref(), a.metadata.uid.as_deref())
             .cmp(&(b.metadata.name.as_deref(), b.metadata.uid.as_deref()))
@@ -134,7 +136,7 @@ pub fn desired_subsets(service: &Service, pods: &[&Pod]) -> DesiredSubsets {
             continue;
         };
         if podutil::should_set_hostname(pod, service) {
-            address.hostname = pod.spec.as_ref().and_then(|s| s.hostname.clone());
+            address.hostname = pod.spec.as_ref().and_then(|s| s.hostname.as_deref()).map(str::to_owned);
         }
         let key = (address.ip.clone(), pod.metadata.uid.clone().unwrap_or_default());
         match seen.get(&key) {

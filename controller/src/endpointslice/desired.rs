@@ -7,7 +7,7 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
 
 use super::PlanWarning;
@@ -15,6 +15,7 @@ use super::equality::{
     AddressList, EndpointKey, EndpointKeyRef, PortMapKey, encode_identity, encode_opt_bool, encode_opt_str, encode_str,
 };
 use super::labels::LABEL_TOPOLOGY_ZONE;
+use crate::pod::CachedPod;
 use crate::podutil::{self, CLUSTER_IP_NONE, IpFamily};
 
 /// Looks Nodes up by name (the shell's node cache).
@@ -76,7 +77,7 @@ pub fn address_types_for_service(service: &Service) -> BTreeSet<IpFamily> {
 ///
 /// Each port is `{name, port, protocol, appProtocol}` with `name` always present (possibly
 /// empty) and the protocol defaulted to `TCP` when the Service port has none.
-pub fn endpoint_ports(service: &Service, pod: &Pod) -> Vec<EndpointPort> {
+pub fn endpoint_ports(service: &Service, pod: &CachedPod) -> Vec<EndpointPort> {
     let spec = service.spec.as_ref();
     let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
     ports
@@ -95,7 +96,7 @@ pub fn endpoint_ports(service: &Service, pod: &Pod) -> Vec<EndpointPort> {
 
 /// The pod's addresses of one family, canonical and sorted (upstream `getEndpointAddresses`;
 /// upstream sorts them when hashing). Unparseable IPs are skipped.
-pub fn endpoint_addresses(pod: &Pod, family: IpFamily) -> Vec<String> {
+pub fn endpoint_addresses(pod: &CachedPod, family: IpFamily) -> Vec<String> {
     pod_addresses(pod).0[family_index(family)].to_vec()
 }
 
@@ -109,13 +110,13 @@ fn family_index(family: IpFamily) -> usize {
 /// The pod's addresses per family (IPv4, IPv6), canonical, sorted and borrowed from the pod
 /// where its text is already canonical, and the unparseable IPs (one pass over
 /// `status.podIPs`, see [`podutil::pod_ips`]).
-fn pod_addresses(pod: &Pod) -> ([AddressList<'_>; 2], Vec<&str>) {
+fn pod_addresses(pod: &CachedPod) -> ([AddressList<'_>; 2], Vec<&str>) {
     let mut by_family: [AddressList<'_>; 2] = Default::default();
     let mut invalid = Vec::new();
     for pod_ip in pod.status.as_ref().and_then(|s| s.pod_ips.as_deref()).unwrap_or_default() {
         match podutil::canonical_ip_cow(&pod_ip.ip) {
             Some((family, text)) => by_family[family_index(family)].push(text),
-            None => invalid.push(pod_ip.ip.as_str()),
+            None => invalid.push(&*pod_ip.ip),
         }
     }
     for list in &mut by_family {
@@ -157,7 +158,7 @@ fn as_non_empty(s: &str) -> Option<&str> {
 
 impl<'a> DesiredEndpoint<'a> {
     /// The endpoint of `pod` with the given addresses (see [`pod_to_endpoint`]).
-    fn new(pod: &'a Pod, node: Option<&'a Node>, service: &Service, addresses: AddressList<'a>) -> Self {
+    fn new(pod: &'a CachedPod, node: Option<&'a Node>, service: &Service, addresses: AddressList<'a>) -> Self {
         let serving = podutil::is_pod_ready(pod);
         let terminating = podutil::is_pod_terminating(pod);
         let publish_not_ready = service.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
@@ -234,7 +235,7 @@ impl<'a> DesiredEndpoint<'a> {
 /// - no hints.
 ///
 /// The address list may be empty (no IP of that family); callers drop such endpoints.
-pub fn pod_to_endpoint(pod: &Pod, node: Option<&Node>, service: &Service, family: IpFamily) -> Endpoint {
+pub fn pod_to_endpoint(pod: &CachedPod, node: Option<&Node>, service: &Service, family: IpFamily) -> Endpoint {
     let [v4, v6] = pod_addresses(pod).0;
     let addresses = match family {
         IpFamily::IPv4 => v4,
@@ -399,7 +400,11 @@ impl DesiredEndpoints<'_> {
 ///   not-ready addresses, in which case the pod is published without a zone;
 /// - unparseable pod IPs are skipped with a [`PlanWarning::InvalidPodIp`];
 /// - for each address type, the endpoint is added if the pod has an address of that family.
-pub fn desired_endpoints<'a>(service: &Service, pods: &[&'a Pod], nodes: &'a dyn NodeLookup) -> DesiredEndpoints<'a> {
+pub fn desired_endpoints<'a>(
+    service: &Service,
+    pods: &[&'a CachedPod],
+    nodes: &'a dyn NodeLookup,
+) -> DesiredEndpoints<'a> {
     let address_types = address_types_for_service(service);
     let families: Vec<IpFamily> = address_types.iter().copied().collect();
     let mut warnings = Vec::new();

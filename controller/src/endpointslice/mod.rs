@@ -71,8 +71,10 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::pod::CachedPod;
 
 pub use desired::{DesiredEndpoint, DesiredEndpoints, DesiredPortSet, NodeLookup, PortSet, desired_endpoints};
 pub use equality::PortMapKey;
@@ -128,7 +130,7 @@ pub struct Input<'a> {
     pub service: &'a Service,
     /// The pods of the Service's namespace that its selector matches, in any state. A superset
     /// is fine: pods in other namespaces or not matching the selector are ignored.
-    pub pods: &'a [&'a Pod],
+    pub pods: &'a [&'a CachedPod],
     /// The Node cache, to look up each pod's zone.
     pub nodes: &'a dyn NodeLookup,
     /// Every EndpointSlice labelled `kubernetes.io/service-name=<service>` in the namespace,
@@ -149,7 +151,7 @@ impl<'a> Input<'a> {
     /// An input without trigger time, topology or hints state.
     pub fn new(
         service: &'a Service,
-        pods: &'a [&'a Pod],
+        pods: &'a [&'a CachedPod],
         nodes: &'a dyn NodeLookup,
         existing_slices: &'a [&'a EndpointSlice],
     ) -> Self {

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use envtest::{Component, ControlPlane};
+use epslice::pod::CachedPod;
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
@@ -196,14 +197,14 @@ pub async fn run_floor(client: &kube::Client, layout: &Layout, concurrency: usiz
     let t0 = Instant::now();
     let (services, pods, slices, endpoints, nodes) = tokio::try_join!(
         list_all::<Service>(client, layout),
-        list_all::<Pod>(client, layout),
+        list_all::<CachedPod>(client, layout),
         list_all::<EndpointSlice>(client, layout),
         list_all::<Endpoints>(client, layout),
         async { Ok(Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items) },
     )?;
     let nodes: BTreeMap<String, Node> =
         nodes.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect();
-    let mut pods_by_app: HashMap<(String, String), Vec<&Pod>> = HashMap::new();
+    let mut pods_by_app: HashMap<(String, String), Vec<&CachedPod>> = HashMap::new();
     for p in &pods {
         if let Some(app) = p.metadata.labels.as_ref().and_then(|l| l.get("app")) {
             pods_by_app.entry((p.metadata.namespace.clone().unwrap_or_default(), app.clone())).or_default().push(p);
@@ -225,7 +226,7 @@ pub async fn run_floor(client: &kube::Client, layout: &Layout, concurrency: usiz
     for svc in &services {
         let key = (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default());
         let selector_app = svc.spec.as_ref().and_then(|s| s.selector.as_ref()).and_then(|s| s.get("app")).cloned();
-        let svc_pods: &[&Pod] =
+        let svc_pods: &[&CachedPod] =
             selector_app.and_then(|a| pods_by_app.get(&(key.0.clone(), a))).map(Vec::as_slice).unwrap_or(&[]);
         let existing: &[&EndpointSlice] = slices_by_svc.get(&key).map(Vec::as_slice).unwrap_or(&[]);
         let p = epslice::endpointslice::plan(

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::*;
 use crate::endpoints::{
     ANNOTATION_LEADER, ANNOTATION_OVER_CAPACITY, MAX_CAPACITY, PlanWarning, Skipped, endpoint_port_from_service_port,
-    pod_to_endpoint_address, repack_subsets, should_delete_orphan, truncate_subsets,
+    repack_subsets, should_delete_orphan, truncate_subsets,
 };
 use crate::endpointslice::labels::ANNOTATION_LAST_CHANGE_TRIGGER_TIME;
 

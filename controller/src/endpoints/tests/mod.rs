@@ -25,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Action, Config, DEFAULT_MANAGED_BY, Input, LABEL_MANAGED_BY, Plan, plan};
 use crate::endpointslice::labels::LABEL_HEADLESS;
+use crate::pod::CachedPod;
 
 pub(super) const IPV4: &[&str] = &["IPv4"];
 pub(super) const IPV6: &[&str] = &["IPv6"];
@@ -216,6 +217,11 @@ pub(super) fn managed_headless() -> Vec<(&'static str, &'static str)> {
     vec![(LABEL_MANAGED_BY, DEFAULT_MANAGED_BY), (LABEL_HEADLESS, "")]
 }
 
+/// [`subsets::pod_to_endpoint_address`](super::subsets::pod_to_endpoint_address) of a k8s-openapi Pod.
+pub(super) fn pod_to_endpoint_address(service: &Service, pod: &Pod) -> Option<EndpointAddress> {
+    super::subsets::pod_to_endpoint_address(service, &CachedPod::from(pod))
+}
+
 pub(super) fn run(service: &Service, pods: &[Pod], existing: Option<&Endpoints>) -> Plan {
     run_at(service, pods, existing, None)
 }
@@ -226,7 +232,8 @@ pub(super) fn run_at(
     existing: Option<&Endpoints>,
     trigger: Option<DateTime<Utc>>,
 ) -> Plan {
-    let refs: Vec<&Pod> = pods.iter().collect();
+    let pods: Vec<CachedPod> = pods.iter().map(CachedPod::from).collect();
+    let refs: Vec<&CachedPod> = pods.iter().collect();
     plan(&Input::new(service, &refs, existing).with_trigger_time(trigger), &Config::default())
 }
 

@@ -391,12 +391,7 @@ fn test_drop_endpoint_slices_pending_deletion() {
     deleting.metadata.deletion_timestamp = Some(time(1_700_000_000));
     let mut v4 = new_empty_endpoint_slice(2, "test", &meta, &svc);
     let pod = new_pod(1, "test", true, 1, false);
-    v4.endpoints = Some(vec![crate::endpointslice::desired::pod_to_endpoint(
-        &pod,
-        Some(&node("node-1")),
-        &svc,
-        crate::podutil::IpFamily::IPv4,
-    )]);
+    v4.endpoints = Some(vec![pod_to_endpoint(&pod, Some(&node("node-1")), &svc, crate::podutil::IpFamily::IPv4)]);
     let existing = vec![deleting.clone(), v4];
     let p = plan_for(&svc, &[pod], &node1(), &existing, &config(100), None);
     assert!(p.is_noop(), "{p:?}");

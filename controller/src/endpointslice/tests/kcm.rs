@@ -239,12 +239,8 @@ fn update_carries_name_and_resource_version_and_keeps_foreign_metadata() {
     let pods = pods_with_uids(2);
     let mut slice = new_empty_endpoint_slice(1, NS, &meta, &svc);
     slice.metadata.annotations = Some(labels(&[("keep", "me")]));
-    slice.endpoints = Some(vec![crate::endpointslice::desired::pod_to_endpoint(
-        &pods[0],
-        Some(&node("node-1")),
-        &svc,
-        crate::podutil::IpFamily::IPv4,
-    )]);
+    slice.endpoints =
+        Some(vec![pod_to_endpoint(&pods[0], Some(&node("node-1")), &svc, crate::podutil::IpFamily::IPv4)]);
     let mut cluster = Cluster::with([slice]);
     let rv = cluster.slices["foo-1"].metadata.resource_version.clone();
     let p = cluster.reconcile(&svc, &pods, &vec![node("node-1")], &config(100), None);

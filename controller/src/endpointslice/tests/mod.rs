@@ -19,13 +19,15 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{
     Container, Node, Pod, PodCondition, PodIP, PodSpec, PodStatus, Service, ServicePort, ServiceSpec,
 };
-use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::labels::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_TOPOLOGY_ZONE};
 use super::reconcile::service_owner_reference;
 use super::{Config, CpuRatios, DEFAULT_MANAGED_BY, Input, NodeLookup, Plan, ServiceHintsState, plan};
+use crate::pod::CachedPod;
+use crate::podutil::IpFamily;
 
 pub(super) const CONTROLLER_NAME: &str = DEFAULT_MANAGED_BY;
 
@@ -157,6 +159,21 @@ pub(super) fn config(max: usize) -> Config {
     Config { max_endpoints_per_slice: max, ..Config::default() }
 }
 
+/// The tables build k8s-openapi Pods; the planner reads their cached projection.
+pub(super) fn cached(pods: &[Pod]) -> Vec<CachedPod> {
+    pods.iter().map(CachedPod::from).collect()
+}
+
+/// [`desired::pod_to_endpoint`](super::desired::pod_to_endpoint) of a k8s-openapi Pod.
+pub(super) fn pod_to_endpoint(pod: &Pod, node: Option<&Node>, service: &Service, family: IpFamily) -> Endpoint {
+    super::desired::pod_to_endpoint(&CachedPod::from(pod), node, service, family)
+}
+
+/// [`desired::endpoint_ports`](super::desired::endpoint_ports) of a k8s-openapi Pod.
+pub(super) fn endpoint_ports(service: &Service, pod: &Pod) -> Vec<EndpointPort> {
+    super::desired::endpoint_ports(service, &CachedPod::from(pod))
+}
+
 /// Plans with the given snapshot (no topology).
 pub(super) fn plan_for(
     svc: &Service,
@@ -166,7 +183,8 @@ pub(super) fn plan_for(
     cfg: &Config,
     trigger_time: Option<DateTime<Utc>>,
 ) -> Plan {
-    let pod_refs: Vec<&Pod> = pods.iter().collect();
+    let pods = cached(pods);
+    let pod_refs: Vec<&CachedPod> = pods.iter().collect();
     let slice_refs: Vec<&EndpointSlice> = existing.iter().collect();
     let mut input = Input::new(svc, &pod_refs, nodes, &slice_refs);
     input.trigger_time = trigger_time;
@@ -276,7 +294,8 @@ impl Cluster {
         state: Option<&ServiceHintsState>,
     ) -> Plan {
         let existing = self.list();
-        let pod_refs: Vec<&Pod> = pods.iter().collect();
+        let pods = cached(pods);
+        let pod_refs: Vec<&CachedPod> = pods.iter().collect();
         let slice_refs: Vec<&EndpointSlice> = existing.iter().collect();
         let mut input = Input::new(svc, &pod_refs, nodes, &slice_refs);
         input.topology = topology;

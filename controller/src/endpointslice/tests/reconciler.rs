@@ -14,7 +14,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
-use crate::endpointslice::desired::pod_to_endpoint;
 use crate::endpointslice::hints::{topology_metric_label, traffic_distribution_metric_label};
 use crate::endpointslice::labels::{ANNOTATION_LAST_CHANGE_TRIGGER_TIME, LABEL_HEADLESS, format_rfc3339_nano};
 use crate::endpointslice::reconcile::{finalize, new_endpoint_slice};

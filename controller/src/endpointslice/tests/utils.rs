@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
-use crate::endpointslice::desired::{address_types_for_service, endpoint_ports, pod_to_endpoint};
+use crate::endpointslice::desired::address_types_for_service;
 use crate::endpointslice::labels::{LABEL_HEADLESS, desired_slice_labels, service_controller_key};
 use crate::endpointslice::reconcile::{new_endpoint_slice, service_owner_reference};
 use crate::podutil::IpFamily;
