@@ -18,7 +18,7 @@ use super::work::{Queue, SyncError, is_namespace_terminating, services_to_sync};
 use crate::endpoints as core;
 use crate::pod::CachedPod;
 use crate::runtime::admin::Readiness;
-use crate::runtime::cache::Handler;
+use crate::runtime::cache::{Cache, Handler};
 use crate::runtime::metrics::{Metrics, OperationLabels, ResultLabels};
 use crate::runtime::queue::{RateLimit, WorkQueue};
 
@@ -208,7 +208,7 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
     if !*gate.borrow() && !plan.is_noop() {
         return Err(SyncError::NotLeader);
     }
-    let result = apply(s, ns, name, &plan.action).await;
+    let result = apply(s, &inf.endpoints, ns, name, &plan.action).await;
     s.metrics.endpoints.syncs.get_or_create(&ResultLabels { result: SyncError::result_label(&result).into() }).inc();
     if result.is_ok()
         && let (Some(svc), Some(st)) = (service.as_deref(), trigger_state)
@@ -228,15 +228,23 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
     result
 }
 
-async fn apply(s: &Shared, ns: &str, name: &str, action: &core::Action) -> Result<(), SyncError> {
+async fn apply(
+    s: &Shared,
+    cache: &Cache<Endpoints>,
+    ns: &str,
+    name: &str,
+    action: &core::Action,
+) -> Result<(), SyncError> {
     let api: Api<Endpoints> = Api::namespaced(s.client.clone(), ns);
     let pp = PostParams { field_manager: Some(s.field_manager.clone()), ..Default::default() };
     match action {
         core::Action::Nothing => Ok(()),
         core::Action::Create(ep) => match api.create(&pp, ep).await {
-            Ok(done) => {
+            Ok(mut done) => {
                 count(s, "create");
-                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None);
+                crate::controllers::prune::managed_fields(&mut done);
+                let now = cache.get(Some(ns), name);
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None, now.as_deref());
                 Ok(())
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -246,9 +254,15 @@ async fn apply(s: &Shared, ns: &str, name: &str, action: &core::Action) -> Resul
             Err(e) => Err(e.into()),
         },
         core::Action::Update(ep) => match api.replace(name, &pp, ep).await {
-            Ok(done) => {
+            Ok(mut done) => {
                 count(s, "update");
-                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, ep.metadata.resource_version.clone());
+                crate::controllers::prune::managed_fields(&mut done);
+                let now = cache.get(Some(ns), name);
+                s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(
+                    done,
+                    ep.metadata.resource_version.clone(),
+                    now.as_deref(),
+                );
                 Ok(())
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {

@@ -413,9 +413,16 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate
     }
 
     let slice_plan = SlicePlan { create: &plan.create, update: &plan.update, delete: &plan.delete };
-    let mut result =
-        apply_slices(&s.client, ns, &s.field_manager, slice_plan, &s.written, gate, &s.metrics.endpointslice.changes)
-            .await;
+    let mut result = apply_slices(
+        &s.client,
+        ns,
+        &s.field_manager,
+        slice_plan,
+        (&s.written, &snap.slices),
+        gate,
+        &s.metrics.endpointslice.changes,
+    )
+    .await;
     if result.is_ok() {
         s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).commit(&service, trigger_state);
         if let Some(w) = plan.warnings.iter().find(|w| w.requires_retry()) {

@@ -29,21 +29,49 @@ pub fn key_of<K: Resource>(o: &K) -> Key {
 /// The label naming the Service of a slice.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 
+/// A pod's name, allocated once and shared by the maps of [`MembershipState`].
+type PodName = Arc<str>;
+
+/// The Services selecting one pod, sorted.
+type ServicesOfPod = Box<[Box<str>]>;
+
 #[derive(Debug, Default)]
 struct MembershipState {
     /// (namespace, service) → pods it selects.
-    pods_of_service: HashMap<Key, BTreeSet<String>>,
-    /// (namespace, pod) → services selecting it.
-    services_of_pod: HashMap<Key, BTreeSet<String>>,
-    /// namespace → pods.
-    pods_by_ns: HashMap<String, BTreeSet<String>>,
+    pods_of_service: HashMap<Key, BTreeSet<PodName>>,
+    /// namespace → pod → Services selecting it (sorted; usually one). Every pod the pod events
+    /// reported, selected or not: the candidates when a Service's selector changes.
+    pods: HashMap<Arc<str>, BTreeMap<PodName, ServicesOfPod>>,
     /// (namespace, service) → its non-empty selector.
     selector_of_service: HashMap<Key, BTreeMap<String, String>>,
+}
+
+impl MembershipState {
+    /// Adds or removes `svc` in the Services recorded for pod `ns/pod`, if the pod is known.
+    fn link(&mut self, ns: &str, pod: &str, svc: &str, linked: bool) {
+        let Some(list) = self.pods.get_mut(ns).and_then(|m| m.get_mut(pod)) else { return };
+        let has = list.iter().any(|s| &**s == svc);
+        if has == linked {
+            return;
+        }
+        let mut v: Vec<Box<str>> = std::mem::take(list).into_vec();
+        if linked {
+            let at = v.partition_point(|s| &**s < svc);
+            v.insert(at, svc.into());
+        } else {
+            v.retain(|s| &**s != svc);
+        }
+        *list = v.into_boxed_slice();
+    }
 }
 
 /// Pod ↔ Service membership. Service and pod handlers run on different tasks; one lock orders
 /// them so that a pod and a Service that arrive together always end up linked (each cache is
 /// written before its handlers run, and whichever handler runs second sees the other's object).
+///
+/// Sized for large clusters: a pod's name is allocated once and shared (`Arc<str>`), and the
+/// Services of a pod are a boxed sorted slice rather than a B-tree (≈200 bytes per pod instead of
+/// ≈650).
 #[derive(Default)]
 pub struct Membership {
     selectors: SelectorIndex,
@@ -65,21 +93,34 @@ impl Membership {
     ) -> (BTreeSet<String>, BTreeSet<String>) {
         let mut s = self.lock();
         let now = labels.map(|l| self.selectors.matching(ns, l)).unwrap_or_default();
-        let pk = (ns.to_string(), name.to_string());
-        let before = s.services_of_pod.remove(&pk).unwrap_or_default();
+        let known = s.pods.get(ns).and_then(|m| m.get_key_value(name)).map(|(k, v)| (k.clone(), v.clone()));
+        let (pod, before): (PodName, BTreeSet<String>) = match known {
+            Some((k, v)) => (k, v.iter().map(|x| x.to_string()).collect()),
+            None => (Arc::from(name), BTreeSet::new()),
+        };
         for svc in before.difference(&now) {
             if let Some(set) = s.pods_of_service.get_mut(&(ns.to_string(), svc.clone())) {
                 set.remove(name);
             }
         }
         for svc in &now {
-            s.pods_of_service.entry((ns.to_string(), svc.clone())).or_default().insert(name.to_string());
+            s.pods_of_service.entry((ns.to_string(), svc.clone())).or_default().insert(pod.clone());
         }
         if labels.is_some() {
-            s.pods_by_ns.entry(ns.to_string()).or_default().insert(name.to_string());
-            s.services_of_pod.insert(pk, now.clone());
-        } else if let Some(set) = s.pods_by_ns.get_mut(ns) {
-            set.remove(name);
+            let list: ServicesOfPod = now.iter().map(|x| Box::from(x.as_str())).collect();
+            match s.pods.get_mut(ns) {
+                Some(m) => {
+                    m.insert(pod, list);
+                }
+                None => {
+                    s.pods.insert(Arc::from(ns), BTreeMap::from([(pod, list)]));
+                }
+            }
+        } else if let Some(m) = s.pods.get_mut(ns) {
+            m.remove(name);
+            if m.is_empty() {
+                s.pods.remove(ns);
+            }
         }
         (before, now)
     }
@@ -104,26 +145,24 @@ impl Membership {
 
     /// Recomputes the pods of Service `sk` from its recorded selector; returns whether they changed.
     ///
-    /// Candidates are the pods the pod events reported (`pods_by_ns`); their labels come from the
-    /// pod cache. During a (re)list the cache publishes the listed pods only when the list
-    /// completes, so a Service recomputed meanwhile misses them: [`Membership::resync`] repairs
-    /// that when the pod list completes.
+    /// Candidates are the pods the pod events reported; their labels come from the pod cache.
+    /// During a (re)list the cache publishes the listed pods only when the list completes, so a
+    /// Service recomputed meanwhile misses them: [`Membership::resync`] repairs that when the pod
+    /// list completes.
     fn recompute(s: &mut MembershipState, sk: &Key, pods: &Cache<CachedPod>) -> bool {
         let (ns, name) = (&sk.0, &sk.1);
         let old = s.pods_of_service.remove(sk).unwrap_or_default();
         for p in &old {
-            if let Some(set) = s.services_of_pod.get_mut(&(ns.clone(), p.clone())) {
-                set.remove(name);
-            }
+            s.link(ns, p, name, false);
         }
         let Some(sel) = s.selector_of_service.get(sk).cloned() else { return !old.is_empty() };
-        let candidates: Vec<String> = s.pods_by_ns.get(ns).map(|set| set.iter().cloned().collect()).unwrap_or_default();
+        let candidates: Vec<PodName> = s.pods.get(ns.as_str()).map(|m| m.keys().cloned().collect()).unwrap_or_default();
         let mut members = BTreeSet::new();
         for p in candidates {
             let Some(pod) = pods.get(Some(ns), &p) else { continue };
             let labels = pod.metadata.labels.as_ref();
             if sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
-                s.services_of_pod.entry((ns.clone(), p.clone())).or_default().insert(name.clone());
+                s.link(ns, &p, name, true);
                 members.insert(p);
             }
         }
@@ -149,9 +188,7 @@ impl Membership {
         s.selector_of_service.remove(&(ns.to_string(), name.to_string()));
         if let Some(old) = s.pods_of_service.remove(&(ns.to_string(), name.to_string())) {
             for p in old {
-                if let Some(set) = s.services_of_pod.get_mut(&(ns.to_string(), p)) {
-                    set.remove(name);
-                }
+                s.link(ns, &p, name, false);
             }
         }
     }
@@ -161,7 +198,7 @@ impl Membership {
         self.lock()
             .pods_of_service
             .get(&(ns.to_string(), svc.to_string()))
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.iter().map(|p| p.to_string()).collect())
             .unwrap_or_default()
     }
 }
@@ -439,5 +476,45 @@ mod tests {
         m.remove_service("ns", "svc");
         assert!(m.resync(&cache).is_empty());
         assert!(m.pods_of("ns", "svc").is_empty());
+    }
+
+    /// Two Services over one pod, label changes, a Service's selector change and removal, a pod
+    /// deletion: `before`/`now` and both directions of the index stay consistent.
+    #[test]
+    fn memberships_follow_labels_selectors_and_deletions() {
+        let (reader, mut writer) = reflector::store::<CachedPod>();
+        let cache = Cache::from_store(reader);
+        let m = Membership::default();
+        let sel = |app: &str| -> BTreeMap<String, String> { [("app".to_string(), app.to_string())].into() };
+        let set = |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| (*n).to_string()).collect() };
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        m.update_service("ns", "a", Some(&sel("x")), &cache);
+        m.update_service("ns", "b", Some(&sel("x")), &cache);
+
+        let p = pod("p", "x");
+        writer.apply_watcher_event(&Event::Apply(p.clone()));
+        assert_eq!(m.update_pod("ns", "p", p.metadata.labels.as_ref()), (set(&[]), set(&["a", "b"])));
+        assert_eq!(m.pods_of("ns", "a"), vec!["p".to_string()]);
+
+        // `b` now selects app=y: the pod leaves it, and its recorded Services follow.
+        m.update_service("ns", "b", Some(&sel("y")), &cache);
+        assert!(m.pods_of("ns", "b").is_empty());
+        let same = m.update_pod("ns", "p", p.metadata.labels.as_ref());
+        assert_eq!(same, (set(&["a"]), set(&["a"])));
+
+        // The pod is relabelled app=y: it moves from `a` to `b`.
+        let p = pod("p", "y");
+        writer.apply_watcher_event(&Event::Apply(p.clone()));
+        assert_eq!(m.update_pod("ns", "p", p.metadata.labels.as_ref()), (set(&["a"]), set(&["b"])));
+        assert!(m.pods_of("ns", "a").is_empty());
+        assert_eq!(m.pods_of("ns", "b"), vec!["p".to_string()]);
+
+        // `b` goes away, then the pod.
+        m.remove_service("ns", "b");
+        assert_eq!(m.update_pod("ns", "p", p.metadata.labels.as_ref()), (set(&[]), set(&[])));
+        assert_eq!(m.update_pod("ns", "p", None), (set(&[]), set(&[])));
+        m.update_service("ns", "a", Some(&sel("y")), &cache);
+        assert!(m.pods_of("ns", "a").is_empty(), "a deleted pod is no candidate");
     }
 }

@@ -282,5 +282,14 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
         }
     }
     let slice_plan = SlicePlan { create: &plan.create, update: &plan.update, delete: &plan.delete };
-    apply_slices(&s.client, ns, &s.field_manager, slice_plan, &s.written, gate, &s.metrics.mirroring.changes).await
+    apply_slices(
+        &s.client,
+        ns,
+        &s.field_manager,
+        slice_plan,
+        (&s.written, &inf.slices),
+        gate,
+        &s.metrics.mirroring.changes,
+    )
+    .await
 }

@@ -55,7 +55,10 @@ impl<K: Resource> RecentWrites<K> {
     pub const MAX_AGE: Duration = Duration::from_secs(30);
 
     /// Records a created (`replaced: None`) or updated object as the apiserver returned it.
-    pub fn wrote(&mut self, obj: K, replaced: Option<String>) {
+    /// `cached` is what the watch cache holds for it now: the watch event of a write can arrive
+    /// before the write's response, and then there is nothing to lay over the cache (an entry
+    /// recorded anyway would be kept, with the whole object, until the next sync of that key).
+    pub fn wrote(&mut self, obj: K, replaced: Option<String>, cached: Option<&K>) {
         let key = key_of(&obj);
         let uid = obj.meta().uid.clone();
         let mut chain = Vec::new();
@@ -68,7 +71,12 @@ impl<K: Resource> RecentWrites<K> {
             }
         }
         chain.extend(replaced);
-        self.entries.insert(key, Entry { written: Some(Arc::new(obj)), uid, replaced: chain, at: Instant::now() });
+        let entry = Entry { written: Some(Arc::new(obj)), uid, replaced: chain, at: Instant::now() };
+        if Self::caught_up(&entry, cached) {
+            self.entries.remove(&key);
+        } else {
+            self.entries.insert(key, entry);
+        }
     }
 
     /// Records a deleted object.
@@ -191,7 +199,7 @@ mod tests {
     #[test]
     fn created_object_covers_the_cache_until_it_shows_up() {
         let mut w = RecentWrites::default();
-        w.wrote(obj("a", "u1", "5", "g"), None);
+        w.wrote(obj("a", "u1", "5", "g"), None, None);
         assert_eq!(rv(&w.overlay("ns", vec![], in_g)), vec![("a".into(), "5".into())]);
         assert!(w.overlay("other", vec![], in_g).is_empty());
         assert_eq!(
@@ -208,8 +216,8 @@ mod tests {
     fn chained_writes_cover_a_cache_two_versions_behind() {
         let mut w = RecentWrites::default();
         let k = ("ns".to_string(), "a".to_string());
-        w.wrote(obj("a", "u1", "11", "g"), Some("10".into()));
-        w.wrote(obj("a", "u1", "12", "g"), Some("11".into()));
+        w.wrote(obj("a", "u1", "11", "g"), Some("10".into()), None);
+        w.wrote(obj("a", "u1", "12", "g"), Some("11".into()), None);
         let rv_of = |o: Option<Arc<ConfigMap>>| o.unwrap().metadata.resource_version.clone().unwrap();
         assert_eq!(rv_of(w.get(&k, Some(Arc::new(obj("a", "u1", "10", "g"))))), "12");
         assert_eq!(rv_of(w.get(&k, Some(Arc::new(obj("a", "u1", "11", "g"))))), "12");
@@ -217,13 +225,13 @@ mod tests {
         assert!(w.is_empty(), "the cache showing our last write ends the cover");
         // A write that did not build on our pending one (someone else's version in between)
         // starts a new chain.
-        w.wrote(obj("b", "u2", "21", "g"), Some("20".into()));
-        w.wrote(obj("b", "u2", "31", "g"), Some("30".into()));
+        w.wrote(obj("b", "u2", "21", "g"), Some("20".into()), None);
+        w.wrote(obj("b", "u2", "31", "g"), Some("30".into()), None);
         let kb = ("ns".to_string(), "b".to_string());
         assert_eq!(rv_of(w.get(&kb, Some(Arc::new(obj("b", "u2", "20", "g"))))), "20");
         // A create followed by an update: the cache showing the created version lags.
-        w.wrote(obj("c", "u3", "5", "g"), None);
-        w.wrote(obj("c", "u3", "6", "g"), Some("5".into()));
+        w.wrote(obj("c", "u3", "5", "g"), None, None);
+        w.wrote(obj("c", "u3", "6", "g"), Some("5".into()), None);
         let kc = ("ns".to_string(), "c".to_string());
         assert_eq!(rv_of(w.get(&kc, Some(Arc::new(obj("c", "u3", "5", "g"))))), "6");
         assert_eq!(rv_of(w.get(&kc, None)), "6");
@@ -233,7 +241,7 @@ mod tests {
     fn updated_object_covers_the_replaced_version_only() {
         let mut w = RecentWrites::default();
         // We replaced rv 7 with rv 9; the cache still shows 7: ours wins.
-        w.wrote(obj("a", "u1", "9", "g"), Some("7".into()));
+        w.wrote(obj("a", "u1", "9", "g"), Some("7".into()), None);
         let k = ("ns".to_string(), "a".to_string());
         assert_eq!(
             w.get(&k, Some(Arc::new(obj("a", "u1", "7", "g")))).unwrap().metadata.resource_version.as_deref(),
@@ -254,7 +262,7 @@ mod tests {
         let mut w = RecentWrites::default();
         let mut b = obj("ep", "u", "2", "g");
         b.data = Some([("state".to_string(), "B".to_string())].into());
-        w.wrote(b, Some("1".into()));
+        w.wrote(b, Some("1".into()), None);
         let mut a = obj("ep", "u", "1", "g");
         a.data = Some([("state".to_string(), "A".to_string())].into());
         let seen = w.get(&("ns".into(), "ep".into()), Some(Arc::new(a))).unwrap();
@@ -278,11 +286,11 @@ mod tests {
     #[test]
     fn a_write_deleted_by_someone_else_is_forgotten_through_the_watch() {
         let mut w = RecentWrites::default();
-        w.wrote(obj("c", "u4", "4", "g"), Some("3".into()));
+        w.wrote(obj("c", "u4", "4", "g"), Some("3".into()), None);
         w.observed(&obj("c", "u4", "4", "g"));
         assert!(w.is_empty());
         assert!(w.overlay("ns", vec![], in_g).is_empty(), "deleted after we wrote it");
-        w.wrote(obj("d", "u5", "1", "g"), None);
+        w.wrote(obj("d", "u5", "1", "g"), None, None);
         w.observed_deleted(&obj("d", "u5", "1", "g"));
         assert!(w.overlay("ns", vec![], in_g).is_empty());
     }
@@ -290,7 +298,26 @@ mod tests {
     #[test]
     fn objects_outside_the_group_are_not_added() {
         let mut w = RecentWrites::default();
-        w.wrote(obj("x", "u", "1", "other"), None);
+        w.wrote(obj("x", "u", "1", "other"), None, None);
         assert!(w.overlay("ns", vec![], in_g).is_empty());
+    }
+
+    /// The watch delivered our create (or update) before its response: nothing is recorded, so
+    /// the whole object is not held until the next sync of that key.
+    #[test]
+    fn a_watch_event_that_beats_the_response_leaves_nothing_pending() {
+        let mut w = RecentWrites::default();
+        let created = obj("a", "u1", "5", "g");
+        w.observed(&created);
+        w.wrote(created.clone(), None, Some(&created));
+        assert!(w.is_empty());
+        let updated = obj("a", "u1", "6", "g");
+        w.wrote(updated.clone(), Some("5".into()), Some(&updated));
+        assert!(w.is_empty());
+        // The cache still shows the version we replaced: ours is laid over it.
+        w.wrote(obj("a", "u1", "7", "g"), Some("6".into()), Some(&updated));
+        assert_eq!(w.len(), 1);
+        let key = ("ns".to_owned(), "a".to_owned());
+        assert_eq!(w.get(&key, Some(Arc::new(updated))).unwrap().metadata.resource_version.as_deref(), Some("7"));
     }
 }

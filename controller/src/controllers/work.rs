@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::informers::Key;
 use super::leader::Gate;
 use super::overlay::RecentWrites;
+use crate::runtime::cache::Cache;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -184,13 +185,14 @@ pub struct SlicePlan<'a> {
 
 /// Applies a slice plan: updates, deletes, then creates; leadership is re-checked before every
 /// write (a lost Lease stops writes at once); every success is recorded in the overlay and
-/// counted in `changes{operation}`.
+/// counted in `changes{operation}`. `written` is the overlay and `cache` the watch cache it lies
+/// over.
 pub async fn apply_slices(
     client: &kube::Client,
     ns: &str,
     field_manager: &str,
     plan: SlicePlan<'_>,
-    written: &Mutex<RecentWrites<EndpointSlice>>,
+    (written, cache): (&Mutex<RecentWrites<EndpointSlice>>, &Cache<EndpointSlice>),
     gate: &Gate,
     changes: &Family<OperationLabels, Counter>,
 ) -> Result<(), SyncError> {
@@ -205,9 +207,11 @@ pub async fn apply_slices(
         leading()?;
         let name = slice.name_any();
         match api.replace(&name, &pp, slice).await {
-            Ok(done) => {
+            Ok(mut done) => {
                 count("update");
-                overlay().wrote(done, slice.metadata.resource_version.clone());
+                crate::controllers::prune::endpoint_slice(&mut done);
+                let now = cache.get(Some(ns), &name);
+                overlay().wrote(done, slice.metadata.resource_version.clone(), now.as_deref());
             }
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
                 return Err(SyncError::Stale(format!("update of EndpointSlice {name}: {}", e.message)));
@@ -229,9 +233,11 @@ pub async fn apply_slices(
     for slice in plan.create {
         leading()?;
         match api.create(&pp, slice).await {
-            Ok(done) => {
+            Ok(mut done) => {
                 count("create");
-                overlay().wrote(done, None);
+                crate::controllers::prune::endpoint_slice(&mut done);
+                let now = cache.get(Some(ns), &done.name_any());
+                overlay().wrote(done, None, now.as_deref());
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 return Err(SyncError::Stale(format!(
