@@ -15,9 +15,16 @@
 # - Needs the machine's Go (GOTOOLCHAIN=local, no toolchain download) and the Go module proxy.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=versions.env
-source "$here/versions.env"
+# The epslice-envtest crate runs the copy of this script embedded in it, with the embedded
+# versions.env in EPSLICE_ENVTEST_VERSIONS: a test binary then needs no source checkout, and
+# runs exactly the installer and versions it was built with.
+if [ -n "${EPSLICE_ENVTEST_VERSIONS:-}" ]; then
+  eval "$EPSLICE_ENVTEST_VERSIONS"
+else
+  here=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)
+  # shellcheck source=versions.env
+  source "$here/versions.env"
+fi
 
 ALL=(etcd kube-apiserver kube-controller-manager kubectl kwok)
 if [ $# -gt 0 ]; then wanted=("$@"); else wanted=("${ALL[@]}"); fi

@@ -32,8 +32,13 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 
 const SA: &str = "system:serviceaccount:epslice-system:epslice";
 
+/// The checkout the test runs in. `cargo test` sets `CARGO_MANIFEST_DIR` when it runs a test;
+/// the compile-time value is only a fallback, since cargo reuses a test binary built in another
+/// checkout of the same workspace when the sources are older than that build.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    dir.join("..")
 }
 
 /// Runs the pinned kubectl (admin kubeconfig) in the repository root: (success, stdout, stderr).

@@ -11,7 +11,11 @@ use std::process::{Command, Stdio};
 use crate::Error;
 
 const VERSIONS_ENV: &str = include_str!("../versions.env");
-const INSTALLER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/install-binaries.sh");
+/// The installer, embedded rather than found at the path it was built from: a test binary built
+/// in one checkout (or a shared `CARGO_TARGET_DIR`) may run from another, or after the checkout
+/// moved.
+const INSTALLER_SCRIPT: &str = include_str!("../install-binaries.sh");
+const INSTALLER: &str = "envtest/install-binaries.sh (embedded)";
 
 /// The versions pinned in `envtest/versions.env`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +79,11 @@ impl Binary {
 pub fn ensure(wanted: &[Binary]) -> Result<PathBuf, Error> {
     let names: Vec<&str> = wanted.iter().map(|b| b.file_name()).collect();
     let out = Command::new("bash")
-        .arg(INSTALLER)
+        .arg("-c")
+        .arg(INSTALLER_SCRIPT)
+        .arg("install-binaries.sh")
         .args(&names)
+        .env("EPSLICE_ENVTEST_VERSIONS", VERSIONS_ENV)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
