@@ -216,46 +216,34 @@ fn selected_policy(names: Vec<String>) -> Arc<ServiceEnvPolicy> {
     Arc::new(p)
 }
 
-#[divan::bench]
-fn review_selected_10_of_1000x3(bencher: divan::Bencher) {
+/// `memo`: through the webhook's generation memo, warm (the Services do not change), as the
+/// webhook runs it; without, every review generates the variables.
+#[divan::bench(args = [false, true])]
+fn review_selected_10_of_1000x3(bencher: divan::Bencher, memo: bool) {
     let policy = selected_policy((0..10).map(|i| format!("svc-{:05}", i * 100)).collect());
     let view = View { services: services_x3(1000), policies: vec![policy], labelled: false };
-    let body = realistic_body();
-    let config = ReviewConfig::default();
-    assert!(run(&view, &body, &config) > 10_000, "a patch is expected");
-    bencher.bench_local(|| run(&view, &body, &config));
+    bench_1000x3(bencher, &view, memo, |len| assert!(len > 10_000, "a patch is expected"));
 }
 
-/// The same, through the webhook's generation memo (warm: the Services do not change).
-#[divan::bench]
-fn review_selected_10_of_1000x3_memo(bencher: divan::Bencher) {
-    let policy = selected_policy((0..10).map(|i| format!("svc-{:05}", i * 100)).collect());
-    let view = View { services: services_x3(1000), policies: vec![policy], labelled: false };
-    let body = realistic_body();
-    let config = ReviewConfig::default();
-    let memo = GenerationMemo::default();
-    assert_eq!(run_memo(&view, &body, &config, &memo), run(&view, &body, &config));
-    bencher.bench_local(|| run_memo(&view, &body, &config, &memo));
-}
-
-#[divan::bench]
-fn review_all_1000x3_over_cap(bencher: divan::Bencher) {
+/// `memo` as above.
+#[divan::bench(args = [false, true])]
+fn review_all_1000x3_over_cap(bencher: divan::Bencher, memo: bool) {
     let view = View { services: services_x3(1000), policies: Vec::new(), labelled: true };
-    let body = realistic_body();
-    let config = ReviewConfig::default();
-    assert!(run(&view, &body, &config) < 1_000, "refused: over the cap, no patch");
-    bencher.bench_local(|| run(&view, &body, &config));
+    bench_1000x3(bencher, &view, memo, |len| assert!(len < 1_000, "refused: over the cap, no patch"));
 }
 
-/// The same, through the webhook's generation memo (warm).
-#[divan::bench]
-fn review_all_1000x3_over_cap_memo(bencher: divan::Bencher) {
-    let view = View { services: services_x3(1000), policies: Vec::new(), labelled: true };
+fn bench_1000x3(bencher: divan::Bencher, view: &View, memo: bool, check: impl Fn(usize)) {
     let body = realistic_body();
     let config = ReviewConfig::default();
-    let memo = GenerationMemo::default();
-    assert_eq!(run_memo(&view, &body, &config, &memo), run(&view, &body, &config));
-    bencher.bench_local(|| run_memo(&view, &body, &config, &memo));
+    let cache = GenerationMemo::default();
+    let plain = run(view, &body, &config);
+    check(plain);
+    assert_eq!(run_memo(view, &body, &config, &cache), plain, "the memo changes nothing");
+    if memo {
+        bencher.bench_local(|| run_memo(view, &body, &config, &cache));
+    } else {
+        bencher.bench_local(|| run(view, &body, &config));
+    }
 }
 
 #[divan::bench]

@@ -265,6 +265,24 @@ fn check_response_shape(body: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn links_config(disable_links: bool) -> ReviewConfig {
+    ReviewConfig {
+        patch: PatchOptions { disable_kubelet_service_links: disable_links, ..PatchOptions::default() },
+        ..ReviewConfig::default()
+    }
+}
+
+/// A pod CREATE review in namespace `ns1` carrying `object`.
+fn pod_review(object: &Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": "u", "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "operation": "CREATE", "namespace": "ns1", "object": object}
+    }))
+    .unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -397,21 +415,8 @@ proptest! {
         disable_links in any::<bool>(),
     ) {
         let object = serde_json::to_value(&pod).unwrap();
-        let cfg = ReviewConfig {
-            patch: PatchOptions { disable_kubelet_service_links: disable_links, ..PatchOptions::default() },
-            ..ReviewConfig::default()
-        };
-        let wrap = |object: &Value| serde_json::to_vec(&json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "u",
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "operation": "CREATE",
-                "namespace": "ns1",
-                "object": object,
-            }
-        })).unwrap();
+        let cfg = links_config(disable_links);
+        let wrap = pod_review;
         let decide = |_: &super::super::PodRequest<'_>| Decision {
             mode: Mode::All,
             services: services.iter().collect(),
@@ -444,16 +449,8 @@ proptest! {
         static MEMO: std::sync::LazyLock<super::super::GenerationMemo> =
             std::sync::LazyLock::new(|| super::super::GenerationMemo::new(4, 10_000));
         let cached: Vec<std::sync::Arc<Service>> = services.into_iter().map(std::sync::Arc::new).collect();
-        let cfg = ReviewConfig {
-            patch: PatchOptions { disable_kubelet_service_links: disable_links, ..PatchOptions::default() },
-            ..ReviewConfig::default()
-        };
-        let wrap = |object: &Value| serde_json::to_vec(&json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {"uid": "u", "resource": {"group": "", "version": "v1", "resource": "pods"},
-                        "operation": "CREATE", "namespace": "ns1", "object": object}
-        })).unwrap();
+        let cfg = links_config(disable_links);
+        let wrap = pod_review;
         let decide = |_: &super::super::PodRequest<'_>| Decision {
             mode: Mode::All,
             services: cached.clone(),
