@@ -10,6 +10,7 @@ use epslice::envvars::MARKER_ANNOTATION;
 use futures::StreamExt as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
 
 use super::cli::Profile;
@@ -95,6 +96,10 @@ fn verify(p: &Pod, expect: &Expect) -> Result<(), String> {
 pub struct Series {
     /// `None`: without the webhook.
     pub profile: Option<Profile>,
+    /// Without the webhook, creating the pod as the webhook leaves it (`selected`: its variables,
+    /// marker and `enableServiceLinks: false` already in the spec): the cost of the bigger pod
+    /// itself, apart from the admission call.
+    pub preinjected: bool,
     /// Creates in flight.
     pub concurrency: usize,
     /// Create-call latencies, sorted, nanoseconds.
@@ -149,14 +154,14 @@ impl Series {
 async fn creates(
     api: &Api<Pod>,
     names: Vec<String>,
-    profile: Profile,
+    make: &(dyn Fn(&str) -> Pod + Sync),
     concurrency: usize,
 ) -> Vec<(Duration, Result<Pod, kube::Error>)> {
     futures::stream::iter(names)
         .map(|name| {
             let api = api.clone();
             async move {
-                let p = pod(&name, profile);
+                let p = make(&name);
                 let t0 = Instant::now();
                 let r = api.create(&PostParams::default(), &p).await;
                 (t0.elapsed(), r)
@@ -167,9 +172,26 @@ async fn creates(
         .await
 }
 
+/// The `selected` pod as the webhook leaves it, from a dry-run create while the webhook is
+/// registered: labels, annotations (the marker) and spec; nothing the API server sets on
+/// creation. Creating copies of it without the webhook isolates the webhook's own cost.
+pub async fn injected_template(client: &kube::Client, ns: &str) -> anyhow::Result<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let out = api.create(&dry, &pod("template", Profile::Selected)).await?;
+    let meta = out.metadata;
+    Ok(Pod {
+        metadata: ObjectMeta { labels: meta.labels, annotations: meta.annotations, ..ObjectMeta::default() },
+        spec: out.spec,
+        status: None,
+    })
+}
+
 /// Warm-up, then `n` measured creates at `concurrency`, each pod checked against `expect`.
 /// `profile`: the pods' profile label (`None`: no webhook registered; the pods carry the
-/// `selected` label, which nothing reads then).
+/// `selected` label, which nothing reads then). `template`: without the webhook, create copies of
+/// this pod (see [`injected_template`]) instead.
+#[allow(clippy::too_many_arguments)]
 pub async fn series(
     client: &kube::Client,
     ns: &str,
@@ -178,17 +200,30 @@ pub async fn series(
     concurrency: usize,
     n: usize,
     expect: &Expect,
+    template: Option<&Pod>,
 ) -> Series {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let label = profile.map_or("off", Profile::name);
+    let label = match (profile, template) {
+        (Some(p), _) => p.name(),
+        (None, Some(_)) => "injected",
+        (None, None) => "off",
+    };
     let pod_profile = profile.unwrap_or(Profile::Selected);
+    let make = |name: &str| match template {
+        Some(t) => {
+            let mut p = t.clone();
+            p.metadata.name = Some(name.to_owned());
+            p
+        }
+        None => pod(name, pod_profile),
+    };
     let warm: Vec<String> = (0..WARMUP_PODS).map(|i| format!("{label}-c{concurrency}-w{i:02}")).collect();
-    let _ = creates(&api, warm, pod_profile, concurrency).await;
+    let _ = creates(&api, warm, &make, concurrency).await;
     let h0 = Histogram::parse(&webhook.metrics.encode());
     let a0 = if profile.is_some() { apiserver_webhook_calls(client).await } else { None };
     let names: Vec<String> = (0..n).map(|i| format!("{label}-c{concurrency}-{i:04}")).collect();
     let t0 = Instant::now();
-    let results = creates(&api, names, pod_profile, concurrency).await;
+    let results = creates(&api, names, &make, concurrency).await;
     let wall = t0.elapsed();
     let h1 = Histogram::parse(&webhook.metrics.encode());
     let a1 = if profile.is_some() { apiserver_webhook_calls(client).await } else { None };
@@ -198,6 +233,7 @@ pub async fn series(
     };
     let mut s = Series {
         profile,
+        preinjected: profile.is_none() && template.is_some(),
         concurrency,
         latencies: Vec::with_capacity(n),
         failed: 0,

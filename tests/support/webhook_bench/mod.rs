@@ -121,12 +121,14 @@ async fn measure(
     if args.runs("b") {
         apiserver::unregister(client).await;
         for &c in &args.pod_concurrency {
-            let s = apiserver::series(client, &ns, &webhook, None, c, args.pods, &apiserver::Expect::Untouched).await;
+            let s =
+                apiserver::series(client, &ns, &webhook, None, c, args.pods, &apiserver::Expect::Untouched, None).await;
             log(format!("B off C={c}: p50 {} p99 {}", report::ms(s.quantile(0.5)), report::ms(s.quantile(0.99))));
             phase_b.push(s);
         }
         apiserver::register(client, &ns, &webhook, &pki.ca_pem).await?;
         let hosts = apiserver::expected_hosts(client, &ns, &selected).await?;
+        let injected = apiserver::injected_template(client, &ns).await?;
         for (p, answer) in &answers {
             let expect = match (p, answer.patched) {
                 (Profile::Selected, _) => apiserver::Expect::Injected(hosts.clone()),
@@ -134,7 +136,7 @@ async fn measure(
                 (Profile::All, false) => apiserver::Expect::Untouched,
             };
             for &c in &args.pod_concurrency {
-                let s = apiserver::series(client, &ns, &webhook, Some(*p), c, args.pods, &expect).await;
+                let s = apiserver::series(client, &ns, &webhook, Some(*p), c, args.pods, &expect, None).await;
                 if s.reviews.as_ref().is_some_and(|h| h.count != (s.latencies.len() + s.failed) as u64) {
                     log(format!("B {} C={c}: reviews ≠ creates: {:?}", p.name(), s.reviews.as_ref().map(|h| h.count)));
                 }
@@ -151,6 +153,19 @@ async fn measure(
             }
         }
         apiserver::unregister(client).await;
+        if args.profiles.contains(&Profile::Selected) {
+            let expect = apiserver::Expect::Injected(hosts.clone());
+            for &c in &args.pod_concurrency {
+                let s = apiserver::series(client, &ns, &webhook, None, c, args.pods, &expect, Some(&injected)).await;
+                log(format!(
+                    "B injected pod, no webhook, C={c}: p50 {} p99 {}, unverified {}",
+                    report::ms(s.quantile(0.5)),
+                    report::ms(s.quantile(0.99)),
+                    s.unverified
+                ));
+                phase_b.push(s);
+            }
+        }
     }
     webhook.stop().await?;
 

@@ -146,7 +146,12 @@ impl Report<'_> {
     }
 
     fn off(&self, concurrency: usize) -> Option<&Series> {
-        self.phase_b.iter().find(|s| s.profile.is_none() && s.concurrency == concurrency)
+        self.phase_b.iter().find(|s| s.profile.is_none() && !s.preinjected && s.concurrency == concurrency)
+    }
+
+    /// The `selected` pod as injected, created without the webhook.
+    fn off_injected(&self, concurrency: usize) -> Option<&Series> {
+        self.phase_b.iter().find(|s| s.preinjected && s.concurrency == concurrency)
     }
 
     fn table_b(&self) -> String {
@@ -155,10 +160,11 @@ impl Report<'_> {
         );
         for s in &self.phase_b {
             let off = self.off(s.concurrency);
-            let ratio = |q: f64| match (s.profile, s.quantile(q), off.and_then(|o| o.quantile(q))) {
-                (Some(_), Some(a), Some(b)) if !b.is_zero() => format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64()),
-                _ => "–".into(),
-            };
+            let ratio =
+                |q: f64| match (s.profile.is_some() || s.preinjected, s.quantile(q), off.and_then(|o| o.quantile(q))) {
+                    (true, Some(a), Some(b)) if !b.is_zero() => format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64()),
+                    _ => "–".into(),
+                };
             let reviews = s.reviews.as_ref().map_or("–".to_owned(), |h| format!("{} ({})", h.count, ms(h.mean())));
             let call = s.apiserver_call.map_or("–".to_owned(), |(mean, _)| ms(Some(Duration::from_secs_f64(mean))));
             let problem = s.first_problem.as_ref().map_or(String::new(), |p| format!(" ({})", p.replace('|', "/")));
@@ -166,7 +172,11 @@ impl Report<'_> {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {reviews} | {call} | {}{error} | {}{problem} |",
-                s.profile.map_or("off".to_owned(), |p| format!("on, `{}`", p.name())),
+                match s.profile {
+                    Some(p) => format!("on, `{}`", p.name()),
+                    None if s.preinjected => "off, pod as `selected` injects it".to_owned(),
+                    None => "off".to_owned(),
+                },
                 s.concurrency,
                 s.latencies.len(),
                 ms(s.quantile(0.5)),
@@ -225,6 +235,19 @@ impl Report<'_> {
                 ms(Some(off)),
                 verdict_max(r, TARGET_RATIO)
             );
+            if s.profile == Some(Profile::Selected)
+                && let Some(same) = self.off_injected(s.concurrency).and_then(|o| o.quantile(0.99))
+            {
+                let r = p99.as_secs_f64() / same.as_secs_f64();
+                let _ = writeln!(
+                    out,
+                    "| (for reference) pod create p99 with ≤ 1.1× the same injected pod created without, concurrency {} | selected | {} vs {} = {r:.2}× | {} |",
+                    s.concurrency,
+                    ms(Some(p99)),
+                    ms(Some(same)),
+                    verdict_max(r, TARGET_RATIO)
+                );
+            }
         }
         out
     }
