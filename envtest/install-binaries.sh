@@ -20,6 +20,7 @@ set -euo pipefail
 # runs exactly the installer and versions it was built with.
 if [ -n "${EPSLICE_ENVTEST_VERSIONS:-}" ]; then
   eval "$EPSLICE_ENVTEST_VERSIONS"
+  unset EPSLICE_ENVTEST_VERSIONS
 else
   here=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)
   # shellcheck source=versions.env

@@ -15,7 +15,7 @@ const VERSIONS_ENV: &str = include_str!("../versions.env");
 /// in one checkout (or a shared `CARGO_TARGET_DIR`) may run from another, or after the checkout
 /// moved.
 const INSTALLER_SCRIPT: &str = include_str!("../install-binaries.sh");
-const INSTALLER: &str = "envtest/install-binaries.sh (embedded)";
+const INSTALLER: &str = "envtest/install-binaries.sh (the copy embedded in the envtest crate)";
 
 /// The versions pinned in `envtest/versions.env`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -73,6 +73,9 @@ impl<K: Resource> RecentWrites<K> {
         chain.extend(replaced);
         let entry = Entry { written: Some(Arc::new(obj)), uid, replaced: chain, at: Instant::now() };
         if Self::caught_up(&entry, cached) {
+            // What `observed` or the next `get` would do anyway. (A relist served from a lagging
+            // apiserver cache could show an older version later; the entry would have been
+            // dropped at the first event too, so nothing is lost by not recording it.)
             self.entries.remove(&key);
         } else {
             self.entries.insert(key, entry);

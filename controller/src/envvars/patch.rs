@@ -20,7 +20,7 @@
 //! added by a later webhook (re-invocation) gets the missing variables; nothing is duplicated.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use foldhash::fast::RandomState as FastHash;
@@ -222,7 +222,10 @@ impl<'a> PodObject<'a> {
                 if let Some(e) = env.iter().find(|e| !e.is_object() || e.get("name").is_some_and(|n| !n.is_string())) {
                     return Err(format!("{kind}[{index}].env entry {e} is not a named variable"));
                 }
-                let has_env_from = field(c, "envFrom").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+                let has_env_from = match field(c, "envFrom") {
+                    Some(f) => !as_array(f, "envFrom")?.is_empty(),
+                    None => false,
+                };
                 slots.push(Slot { field: kind, index, env, has_env_from });
             }
         }
@@ -349,25 +352,31 @@ pub struct Prepared {
     sizes: Vec<usize>,
     all_bytes: usize,
     hash: String,
-    by_name: HashMap<String, usize, FastHash>,
+    /// Indices of `vars` sorted by name (4 bytes a variable; the names are not copied).
+    by_name: Box<[u32]>,
 }
 
 impl Prepared {
     /// Prepares `vars` (in injection order).
     pub fn new(vars: Vec<ServiceEnvVar>) -> Self {
-        let mut by_name: HashMap<String, usize, FastHash> =
-            HashMap::with_capacity_and_hasher(vars.len(), FastHash::default());
-        let mut unique = Vec::with_capacity(vars.len());
-        for v in vars {
-            if !by_name.contains_key(&v.name) {
-                by_name.insert(v.name.clone(), unique.len());
-                unique.push(v);
-            }
-        }
+        let mut seen: HashSet<&str, FastHash> = HashSet::with_capacity_and_hasher(vars.len(), FastHash::default());
+        let keep: Vec<bool> = vars.iter().map(|v| seen.insert(v.name.as_str())).collect();
+        drop(seen);
+        let unique: Vec<ServiceEnvVar> = vars.into_iter().zip(keep).filter_map(|(v, k)| k.then_some(v)).collect();
         let sizes: Vec<usize> = unique.iter().map(|v| entry_len(v) + 1).collect();
         let all_bytes = sizes.iter().sum();
         let hash = hash_of(&unique);
-        Self { vars: unique, sizes, all_bytes, hash, by_name }
+        let mut by_name: Vec<u32> = (0..u32::try_from(unique.len()).unwrap_or(u32::MAX)).collect();
+        by_name.sort_unstable_by(|&a, &b| unique[a as usize].name.cmp(&unique[b as usize].name));
+        Self { vars: unique, sizes, all_bytes, hash, by_name: by_name.into_boxed_slice() }
+    }
+
+    /// The index of the variable named `name`.
+    fn position(&self, name: &str) -> Option<usize> {
+        self.by_name
+            .binary_search_by(|&i| self.vars[i as usize].name.as_str().cmp(name))
+            .ok()
+            .map(|k| self.by_name[k] as usize)
     }
 
     /// The variables, names unique.
@@ -409,7 +418,7 @@ pub fn plan_prepared(pod: &PodObject<'_>, mode: Mode, prepared: &Prepared, optio
             .env
             .iter()
             .filter_map(|e| e.get("name").and_then(Value::as_str))
-            .filter_map(|n| prepared.by_name.get(n).copied())
+            .filter_map(|n| prepared.position(n))
             .collect();
         let (count, bytes, missing) = if present.is_empty() {
             (vars.len(), all_bytes, None)
@@ -565,7 +574,7 @@ pub fn mutate_object<S: Borrow<Service>>(
     services: &[S],
     options: &PatchOptions,
 ) -> Mutation {
-    mutate_with(pod, mode, options, |links| Arc::new(Generation::new(namespace, services, links, options)))
+    mutate_with(pod, mode, options, |links, _| Arc::new(Generation::new(namespace, services, links, options)))
 }
 
 /// [`mutate_object`] through a [`GenerationMemo`]: the variables for a given set of Services
@@ -578,7 +587,7 @@ pub fn mutate_object_memo(
     options: &PatchOptions,
     memo: &GenerationMemo,
 ) -> Mutation {
-    mutate_with(pod, mode, options, |links| memo.get(namespace, services, links, options))
+    mutate_with(pod, mode, options, |links, keep| memo.get(namespace, services, links, options, keep))
 }
 
 /// The kubelet's visibility rules, generation and preparation for one set of candidates.
@@ -615,20 +624,21 @@ fn mutate_with(
     pod: &PodObject<'_>,
     mode: Mode,
     options: &PatchOptions,
-    run: impl Fn(bool) -> Arc<Generation>,
+    run: impl Fn(bool, bool) -> Arc<Generation>,
 ) -> Mutation {
     if mode == Mode::Off {
         return Mutation::default();
     }
     let links = pod.enable_service_links();
-    let mut generation = run(links);
+    let mut generation = run(links, true);
     if !links
         && let Some(marker) = pod.marker()
         && marker.hash != generation.prepared.hash
     {
-        let alt = run(true);
+        // Speculative: not kept in a memo unless it is the one used (looked up again below).
+        let alt = run(true, false);
         if alt.prepared.hash == marker.hash {
-            generation = alt;
+            generation = run(true, true);
         }
     }
     let mut m = plan_prepared(pod, mode, &generation.prepared, options);
@@ -652,6 +662,8 @@ pub struct GenerationMemo {
 
 #[derive(Debug)]
 struct MemoKey {
+    /// Hash of the Services' addresses, compared first.
+    fingerprint: u64,
     namespace: String,
     extra: Vec<String>,
     links: bool,
@@ -659,9 +671,27 @@ struct MemoKey {
     services: Vec<Arc<Service>>,
 }
 
+/// Hash of the Services' identities (their addresses), with a fixed seed.
+fn fingerprint(services: &[Arc<Service>]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = foldhash::fast::FixedState::with_seed(0).build_hasher();
+    for s in services {
+        h.write_usize(Arc::as_ptr(s) as usize);
+    }
+    h.finish()
+}
+
 impl MemoKey {
-    fn matches(&self, namespace: &str, services: &[Arc<Service>], links: bool, options: &PatchOptions) -> bool {
-        self.links == links
+    fn matches(
+        &self,
+        fingerprint: u64,
+        namespace: &str,
+        services: &[Arc<Service>],
+        links: bool,
+        options: &PatchOptions,
+    ) -> bool {
+        self.fingerprint == fingerprint
+            && self.links == links
             && self.drop_shadow == options.disable_kubelet_service_links
             && self.namespace == namespace
             && self.extra == options.extra_namespaces
@@ -677,7 +707,8 @@ impl Default for GenerationMemo {
 }
 
 impl GenerationMemo {
-    /// At most `max_entries` generations and `max_vars` variables in all (about 100 bytes each).
+    /// At most `max_entries` generations, and at most `max_vars` variables held plus Services kept
+    /// alive by the keys, in all.
     pub fn new(max_entries: usize, max_vars: usize) -> Self {
         Self { entries: std::sync::Mutex::default(), max_entries: max_entries.max(1), max_vars }
     }
@@ -692,10 +723,20 @@ impl GenerationMemo {
         self.len() == 0
     }
 
-    fn get(&self, namespace: &str, services: &[Arc<Service>], links: bool, options: &PatchOptions) -> Arc<Generation> {
+    /// The generation for these inputs, from the memo or computed; a computed one is kept only
+    /// when `keep` (a speculative lookup should not push out entries in use).
+    fn get(
+        &self,
+        namespace: &str,
+        services: &[Arc<Service>],
+        links: bool,
+        options: &PatchOptions,
+        keep: bool,
+    ) -> Arc<Generation> {
+        let fp = fingerprint(services);
         {
             let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(i) = entries.iter().position(|(k, _)| k.matches(namespace, services, links, options))
+            if let Some(i) = entries.iter().position(|(k, _)| k.matches(fp, namespace, services, links, options))
                 && let Some(hit) = entries.remove(i)
             {
                 let generation = hit.1.clone();
@@ -705,7 +746,11 @@ impl GenerationMemo {
         }
         // Computed outside the lock; two concurrent misses both compute, the later insert wins.
         let generation = Arc::new(Generation::new(namespace, services, links, options));
+        if !keep {
+            return generation;
+        }
         let key = MemoKey {
+            fingerprint: fp,
             namespace: namespace.to_owned(),
             extra: options.extra_namespaces.clone(),
             links,
@@ -713,18 +758,19 @@ impl GenerationMemo {
             services: services.to_vec(),
         };
         let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        entries.retain(|(k, _)| !k.matches(namespace, services, links, options));
+        entries.retain(|(k, _)| !k.matches(fp, namespace, services, links, options));
         entries.push_front((key, generation.clone()));
-        let mut vars = 0usize;
-        let mut keep = 0usize;
-        for (_, g) in entries.iter() {
-            vars += g.prepared.vars.len();
-            if keep > 0 && (keep >= self.max_entries || vars > self.max_vars) {
+        // The budget counts the variables held and the Services kept alive by the keys.
+        let mut held = 0usize;
+        let mut kept = 0usize;
+        for (k, g) in entries.iter() {
+            held += g.prepared.vars.len() + k.services.len();
+            if kept > 0 && (kept >= self.max_entries || held > self.max_vars) {
                 break;
             }
-            keep += 1;
+            kept += 1;
         }
-        entries.truncate(keep);
+        entries.truncate(kept);
         generation
     }
 }

@@ -202,12 +202,10 @@ impl Echo {
             match base64::engine::general_purpose::STANDARD.encode_slice(&p, &mut body[start..]) {
                 Ok(n) => body.truncate(start + n),
                 Err(e) => {
-                    return status_error(
-                        500,
-                        "InternalError",
-                        format!("cannot encode patch: {e}"),
-                        Outcome::BadRequest,
-                    );
+                    // Cannot happen (the buffer is sized exactly); fail open all the same.
+                    let mut warnings = warnings;
+                    warnings.push(warning(format!("patch could not be encoded ({e}): no service env vars injected")));
+                    return self.respond(None, warnings, max_warnings, Outcome::Unchanged, dry_run, 0);
                 }
             }
             body.push(b'"');

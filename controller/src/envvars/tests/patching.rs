@@ -351,6 +351,7 @@ fn malformed_pod_objects_are_named_not_patched() {
         (serde_json::json!({"spec": {"containers": [{"env": [1]}]}}), "containers[0].env"),
         (serde_json::json!({"spec": {"initContainers": [{"env": [{"name": 5}]}]}}), "initContainers[0].env"),
         (serde_json::json!({"spec": {"enableServiceLinks": "yes"}}), "enableServiceLinks"),
+        (serde_json::json!({"spec": {"containers": [{"envFrom": {"configMapRef": {"name": "x"}}}]}}), "envFrom"),
     ] {
         match PodObject::read(&object) {
             Ok(_) => panic!("{object} accepted"),
