@@ -15,7 +15,10 @@
 //!   `Cow<'static, str>` that borrow a static string for the known values, so the usual
 //!   `Running` / `TCP` / `Always` / `Ready` / `True` cost no allocation;
 //! - `metadata` stays an `ObjectMeta`, since `kube::Resource::meta` returns one, but it is
-//!   decoded through a private struct of the kept fields.
+//!   decoded through a private struct of the kept fields;
+//! - the labels move out of `metadata` into [`PodLabels`] (sorted key/value pairs in one boxed
+//!   slice; a `BTreeMap` allocates a ≈550-byte node even for one label): read them through
+//!   [`CachedPod::labels`], never `metadata.labels`, which is always `None`.
 //!
 //! It is read-only on purpose: no `Serialize`, so an `Api<CachedPod>` can list and watch but
 //! never write a projection back over a Pod.
@@ -55,15 +58,65 @@ pub fn enum_text(s: String) -> EnumText {
 /// The Pod as the controllers cache it: `metadata` (name, namespace, uid, resourceVersion,
 /// labels, deletionTimestamp), [`CachedPodSpec`] and [`CachedPodStatus`]. See the module docs.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "RawPod")]
 pub struct CachedPod {
-    /// `metadata`, only the kept fields set.
-    #[serde(default, deserialize_with = "de_meta")]
+    /// `metadata`, only the kept fields set, *without labels* (see [`CachedPod::labels`]).
     pub metadata: ObjectMeta,
+    /// `metadata.labels`, kept out of `metadata` in a compact form.
+    pub labels: PodLabels,
     /// `spec`.
     pub spec: Option<CachedPodSpec>,
     /// `status`.
     pub status: Option<CachedPodStatus>,
+}
+
+/// A pod's labels, sorted by key, as a boxed slice of pairs: a `BTreeMap` allocates a ≈550-byte
+/// node however few labels a pod has, and there is one per cached pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodLabels(Box<[(Box<str>, Box<str>)]>);
+
+impl PodLabels {
+    /// The value of label `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &*self.0[i].1)
+    }
+
+    /// The labels, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether every `key=value` of `selector` is among the labels (an empty selector matches).
+    pub fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector.iter().all(|(k, v)| self.get(k) == Some(v.as_str()))
+    }
+
+    /// As a map.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    }
+}
+
+impl From<BTreeMap<String, String>> for PodLabels {
+    fn from(m: BTreeMap<String, String>) -> Self {
+        PodLabels(m.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect())
+    }
+}
+
+impl From<Option<BTreeMap<String, String>>> for PodLabels {
+    fn from(m: Option<BTreeMap<String, String>>) -> Self {
+        m.map(PodLabels::from).unwrap_or_default()
+    }
 }
 
 /// `spec`: node, hostname/subdomain, containers and init containers.
@@ -202,22 +255,37 @@ struct KeptMeta {
     deletion_timestamp: Option<Time>,
 }
 
-impl From<KeptMeta> for ObjectMeta {
-    fn from(m: KeptMeta) -> Self {
-        ObjectMeta {
-            name: m.name,
-            namespace: m.namespace,
-            uid: m.uid,
-            resource_version: m.resource_version,
-            labels: m.labels,
-            deletion_timestamp: m.deletion_timestamp,
+impl KeptMeta {
+    /// The metadata without labels, and the labels.
+    fn split(self) -> (ObjectMeta, PodLabels) {
+        let meta = ObjectMeta {
+            name: self.name,
+            namespace: self.namespace,
+            uid: self.uid,
+            resource_version: self.resource_version,
+            deletion_timestamp: self.deletion_timestamp,
             ..Default::default()
-        }
+        };
+        (meta, PodLabels::from(self.labels))
     }
 }
 
-fn de_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
-    Ok(Option::<KeptMeta>::deserialize(d)?.map(ObjectMeta::from).unwrap_or_default())
+/// The Pod as decoded, before the labels move out of `metadata`.
+#[derive(Deserialize)]
+struct RawPod {
+    #[serde(default)]
+    metadata: Option<KeptMeta>,
+    #[serde(default)]
+    spec: Option<CachedPodSpec>,
+    #[serde(default)]
+    status: Option<CachedPodStatus>,
+}
+
+impl From<RawPod> for CachedPod {
+    fn from(p: RawPod) -> Self {
+        let (metadata, labels) = p.metadata.map(KeptMeta::split).unwrap_or_default();
+        CachedPod { metadata, labels, spec: p.spec, status: p.status }
+    }
 }
 
 /// A required field: `null` reads as the default, as k8s-openapi does.
@@ -327,8 +395,8 @@ fn de_ready_conditions<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<[Ca
 // From k8s-openapi's Pod
 // ---------------------------------------------------------------------------------------------
 
-/// The kept fields of a Pod's metadata.
-fn project_meta(m: ObjectMeta) -> ObjectMeta {
+/// The kept fields of a Pod's metadata, and its labels.
+fn project_meta(m: ObjectMeta) -> (ObjectMeta, PodLabels) {
     KeptMeta {
         name: m.name,
         namespace: m.namespace,
@@ -337,7 +405,7 @@ fn project_meta(m: ObjectMeta) -> ObjectMeta {
         labels: m.labels,
         deletion_timestamp: m.deletion_timestamp,
     }
-    .into()
+    .split()
 }
 
 fn boxed<T, U: From<T>>(v: Vec<T>) -> Box<[U]> {
@@ -403,8 +471,10 @@ impl From<PodStatus> for CachedPodStatus {
 
 impl From<Pod> for CachedPod {
     fn from(p: Pod) -> Self {
+        let (metadata, labels) = project_meta(p.metadata);
         CachedPod {
-            metadata: project_meta(p.metadata),
+            metadata,
+            labels,
             spec: p.spec.map(CachedPodSpec::from),
             status: p.status.map(CachedPodStatus::from),
         }
@@ -630,15 +700,15 @@ mod tests {
                 namespace: Some("shop".into()),
                 uid: Some("0b4c3f1e-2a7d-4e8b-9c61-5f0e2d3a4b5c".into()),
                 resource_version: Some("48213".into()),
-                labels: Some(
-                    [("app", "web"), ("pod-template-hash", "7d4b9c8f6"), ("tier", "front")]
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect(),
-                ),
                 deletion_timestamp: Some(time("2026-11-25T10:05:00Z")),
                 ..Default::default()
             },
+            labels: PodLabels::from(
+                [("app", "web"), ("pod-template-hash", "7d4b9c8f6"), ("tier", "front")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
             spec: Some(CachedPodSpec {
                 node_name: Some("kwok-node-3".into()),
                 hostname: Some("web-0".into()),

@@ -533,7 +533,7 @@ pub fn service_selects_pod(service: &Service, pod: &CachedPod) -> bool {
         return false;
     };
     service.metadata.namespace.as_deref().unwrap_or("") == pod.metadata.namespace.as_deref().unwrap_or("")
-        && selector_matches(selector, pod.metadata.labels.as_ref())
+        && pod.labels.matches(selector)
 }
 
 /// Keys (`namespace/name`) of the Services in `namespace` whose selector matches `labels`
@@ -566,9 +566,6 @@ pub fn services_for_pod<'a>(
 /// `labels_changed` is true when the labels differ (a missing map equals an empty one) or when
 /// `spec.hostname` or `spec.subdomain` differ.
 pub fn pod_endpoints_changed(old: &CachedPod, new: &CachedPod) -> (bool, bool) {
-    let empty = BTreeMap::new();
-    let old_labels = old.metadata.labels.as_ref().unwrap_or(&empty);
-    let new_labels = new.metadata.labels.as_ref().unwrap_or(&empty);
     fn host(p: &CachedPod) -> (&str, &str) {
         let spec = p.spec.as_ref();
         (
@@ -576,7 +573,7 @@ pub fn pod_endpoints_changed(old: &CachedPod, new: &CachedPod) -> (bool, bool) {
             spec.and_then(|s| s.subdomain.as_deref()).unwrap_or(""),
         )
     }
-    let labels_changed = old_labels != new_labels || host(old) != host(new);
+    let labels_changed = old.labels != new.labels || host(old) != host(new);
 
     if old.metadata.deletion_timestamp.is_some() || new.metadata.deletion_timestamp.is_some() {
         return (true, labels_changed);

@@ -14,7 +14,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use super::prune;
-use crate::pod::CachedPod;
+use crate::pod::{CachedPod, PodLabels};
 use crate::runtime::cache::{Cache, Handler, run_cache};
 use crate::runtime::index::{GroupIndex, SelectorIndex};
 
@@ -85,12 +85,7 @@ impl Membership {
 
     /// Re-evaluates a pod's memberships (`labels: None` for a deleted pod); returns the Services
     /// it belonged to before and now.
-    pub fn update_pod(
-        &self,
-        ns: &str,
-        name: &str,
-        labels: Option<&BTreeMap<String, String>>,
-    ) -> (BTreeSet<String>, BTreeSet<String>) {
+    pub fn update_pod(&self, ns: &str, name: &str, labels: Option<&PodLabels>) -> (BTreeSet<String>, BTreeSet<String>) {
         let mut s = self.lock();
         let now = labels.map(|l| self.selectors.matching(ns, l)).unwrap_or_default();
         let known = s.pods.get(ns).and_then(|m| m.get_key_value(name)).map(|(k, v)| (k.clone(), v.clone()));
@@ -160,8 +155,7 @@ impl Membership {
         let mut members = BTreeSet::new();
         for p in candidates {
             let Some(pod) = pods.get(Some(ns), &p) else { continue };
-            let labels = pod.metadata.labels.as_ref();
-            if sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
+            if pod.labels.matches(&sel) {
                 s.link(ns, &p, name, true);
                 members.insert(p);
             }
@@ -322,7 +316,7 @@ struct PodFanout(Arc<Membership>, Vec<Arc<dyn PodSubscriber>>, Arc<OnceLock<Cach
 impl Handler<CachedPod> for PodFanout {
     fn applied(&self, old: Option<Arc<CachedPod>>, new: Arc<CachedPod>) {
         let (ns, name) = key_of(&*new);
-        let (before, now) = self.0.update_pod(&ns, &name, Some(new.labels()));
+        let (before, now) = self.0.update_pod(&ns, &name, Some(&new.labels));
         for s in &self.1 {
             s.pod_changed(old.as_deref(), Some(&new), &before, &now);
         }
@@ -432,12 +426,8 @@ mod tests {
 
     fn pod(name: &str, app: &str) -> CachedPod {
         CachedPod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("ns".into()),
-                labels: Some([("app".to_string(), app.to_string())].into()),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("ns".into()), ..Default::default() },
+            labels: PodLabels::from(BTreeMap::from([("app".to_string(), app.to_string())])),
             ..Default::default()
         }
     }
@@ -456,16 +446,16 @@ mod tests {
         writer.apply_watcher_event(&Event::Init);
         let p1 = pod("p1", "x");
         writer.apply_watcher_event(&Event::InitApply(p1.clone()));
-        let (before, now) = m.update_pod("ns", "p1", p1.metadata.labels.as_ref());
+        let (before, now) = m.update_pod("ns", "p1", Some(&p1.labels));
         assert!(before.is_empty() && now.is_empty(), "the Service is not known yet");
         m.update_service("ns", "svc", Some(&selector), &cache);
         assert!(m.pods_of("ns", "svc").is_empty(), "the listed pod is not in the cache yet");
         // Pods listed after the Service is known are linked by their own event.
         let p2 = pod("p2", "x");
         writer.apply_watcher_event(&Event::InitApply(p2.clone()));
-        m.update_pod("ns", "p2", p2.metadata.labels.as_ref());
+        m.update_pod("ns", "p2", Some(&p2.labels));
         writer.apply_watcher_event(&Event::InitApply(pod("p3", "y")));
-        m.update_pod("ns", "p3", pod("p3", "y").metadata.labels.as_ref());
+        m.update_pod("ns", "p3", Some(&pod("p3", "y").labels));
         writer.apply_watcher_event(&Event::InitDone);
 
         assert_eq!(m.resync(&cache), vec![("ns".to_string(), "svc".to_string())]);
@@ -494,25 +484,25 @@ mod tests {
 
         let p = pod("p", "x");
         writer.apply_watcher_event(&Event::Apply(p.clone()));
-        assert_eq!(m.update_pod("ns", "p", p.metadata.labels.as_ref()), (set(&[]), set(&["a", "b"])));
+        assert_eq!(m.update_pod("ns", "p", Some(&p.labels)), (set(&[]), set(&["a", "b"])));
         assert_eq!(m.pods_of("ns", "a"), vec!["p".to_string()]);
 
         // `b` now selects app=y: the pod leaves it, and its recorded Services follow.
         m.update_service("ns", "b", Some(&sel("y")), &cache);
         assert!(m.pods_of("ns", "b").is_empty());
-        let same = m.update_pod("ns", "p", p.metadata.labels.as_ref());
+        let same = m.update_pod("ns", "p", Some(&p.labels));
         assert_eq!(same, (set(&["a"]), set(&["a"])));
 
         // The pod is relabelled app=y: it moves from `a` to `b`.
         let p = pod("p", "y");
         writer.apply_watcher_event(&Event::Apply(p.clone()));
-        assert_eq!(m.update_pod("ns", "p", p.metadata.labels.as_ref()), (set(&["a"]), set(&["b"])));
+        assert_eq!(m.update_pod("ns", "p", Some(&p.labels)), (set(&["a"]), set(&["b"])));
         assert!(m.pods_of("ns", "a").is_empty());
         assert_eq!(m.pods_of("ns", "b"), vec!["p".to_string()]);
 
         // `b` goes away, then the pod.
         m.remove_service("ns", "b");
-        assert_eq!(m.update_pod("ns", "p", p.metadata.labels.as_ref()), (set(&[]), set(&[])));
+        assert_eq!(m.update_pod("ns", "p", Some(&p.labels)), (set(&[]), set(&[])));
         assert_eq!(m.update_pod("ns", "p", None), (set(&[]), set(&[])));
         m.update_service("ns", "a", Some(&sel("y")), &cache);
         assert!(m.pods_of("ns", "a").is_empty(), "a deleted pod is no candidate");

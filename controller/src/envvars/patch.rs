@@ -648,7 +648,7 @@ fn mutate_with(
     m
 }
 
-/// A small LRU of [`Generation`]s keyed by what they depend on: the pod's namespace, the
+/// A small LRU of generations keyed by what they depend on: the pod's namespace, the
 /// cross-namespace exports, the links flag, `disableKubeletServiceLinks`, and the candidate
 /// Services *by identity* (`Arc` pointers of the cached objects, held by the entry so they cannot
 /// be reused). A changed Service is a new `Arc`, so a stale entry can never match; it just ages

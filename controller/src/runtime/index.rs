@@ -12,6 +12,8 @@ use std::sync::RwLock;
 
 type Labels = BTreeMap<String, String>;
 
+use crate::pod::PodLabels;
+
 #[derive(Debug, Default)]
 struct SelectorState {
     /// (namespace, key, value) → services whose selector contains key=value.
@@ -60,17 +62,17 @@ impl SelectorIndex {
     }
 
     /// Names of the Services in `namespace` whose selector matches `labels`.
-    pub fn matching(&self, namespace: &str, labels: &Labels) -> BTreeSet<String> {
+    pub fn matching(&self, namespace: &str, labels: &PodLabels) -> BTreeSet<String> {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
         let mut out = BTreeSet::new();
-        for (k, v) in labels {
-            let Some(cands) = s.by_pair.get(&(namespace.to_string(), k.clone(), v.clone())) else { continue };
+        for (k, v) in labels.iter() {
+            let Some(cands) = s.by_pair.get(&(namespace.to_string(), k.to_string(), v.to_string())) else { continue };
             for c in cands {
                 if out.contains(c) {
                     continue;
                 }
                 let sel = s.selectors.get(&(namespace.to_string(), c.clone()));
-                if sel.is_some_and(|sel| sel.iter().all(|(sk, sv)| labels.get(sk) == Some(sv))) {
+                if sel.is_some_and(|sel| labels.matches(sel)) {
                     out.insert(c.clone());
                 }
             }
@@ -142,6 +144,10 @@ impl GroupIndex {
 mod tests {
     use super::*;
 
+    fn pod_labels(pairs: &[(&str, &str)]) -> PodLabels {
+        PodLabels::from(labels(pairs))
+    }
+
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
@@ -154,11 +160,11 @@ mod tests {
         idx.set("a", "none", None);
         idx.set("a", "empty", Some(&labels(&[])));
         idx.set("b", "web", Some(&labels(&[("app", "web")])));
-        let got = idx.matching("a", &labels(&[("app", "web"), ("v", "1")]));
+        let got = idx.matching("a", &pod_labels(&[("app", "web"), ("v", "1")]));
         assert_eq!(got.into_iter().collect::<Vec<_>>(), vec!["web"]);
-        let got = idx.matching("a", &labels(&[("app", "web"), ("v", "2")]));
+        let got = idx.matching("a", &pod_labels(&[("app", "web"), ("v", "2")]));
         assert_eq!(got.into_iter().collect::<Vec<_>>(), vec!["web", "web-v2"]);
-        assert!(idx.matching("a", &labels(&[])).is_empty(), "empty or nil selectors select nothing");
+        assert!(idx.matching("a", &pod_labels(&[])).is_empty(), "empty or nil selectors select nothing");
         assert_eq!(idx.len(), 3);
     }
 
@@ -167,10 +173,10 @@ mod tests {
         let idx = SelectorIndex::default();
         idx.set("a", "s", Some(&labels(&[("app", "x")])));
         idx.set("a", "s", Some(&labels(&[("app", "y")])));
-        assert!(idx.matching("a", &labels(&[("app", "x")])).is_empty());
-        assert_eq!(idx.matching("a", &labels(&[("app", "y")])).len(), 1);
+        assert!(idx.matching("a", &pod_labels(&[("app", "x")])).is_empty());
+        assert_eq!(idx.matching("a", &pod_labels(&[("app", "y")])).len(), 1);
         idx.remove("a", "s");
-        assert!(idx.matching("a", &labels(&[("app", "y")])).is_empty());
+        assert!(idx.matching("a", &pod_labels(&[("app", "y")])).is_empty());
         assert!(idx.is_empty());
     }
 
@@ -180,7 +186,7 @@ mod tests {
         for i in 0..10_000 {
             idx.set("ns", &format!("s{i}"), Some(&labels(&[("app", &format!("a{i}")), ("tier", "web")])));
         }
-        let got = idx.matching("ns", &labels(&[("app", "a42"), ("tier", "web")]));
+        let got = idx.matching("ns", &pod_labels(&[("app", "a42"), ("tier", "web")]));
         assert_eq!(got.into_iter().collect::<Vec<_>>(), vec!["s42"]);
     }
 
