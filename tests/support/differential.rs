@@ -368,7 +368,7 @@ pub fn pod_summary(p: &CachedPod) -> String {
     let mut s = format!(
         "{} labels={:?} node={} phase={} ready={ready} ips=[{}]",
         p.metadata.name.as_deref().unwrap_or(""),
-        p.metadata.labels.clone().unwrap_or_default(),
+        p.labels.to_map(),
         spec.node_name.as_deref().unwrap_or(""),
         status.phase.as_deref().unwrap_or("-"),
         ips.join(",")

@@ -206,8 +206,8 @@ pub async fn run_floor(client: &kube::Client, layout: &Layout, concurrency: usiz
         nodes.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect();
     let mut pods_by_app: HashMap<(String, String), Vec<&CachedPod>> = HashMap::new();
     for p in &pods {
-        if let Some(app) = p.metadata.labels.as_ref().and_then(|l| l.get("app")) {
-            pods_by_app.entry((p.metadata.namespace.clone().unwrap_or_default(), app.clone())).or_default().push(p);
+        if let Some(app) = p.labels.get("app") {
+            pods_by_app.entry((p.metadata.namespace.clone().unwrap_or_default(), app.to_owned())).or_default().push(p);
         }
     }
     let mut slices_by_svc: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
