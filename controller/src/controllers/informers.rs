@@ -170,9 +170,31 @@ impl Membership {
     /// still being listed sees neither the listed pods in the cache nor (when its pods' events
     /// came before it) a pod event after it.
     pub fn resync(&self, pods: &Cache<CachedPod>) -> Vec<Key> {
-        let mut s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        // Pod by pod through the selector index (pods × labels), not Service by Service over
+        // every pod of its namespace (Services × pods: 1.5 M label checks at 15,000 pods in
+        // namespaces of 100 Services).
+        let mut fresh: HashMap<Key, BTreeSet<PodName>> = HashMap::new();
+        for (ns, known) in &mut s.pods {
+            for (name, list) in known.iter_mut() {
+                let now = pods.get(Some(ns), name).map(|p| self.selectors.matching(ns, &p.labels)).unwrap_or_default();
+                for svc in &now {
+                    fresh.entry((ns.to_string(), svc.clone())).or_default().insert(name.clone());
+                }
+                *list = now.iter().map(|x| Box::from(x.as_str())).collect();
+            }
+        }
         let services: Vec<Key> = s.selector_of_service.keys().cloned().collect();
-        services.into_iter().filter(|sk| Self::recompute(&mut s, sk, pods)).collect()
+        let mut changed = Vec::new();
+        for sk in services {
+            let members = fresh.remove(&sk).unwrap_or_default();
+            if s.pods_of_service.get(&sk).map_or(!members.is_empty(), |old| *old != members) {
+                changed.push(sk.clone());
+            }
+            s.pods_of_service.insert(sk, members);
+        }
+        changed
     }
 
     /// Forgets a Service.
