@@ -317,7 +317,12 @@ impl Ctx<'_> {
                 self.state.pods.iter().filter(|p| epslice::podutil::service_selects_pod(svc, p)).collect();
             let _ = writeln!(s, "Pods selected ({}; * = named in a differing entry):", selected.len());
             for p in selected {
-                let mark = if diff.contains(&format!("/{}/{}/", self.ns, p.name_any())) { "*" } else { " " };
+                let mark =
+                    if diff.contains(&format!("/{}/{}/", self.ns, p.metadata.name.as_deref().unwrap_or_default())) {
+                        "*"
+                    } else {
+                        " "
+                    };
                 let _ = writeln!(s, "  {mark} {}", d::pod_summary(p));
             }
         }

@@ -14,21 +14,27 @@
 //!   (`phase`, `protocol`, `restartPolicy`, the condition's type and status) are
 //!   `Cow<'static, str>` that borrow a static string for the known values, so the usual
 //!   `Running` / `TCP` / `Always` / `Ready` / `True` cost no allocation;
-//! - `metadata` stays an `ObjectMeta`, since `kube::Resource::meta` returns one, but it is
-//!   decoded through a private struct of the kept fields;
+//! - `metadata` is a [`PodMeta`] of the four fields read (name, namespace, uid, deletion time)
+//!   rather than an `ObjectMeta` (≈350 bytes inline); the name is an `Arc<str>` that the
+//!   membership index and the trigger-time trackers share, and the cache hands every pod of a
+//!   namespace the same namespace string ([`Interner`]);
 //! - the labels move out of `metadata` into [`PodLabels`] (sorted key/value pairs in one boxed
 //!   slice; a `BTreeMap` allocates a ≈550-byte node even for one label): read them through
 //!   [`CachedPod::labels`], never `metadata.labels`, which is always `None`.
 //!
-//! It is read-only on purpose: no `Serialize`, so an `Api<CachedPod>` can list and watch but
-//! never write a projection back over a Pod.
+//! The watch needs a `kube::Resource` with an `ObjectMeta` (it reads each event's
+//! resourceVersion): that is [`WatchedPod`], a `CachedPod` plus the name, namespace and
+//! resourceVersion, which the cache projects to its `CachedPod`. It is read-only on purpose: no
+//! `Serialize`, so an `Api<WatchedPod>` can list and watch but never write a projection back over
+//! a Pod.
 //!
 //! [`CachedPod::from`] a k8s-openapi `Pod` applies the same projection (tests build `Pod`s; the
 //! deserialization test pins that both agree).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodCondition, PodIP, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -55,19 +61,74 @@ pub fn enum_text(s: String) -> EnumText {
     known(&s).map_or(Cow::Owned(s), Cow::Borrowed)
 }
 
-/// The Pod as the controllers cache it: `metadata` (name, namespace, uid, resourceVersion,
-/// labels, deletionTimestamp), [`CachedPodSpec`] and [`CachedPodStatus`]. See the module docs.
+/// The Pod as the controllers cache it: [`PodMeta`] (name, namespace, uid, deletionTimestamp),
+/// [`PodLabels`], [`CachedPodSpec`] and [`CachedPodStatus`]. See the module docs.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(from = "RawPod")]
 pub struct CachedPod {
-    /// `metadata`, only the kept fields set, *without labels* (see [`CachedPod::labels`]).
-    pub metadata: ObjectMeta,
+    /// `metadata`: the kept fields, *without labels* (see [`CachedPod::labels`]).
+    pub metadata: PodMeta,
     /// `metadata.labels`, kept out of `metadata` in a compact form.
     pub labels: PodLabels,
     /// `spec`.
     pub spec: Option<CachedPodSpec>,
     /// `status`.
     pub status: Option<CachedPodStatus>,
+}
+
+/// `metadata` of a [`CachedPod`]: the fields the controllers read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodMeta {
+    /// `metadata.name`.
+    pub name: Option<Arc<str>>,
+    /// `metadata.namespace` (one shared string per namespace in the cache).
+    pub namespace: Option<Arc<str>>,
+    /// `metadata.uid`.
+    pub uid: Option<Box<str>>,
+    /// `metadata.deletionTimestamp`.
+    pub deletion_timestamp: Option<Time>,
+}
+
+impl crate::runtime::cache::Cached for CachedPod {
+    fn cache_key(&self) -> (&str, &str) {
+        (self.metadata.namespace.as_deref().unwrap_or(""), self.metadata.name.as_deref().unwrap_or(""))
+    }
+}
+
+/// Hands out one shared copy of each string (the cache gives all pods of a namespace the same
+/// namespace `Arc`). It only grows: sized by the namespaces ever seen.
+#[derive(Debug, Default)]
+pub struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    /// The shared copy of `s`.
+    pub fn intern(&mut self, s: Arc<str>) -> Arc<str> {
+        match self.0.get(&*s) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.0.insert(s.clone());
+                s
+            }
+        }
+    }
+}
+
+/// A Pod as the watch decodes it: the [`CachedPod`] and the metadata the watch itself reads
+/// (name, namespace, resourceVersion). The cache keeps only [`WatchedPod::into_cached`].
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(from = "RawPod")]
+pub struct WatchedPod {
+    metadata: ObjectMeta,
+    pod: CachedPod,
+}
+
+impl WatchedPod {
+    /// The cached projection, its namespace shared through `namespaces`.
+    pub fn into_cached(self, namespaces: &mut Interner) -> CachedPod {
+        let mut pod = self.pod;
+        pod.metadata.namespace = pod.metadata.namespace.map(|ns| namespaces.intern(ns));
+        pod
+    }
 }
 
 /// A pod's labels, sorted by key, as a boxed slice of pairs: a `BTreeMap` allocates a ≈550-byte
@@ -205,7 +266,7 @@ pub struct CachedPodCondition {
 // kube::Resource
 // ---------------------------------------------------------------------------------------------
 
-impl kube::Resource for CachedPod {
+impl kube::Resource for WatchedPod {
     type DynamicType = ();
     type Scope = k8s_openapi::NamespaceResourceScope;
 
@@ -256,17 +317,20 @@ struct KeptMeta {
 }
 
 impl KeptMeta {
-    /// The metadata without labels, and the labels.
-    fn split(self) -> (ObjectMeta, PodLabels) {
-        let meta = ObjectMeta {
-            name: self.name,
-            namespace: self.namespace,
-            uid: self.uid,
+    /// What the watch reads (name, namespace, resourceVersion), the cached metadata and the
+    /// labels.
+    fn split(self) -> (ObjectMeta, PodMeta, PodLabels) {
+        let name: Option<Arc<str>> = self.name.map(Arc::from);
+        let namespace: Option<Arc<str>> = self.namespace.map(Arc::from);
+        let watched = ObjectMeta {
+            name: name.as_deref().map(str::to_owned),
+            namespace: namespace.as_deref().map(str::to_owned),
             resource_version: self.resource_version,
-            deletion_timestamp: self.deletion_timestamp,
             ..Default::default()
         };
-        (meta, PodLabels::from(self.labels))
+        let meta =
+            PodMeta { name, namespace, uid: self.uid.map(Box::from), deletion_timestamp: self.deletion_timestamp };
+        (watched, meta, PodLabels::from(self.labels))
     }
 }
 
@@ -281,10 +345,16 @@ struct RawPod {
     status: Option<CachedPodStatus>,
 }
 
+impl From<RawPod> for WatchedPod {
+    fn from(p: RawPod) -> Self {
+        let (watched, metadata, labels) = p.metadata.map(KeptMeta::split).unwrap_or_default();
+        WatchedPod { metadata: watched, pod: CachedPod { metadata, labels, spec: p.spec, status: p.status } }
+    }
+}
+
 impl From<RawPod> for CachedPod {
     fn from(p: RawPod) -> Self {
-        let (metadata, labels) = p.metadata.map(KeptMeta::split).unwrap_or_default();
-        CachedPod { metadata, labels, spec: p.spec, status: p.status }
+        WatchedPod::from(p).pod
     }
 }
 
@@ -396,7 +466,7 @@ fn de_ready_conditions<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<[Ca
 // ---------------------------------------------------------------------------------------------
 
 /// The kept fields of a Pod's metadata, and its labels.
-fn project_meta(m: ObjectMeta) -> (ObjectMeta, PodLabels) {
+fn project_meta(m: ObjectMeta) -> (ObjectMeta, PodMeta, PodLabels) {
     KeptMeta {
         name: m.name,
         namespace: m.namespace,
@@ -471,7 +541,7 @@ impl From<PodStatus> for CachedPodStatus {
 
 impl From<Pod> for CachedPod {
     fn from(p: Pod) -> Self {
-        let (metadata, labels) = project_meta(p.metadata);
+        let (_, metadata, labels) = project_meta(p.metadata);
         CachedPod {
             metadata,
             labels,
@@ -695,13 +765,11 @@ mod tests {
         assert_eq!(cached, CachedPod::from(&full));
 
         let want = CachedPod {
-            metadata: ObjectMeta {
+            metadata: PodMeta {
                 name: Some("web-7d4b9c8f6-x2x9q".into()),
                 namespace: Some("shop".into()),
                 uid: Some("0b4c3f1e-2a7d-4e8b-9c61-5f0e2d3a4b5c".into()),
-                resource_version: Some("48213".into()),
                 deletion_timestamp: Some(time("2026-11-25T10:05:00Z")),
-                ..Default::default()
             },
             labels: PodLabels::from(
                 [("app", "web"), ("pod-template-hash", "7d4b9c8f6"), ("tier", "front")]
@@ -847,20 +915,36 @@ mod tests {
         }
     }
 
-    /// `Api<CachedPod>` and the watcher address the same resource as `Api<Pod>`.
+    /// `Api<WatchedPod>` and the watcher address the same resource as `Api<Pod>`, and the watch
+    /// sees the name, namespace and resourceVersion.
     #[test]
     fn it_is_the_pod_resource() {
-        assert_eq!(CachedPod::kind(&()), Pod::kind(&()));
-        assert_eq!(CachedPod::group(&()), Pod::group(&()));
-        assert_eq!(CachedPod::version(&()), Pod::version(&()));
-        assert_eq!(CachedPod::api_version(&()), Pod::api_version(&()));
-        assert_eq!(CachedPod::plural(&()), Pod::plural(&()));
-        assert_eq!(CachedPod::url_path(&(), Some("ns")), Pod::url_path(&(), Some("ns")));
-        assert_eq!(CachedPod::url_path(&(), None), "/api/v1/pods");
-        let pod: CachedPod = serde_json::from_str(FULL_POD).unwrap();
+        assert_eq!(WatchedPod::kind(&()), Pod::kind(&()));
+        assert_eq!(WatchedPod::group(&()), Pod::group(&()));
+        assert_eq!(WatchedPod::version(&()), Pod::version(&()));
+        assert_eq!(WatchedPod::api_version(&()), Pod::api_version(&()));
+        assert_eq!(WatchedPod::plural(&()), Pod::plural(&()));
+        assert_eq!(WatchedPod::url_path(&(), Some("ns")), Pod::url_path(&(), Some("ns")));
+        assert_eq!(WatchedPod::url_path(&(), None), "/api/v1/pods");
+        let pod: WatchedPod = serde_json::from_str(FULL_POD).unwrap();
         assert_eq!(pod.meta().name.as_deref(), Some("web-7d4b9c8f6-x2x9q"));
+        assert_eq!(pod.meta().resource_version.as_deref(), Some("48213"));
         let r = kube::runtime::reflector::ObjectRef::from_obj(&pod);
         assert_eq!((r.name.as_str(), r.namespace.as_deref()), ("web-7d4b9c8f6-x2x9q", Some("shop")));
+        let cached: CachedPod = serde_json::from_str(FULL_POD).unwrap();
+        assert_eq!(pod.into_cached(&mut Interner::default()), cached);
+    }
+
+    /// The cache hands all pods of a namespace one namespace string.
+    #[test]
+    fn pods_of_a_namespace_share_its_name() {
+        let mut namespaces = Interner::default();
+        let a = serde_json::from_str::<WatchedPod>(FULL_POD).unwrap().into_cached(&mut namespaces);
+        let b = serde_json::from_str::<WatchedPod>(BENCH_POD).unwrap().into_cached(&mut namespaces);
+        let c = serde_json::from_str::<WatchedPod>(FULL_POD).unwrap().into_cached(&mut namespaces);
+        let (na, nc) = (a.metadata.namespace.unwrap(), c.metadata.namespace.unwrap());
+        assert!(Arc::ptr_eq(&na, &nc));
+        assert_ne!(b.metadata.namespace.as_deref(), Some(&*na), "the fixtures are in two namespaces");
     }
 
     /// What a cached pod costs inline, before (a pruned k8s-openapi `Pod`) and after.
@@ -879,6 +963,7 @@ mod tests {
         ];
         let after = [
             ("CachedPod", size_of::<CachedPod>()),
+            ("PodMeta", size_of::<PodMeta>()),
             ("CachedPodSpec", size_of::<CachedPodSpec>()),
             ("CachedPodStatus", size_of::<CachedPodStatus>()),
             ("CachedContainer", size_of::<CachedContainer>()),

@@ -160,7 +160,7 @@ impl std::error::Error for PortNotFound {}
 /// port counts as the Service port number (apiserver default).
 pub fn find_port(pod: &CachedPod, service_port: &ServicePort) -> Result<i32, PortNotFound> {
     find_port_number(pod, service_port).ok_or_else(|| PortNotFound {
-        pod: pod.metadata.name.clone().unwrap_or_default(),
+        pod: pod.metadata.name.as_deref().unwrap_or_default().to_owned(),
         port_name: match service_port_target(service_port) {
             IntOrString::String(name) => name,
             IntOrString::Int(n) => n.to_string(),

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::endpoints as ep_core;
 use crate::endpointslice as es_core;
 use crate::mirroring as mirror_core;
-use crate::pod::CachedPod;
+use crate::pod::{CachedPod, Interner, WatchedPod};
 
 /// Flags of `epslice verify`.
 #[derive(Debug, Clone, clap::Args)]
@@ -136,7 +136,7 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
             continue;
         }
         let pods: Vec<&CachedPod> =
-            state.pods.iter().filter(|p| p.namespace().as_deref() == Some(ns.as_str())).collect();
+            state.pods.iter().filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str())).collect();
         let slices: Vec<&EndpointSlice> = state
             .slices
             .iter()
@@ -316,7 +316,15 @@ pub async fn read(client: &kube::Client, args: &VerifyArgs) -> anyhow::Result<Cl
     let lp = ListParams::default();
     let ctx = |what: &'static str| move |e: kube::Error| anyhow::anyhow!("listing {what}: {e}");
     let services = api::<Service>(client, ns).list(&lp).await.map_err(ctx("services"))?.items;
-    let pods = api::<CachedPod>(client, ns).list(&lp).await.map_err(ctx("pods"))?.items;
+    let mut namespaces = Interner::default();
+    let pods = api::<WatchedPod>(client, ns)
+        .list(&lp)
+        .await
+        .map_err(ctx("pods"))?
+        .items
+        .into_iter()
+        .map(|p| p.into_cached(&mut namespaces))
+        .collect();
     let nodes = Api::<Node>::all(client.clone())
         .list(&lp)
         .await

@@ -240,9 +240,9 @@ async fn apply(
     match action {
         core::Action::Nothing => Ok(()),
         core::Action::Create(ep) => match api.create(&pp, ep).await {
-            Ok(mut done) => {
+            Ok(done) => {
                 count(s, "create");
-                crate::controllers::prune::managed_fields(&mut done);
+                let done = crate::controllers::prune::managed_fields(done);
                 let now = cache.get(Some(ns), name);
                 s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None, now.as_deref());
                 Ok(())
@@ -254,9 +254,9 @@ async fn apply(
             Err(e) => Err(e.into()),
         },
         core::Action::Update(ep) => match api.replace(name, &pp, ep).await {
-            Ok(mut done) => {
+            Ok(done) => {
                 count(s, "update");
-                crate::controllers::prune::managed_fields(&mut done);
+                let done = crate::controllers::prune::managed_fields(done);
                 let now = cache.get(Some(ns), name);
                 s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(
                     done,

@@ -14,7 +14,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use super::prune;
-use crate::pod::{CachedPod, PodLabels};
+use crate::pod::{CachedPod, Interner, PodLabels, WatchedPod};
 use crate::runtime::cache::{Cache, Handler, run_cache};
 use crate::runtime::index::{GroupIndex, SelectorIndex};
 
@@ -29,8 +29,8 @@ pub fn key_of<K: Resource>(o: &K) -> Key {
 /// The label naming the Service of a slice.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 
-/// A pod's name, allocated once and shared by the maps of [`MembershipState`].
-type PodName = Arc<str>;
+/// A pod's name, allocated once and shared by the pod cache and the maps of [`MembershipState`].
+pub type PodName = Arc<str>;
 
 /// The Services selecting one pod, sorted.
 type ServicesOfPod = Box<[Box<str>]>;
@@ -85,14 +85,21 @@ impl Membership {
 
     /// Re-evaluates a pod's memberships (`labels: None` for a deleted pod); returns the Services
     /// it belonged to before and now.
-    pub fn update_pod(&self, ns: &str, name: &str, labels: Option<&PodLabels>) -> (BTreeSet<String>, BTreeSet<String>) {
+    /// The pod's name is shared with the pod cache (`CachedPod::metadata.name`).
+    pub fn update_pod(
+        &self,
+        ns: &str,
+        name: &PodName,
+        labels: Option<&PodLabels>,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
         let mut s = self.lock();
         let now = labels.map(|l| self.selectors.matching(ns, l)).unwrap_or_default();
-        let known = s.pods.get(ns).and_then(|m| m.get_key_value(name)).map(|(k, v)| (k.clone(), v.clone()));
+        let known = s.pods.get(ns).and_then(|m| m.get_key_value(&**name)).map(|(k, v)| (k.clone(), v.clone()));
         let (pod, before): (PodName, BTreeSet<String>) = match known {
             Some((k, v)) => (k, v.iter().map(|x| x.to_string()).collect()),
-            None => (Arc::from(name), BTreeSet::new()),
+            None => (name.clone(), BTreeSet::new()),
         };
+        let name = &**name;
         for svc in before.difference(&now) {
             if let Some(set) = s.pods_of_service.get_mut(&(ns.to_string(), svc.clone())) {
                 set.remove(name);
@@ -333,20 +340,25 @@ impl Handler<EndpointSlice> for SliceIndex {
     }
 }
 
+/// A cached pod's namespace and (shared) name.
+fn pod_key(p: &CachedPod) -> (&str, PodName) {
+    (p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.clone().unwrap_or_else(|| Arc::from("")))
+}
+
 struct PodFanout(Arc<Membership>, Vec<Arc<dyn PodSubscriber>>, Arc<OnceLock<Cache<CachedPod>>>);
 
 impl Handler<CachedPod> for PodFanout {
     fn applied(&self, old: Option<Arc<CachedPod>>, new: Arc<CachedPod>) {
-        let (ns, name) = key_of(&*new);
-        let (before, now) = self.0.update_pod(&ns, &name, Some(&new.labels));
+        let (ns, name) = pod_key(&new);
+        let (before, now) = self.0.update_pod(ns, &name, Some(&new.labels));
         for s in &self.1 {
             s.pod_changed(old.as_deref(), Some(&new), &before, &now);
         }
     }
 
     fn deleted(&self, old: Arc<CachedPod>) {
-        let (ns, name) = key_of(&*old);
-        let (before, now) = self.0.update_pod(&ns, &name, None);
+        let (ns, name) = pod_key(&old);
+        let (before, now) = self.0.update_pod(ns, &name, None);
         for s in &self.1 {
             s.pod_changed(Some(&old), None, &before, &now);
         }
@@ -397,11 +409,12 @@ pub fn start(
 ) -> (Informers, impl std::future::Future<Output = ()> + Send + 'static) {
     let membership = Arc::new(Membership::default());
     let pods_slot: Arc<OnceLock<Cache<CachedPod>>> = Arc::default();
+    let mut namespaces = Interner::default();
     let (pods, pods_fut) = run_cache(
-        api::<CachedPod>(client, namespace),
+        api::<WatchedPod>(client, namespace),
         watcher::Config::default(),
         // Nothing to prune: decoding keeps only what the controllers read.
-        |_: &mut CachedPod| {},
+        move |p: WatchedPod| p.into_cached(&mut namespaces),
         vec![Arc::new(PodFanout(membership.clone(), subs.pods, pods_slot.clone()))],
     );
     let _ = pods_slot.set(pods.clone());
@@ -411,11 +424,15 @@ pub fn start(
     let (services, services_fut) = run_cache(
         api::<Service>(client, namespace),
         watcher::Config::default(),
-        prune::managed_fields,
+        prune::managed_fields::<Service>,
         service_handlers,
     );
-    let (nodes, nodes_fut) =
-        run_cache(Api::<Node>::all(client.clone()), watcher::Config::default(), prune::managed_fields, subs.nodes);
+    let (nodes, nodes_fut) = run_cache(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        prune::managed_fields::<Node>,
+        subs.nodes,
+    );
     let slices_by_service = Arc::new(GroupIndex::default());
     let mut slice_handlers: Vec<Arc<dyn Handler<EndpointSlice>>> =
         vec![Arc::new(SliceIndex(slices_by_service.clone()))];
@@ -429,7 +446,7 @@ pub fn start(
     let (endpoints, endpoints_fut) = run_cache(
         api::<Endpoints>(client, namespace),
         watcher::Config::default(),
-        prune::managed_fields,
+        prune::managed_fields::<Endpoints>,
         subs.endpoints,
     );
     let fut = async move {
@@ -442,13 +459,13 @@ pub fn start(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use kube::api::ObjectMeta;
-    use kube::runtime::reflector;
+    use crate::pod::PodMeta;
+    use crate::runtime::cache::Writer;
     use kube::runtime::watcher::Event;
 
     fn pod(name: &str, app: &str) -> CachedPod {
         CachedPod {
-            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("ns".into()), ..Default::default() },
+            metadata: PodMeta { name: Some(name.into()), namespace: Some("ns".into()), ..Default::default() },
             labels: PodLabels::from(BTreeMap::from([("app".to_string(), app.to_string())])),
             ..Default::default()
         }
@@ -460,25 +477,25 @@ mod tests {
     /// the cache (the reflector publishes a list when it completes). The completed list repairs it.
     #[test]
     fn a_service_seen_during_the_pod_list_gets_its_pods_when_the_list_completes() {
-        let (reader, mut writer) = reflector::store::<CachedPod>();
+        let (reader, mut writer) = Writer::<CachedPod>::new();
         let cache = Cache::from_store(reader);
         let m = Membership::default();
         let selector: BTreeMap<String, String> = [("app".to_string(), "x".to_string())].into();
 
-        writer.apply_watcher_event(&Event::Init);
+        writer.apply(Event::Init, &[]);
         let p1 = pod("p1", "x");
-        writer.apply_watcher_event(&Event::InitApply(p1.clone()));
-        let (before, now) = m.update_pod("ns", "p1", Some(&p1.labels));
+        writer.apply(Event::InitApply(p1.clone()), &[]);
+        let (before, now) = m.update_pod("ns", &"p1".into(), Some(&p1.labels));
         assert!(before.is_empty() && now.is_empty(), "the Service is not known yet");
         m.update_service("ns", "svc", Some(&selector), &cache);
         assert!(m.pods_of("ns", "svc").is_empty(), "the listed pod is not in the cache yet");
         // Pods listed after the Service is known are linked by their own event.
         let p2 = pod("p2", "x");
-        writer.apply_watcher_event(&Event::InitApply(p2.clone()));
-        m.update_pod("ns", "p2", Some(&p2.labels));
-        writer.apply_watcher_event(&Event::InitApply(pod("p3", "y")));
-        m.update_pod("ns", "p3", Some(&pod("p3", "y").labels));
-        writer.apply_watcher_event(&Event::InitDone);
+        writer.apply(Event::InitApply(p2.clone()), &[]);
+        m.update_pod("ns", &"p2".into(), Some(&p2.labels));
+        writer.apply(Event::InitApply(pod("p3", "y")), &[]);
+        m.update_pod("ns", &"p3".into(), Some(&pod("p3", "y").labels));
+        writer.apply(Event::InitDone, &[]);
 
         assert_eq!(m.resync(&cache), vec![("ns".to_string(), "svc".to_string())]);
         assert_eq!(m.pods_of("ns", "svc"), vec!["p1".to_string(), "p2".to_string()]);
@@ -494,38 +511,38 @@ mod tests {
     /// deletion: `before`/`now` and both directions of the index stay consistent.
     #[test]
     fn memberships_follow_labels_selectors_and_deletions() {
-        let (reader, mut writer) = reflector::store::<CachedPod>();
+        let (reader, mut writer) = Writer::<CachedPod>::new();
         let cache = Cache::from_store(reader);
         let m = Membership::default();
         let sel = |app: &str| -> BTreeMap<String, String> { [("app".to_string(), app.to_string())].into() };
         let set = |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| (*n).to_string()).collect() };
-        writer.apply_watcher_event(&Event::Init);
-        writer.apply_watcher_event(&Event::InitDone);
+        writer.apply(Event::Init, &[]);
+        writer.apply(Event::InitDone, &[]);
         m.update_service("ns", "a", Some(&sel("x")), &cache);
         m.update_service("ns", "b", Some(&sel("x")), &cache);
 
         let p = pod("p", "x");
-        writer.apply_watcher_event(&Event::Apply(p.clone()));
-        assert_eq!(m.update_pod("ns", "p", Some(&p.labels)), (set(&[]), set(&["a", "b"])));
+        writer.apply(Event::Apply(p.clone()), &[]);
+        assert_eq!(m.update_pod("ns", &"p".into(), Some(&p.labels)), (set(&[]), set(&["a", "b"])));
         assert_eq!(m.pods_of("ns", "a"), vec!["p".to_string()]);
 
         // `b` now selects app=y: the pod leaves it, and its recorded Services follow.
         m.update_service("ns", "b", Some(&sel("y")), &cache);
         assert!(m.pods_of("ns", "b").is_empty());
-        let same = m.update_pod("ns", "p", Some(&p.labels));
+        let same = m.update_pod("ns", &"p".into(), Some(&p.labels));
         assert_eq!(same, (set(&["a"]), set(&["a"])));
 
         // The pod is relabelled app=y: it moves from `a` to `b`.
         let p = pod("p", "y");
-        writer.apply_watcher_event(&Event::Apply(p.clone()));
-        assert_eq!(m.update_pod("ns", "p", Some(&p.labels)), (set(&["a"]), set(&["b"])));
+        writer.apply(Event::Apply(p.clone()), &[]);
+        assert_eq!(m.update_pod("ns", &"p".into(), Some(&p.labels)), (set(&["a"]), set(&["b"])));
         assert!(m.pods_of("ns", "a").is_empty());
         assert_eq!(m.pods_of("ns", "b"), vec!["p".to_string()]);
 
         // `b` goes away, then the pod.
         m.remove_service("ns", "b");
-        assert_eq!(m.update_pod("ns", "p", Some(&p.labels)), (set(&[]), set(&[])));
-        assert_eq!(m.update_pod("ns", "p", None), (set(&[]), set(&[])));
+        assert_eq!(m.update_pod("ns", &"p".into(), Some(&p.labels)), (set(&[]), set(&[])));
+        assert_eq!(m.update_pod("ns", &"p".into(), None), (set(&[]), set(&[])));
         m.update_service("ns", "a", Some(&sel("y")), &cache);
         assert!(m.pods_of("ns", "a").is_empty(), "a deleted pod is no candidate");
     }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Service;
-use kube::ResourceExt;
 
 use super::informers::{Key, key_of};
 use crate::pod::CachedPod;
@@ -27,11 +26,19 @@ pub struct TriggerTimeTracker {
     states: HashMap<Key, TriggerState>,
 }
 
-/// What the tracker remembers of one Service.
+/// What the tracker remembers of one Service: its creation time and each pod's `Ready`
+/// transition time, the pods sorted by name in one boxed slice (names shared with the pod
+/// cache: 32 bytes a pod, where a hash map of owned names took ≈100).
 #[derive(Debug, Clone, Default)]
 pub struct TriggerState {
     service: Option<DateTime<Utc>>,
-    pods: HashMap<String, DateTime<Utc>>,
+    pods: Box<[(Arc<str>, DateTime<Utc>)]>,
+}
+
+impl TriggerState {
+    fn pod(&self, name: &str) -> Option<DateTime<Utc>> {
+        self.pods.binary_search_by(|(n, _)| (**n).cmp(name)).ok().map(|i| self.pods[i].1)
+    }
 }
 
 impl TriggerTimeTracker {
@@ -41,18 +48,21 @@ impl TriggerTimeTracker {
         let prev = self.states.get(&key_of(service));
         let mut min: Option<DateTime<Utc>> = None;
         let mut next = TriggerState::default();
+        let mut seen: Vec<(Arc<str>, DateTime<Utc>)> = Vec::with_capacity(pods.len());
         for p in pods {
             let t = crate::podutil::pod_ready_condition(p)
                 .and_then(|c| c.last_transition_time.as_ref())
                 .map(|t| to_chrono(t.0));
-            if let Some(t) = t {
-                let name = p.name_any();
-                if prev.and_then(|st| st.pods.get(&name)).is_none_or(|before| t > *before) {
+            if let (Some(t), Some(name)) = (t, p.metadata.name.as_ref()) {
+                if prev.and_then(|st| st.pod(name)).is_none_or(|before| t > before) {
                     min = Some(min.map_or(t, |m| m.min(t)));
                 }
-                next.pods.insert(name, t);
+                seen.push((name.clone(), t));
             }
         }
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        seen.dedup_by(|a, b| a.0 == b.0);
+        next.pods = seen.into_boxed_slice();
         next.service = service.metadata.creation_timestamp.as_ref().map(|t| to_chrono(t.0));
         if let Some(t) = next.service
             && prev.and_then(|st| st.service).is_none_or(|before| t > before)

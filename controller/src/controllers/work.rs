@@ -148,20 +148,17 @@ pub fn services_to_sync(
     before: &BTreeSet<String>,
     now: &BTreeSet<String>,
 ) -> Option<(String, BTreeSet<String>)> {
-    let ns = new.or(old).and_then(|p| p.metadata.namespace.clone())?;
+    let ns = new.or(old).and_then(|p| p.metadata.namespace.as_deref().map(str::to_owned))?;
     let targets = match (old, new) {
         (None, Some(_)) => now.clone(),
         (Some(_), None) => before.clone(),
-        (Some(old), Some(new)) => {
-            if old.metadata.resource_version == new.metadata.resource_version {
-                return None;
-            }
-            match crate::podutil::pod_endpoints_changed(old, new) {
-                (false, false) => return None,
-                (true, false) => now.clone(),
-                (changed, true) => crate::podutil::determine_needed_service_updates(before, now, changed),
-            }
-        }
+        // Upstream returns early when the resourceVersion did not change (a resync); the cache
+        // keeps no resourceVersion of pods, and a pod equal to its old state changed nothing.
+        (Some(old), Some(new)) => match crate::podutil::pod_endpoints_changed(old, new) {
+            (false, false) => return None,
+            (true, false) => now.clone(),
+            (changed, true) => crate::podutil::determine_needed_service_updates(before, now, changed),
+        },
         (None, None) => return None,
     };
     Some((ns, targets))
@@ -207,9 +204,9 @@ pub async fn apply_slices(
         leading()?;
         let name = slice.name_any();
         match api.replace(&name, &pp, slice).await {
-            Ok(mut done) => {
+            Ok(done) => {
                 count("update");
-                crate::controllers::prune::endpoint_slice(&mut done);
+                let done = crate::controllers::prune::endpoint_slice(done);
                 let now = cache.get(Some(ns), &name);
                 overlay().wrote(done, slice.metadata.resource_version.clone(), now.as_deref());
             }
@@ -233,9 +230,9 @@ pub async fn apply_slices(
     for slice in plan.create {
         leading()?;
         match api.create(&pp, slice).await {
-            Ok(mut done) => {
+            Ok(done) => {
                 count("create");
-                crate::controllers::prune::endpoint_slice(&mut done);
+                let done = crate::controllers::prune::endpoint_slice(done);
                 let now = cache.get(Some(ns), &done.name_any());
                 overlay().wrote(done, None, now.as_deref());
             }

@@ -59,9 +59,9 @@ pub fn pod_to_endpoint_address(service: &Service, pod: &CachedPod) -> Option<End
         node_name: Some(pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).unwrap_or_default().to_owned()),
         target_ref: Some(ObjectReference {
             kind: Some("Pod".to_owned()),
-            namespace: pod.metadata.namespace.clone(),
-            name: pod.metadata.name.clone(),
-            uid: pod.metadata.uid.clone(),
+            namespace: pod.metadata.namespace.as_deref().map(str::to_owned),
+            name: pod.metadata.name.as_deref().map(str::to_owned),
+            uid: pod.metadata.uid.as_deref().map(str::to_owned),
             ..Default::default()
         }),
         hostname: None,
@@ -123,7 +123,7 @@ pub fn desired_subsets(service: &Service, pods: &[&CachedPod]) -> DesiredSubsets
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut single: Vec<EndpointSubset> = Vec::new();
     for pod in selected {
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let pod_name = pod.metadata.name.as_deref().unwrap_or_default().to_owned();
         if !podutil::should_pod_be_in_endpoints(pod, publish_not_ready) {
             continue;
         }
@@ -138,7 +138,7 @@ pub fn desired_subsets(service: &Service, pods: &[&CachedPod]) -> DesiredSubsets
         if podutil::should_set_hostname(pod, service) {
             address.hostname = pod.spec.as_ref().and_then(|s| s.hostname.as_deref()).map(str::to_owned);
         }
-        let key = (address.ip.clone(), pod.metadata.uid.clone().unwrap_or_default());
+        let key = (address.ip.clone(), pod.metadata.uid.as_deref().unwrap_or_default().to_owned());
         match seen.get(&key) {
             Some(first) if *first != pod_name => {
                 warnings.push(PlanWarning::DuplicateAddress {

@@ -458,7 +458,7 @@ pub fn desired_endpoints<'a>(
         if node.is_none() && !publish_not_ready {
             warnings.push(PlanWarning::NodeNotFound {
                 service: service_key(),
-                pod: pod.metadata.name.clone().unwrap_or_default(),
+                pod: pod.metadata.name.as_deref().unwrap_or_default().to_owned(),
                 node: node_name.to_owned(),
             });
             continue;
@@ -467,7 +467,7 @@ pub fn desired_endpoints<'a>(
         let (by_family, invalid) = pod_addresses(pod);
         warnings.extend(invalid.into_iter().map(|ip| PlanWarning::InvalidPodIp {
             service: service_key(),
-            pod: pod.metadata.name.clone().unwrap_or_default(),
+            pod: pod.metadata.name.as_deref().unwrap_or_default().to_owned(),
             ip: ip.to_owned(),
         }));
 

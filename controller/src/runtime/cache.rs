@@ -1,18 +1,25 @@
-//! Watch-fed caches (reflector stores) with change handlers that see the old and the new object.
+//! Watch-fed caches with change handlers that see the old and the new object.
 //!
 //! kube-runtime's `reflect()` hides the previous version of an object; the endpoint controllers
 //! need it (a pod update only matters when readiness, IPs or labels changed). [`run_cache`] applies
-//! each watch event to the store itself and calls the handlers with `(old, new)`.
+//! each watch event to a [`Store`] of its own and calls the handlers with `(old, new)`.
+//!
+//! The store is ours rather than kube-runtime's `reflector::Store` for memory: that one clones
+//! every object it is given (the handlers' copy and the store's are then two allocations) and
+//! keys it by an `ObjectRef` of four owned strings (name, namespace, uid, resourceVersion). Here
+//! the handlers and the store share one `Arc`, the key is the namespace (allocated once per
+//! namespace) and the name, and a watched type can be projected into a smaller cached type
+//! (pods: [`crate::pod::WatchedPod`] → [`crate::pod::CachedPod`]).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use kube::Resource;
 use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher::Config};
 use serde::de::DeserializeOwned;
@@ -28,25 +35,213 @@ pub trait Handler<K>: Send + Sync {
     fn synced(&self) {}
 }
 
+/// An object a [`Store`] can hold: its key is its namespace (`""` for cluster-scoped kinds) and
+/// its name.
+pub trait Cached: Send + Sync + 'static {
+    /// `(namespace, name)`.
+    fn cache_key(&self) -> (&str, &str);
+}
+
+impl<K: Resource + Send + Sync + 'static> Cached for K {
+    fn cache_key(&self) -> (&str, &str) {
+        let m = self.meta();
+        (m.namespace.as_deref().unwrap_or(""), m.name.as_deref().unwrap_or(""))
+    }
+}
+
+/// The objects of a store or of a list in progress: namespace → name → object.
+struct Objects<S> {
+    by_namespace: HashMap<Arc<str>, HashMap<Box<str>, Arc<S>>>,
+    len: usize,
+}
+
+impl<S> Default for Objects<S> {
+    fn default() -> Self {
+        Objects { by_namespace: HashMap::new(), len: 0 }
+    }
+}
+
+impl<S: Cached> Objects<S> {
+    fn get(&self, ns: &str, name: &str) -> Option<&Arc<S>> {
+        self.by_namespace.get(ns)?.get(name)
+    }
+
+    /// Inserts `o`; returns the object it replaced.
+    fn insert(&mut self, o: Arc<S>) -> Option<Arc<S>> {
+        let (ns, name) = o.cache_key();
+        let names = match self.by_namespace.get_mut(ns) {
+            Some(names) => names,
+            None => self.by_namespace.entry(Arc::from(ns)).or_default(),
+        };
+        let old = names.insert(Box::from(name), o.clone());
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Removes `ns/name`; returns the object removed.
+    fn remove(&mut self, ns: &str, name: &str) -> Option<Arc<S>> {
+        let names = self.by_namespace.get_mut(ns)?;
+        let old = names.remove(name)?;
+        self.len -= 1;
+        if names.is_empty() {
+            self.by_namespace.remove(ns);
+        }
+        Some(old)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<S>> {
+        self.by_namespace.values().flat_map(HashMap::values)
+    }
+}
+
+/// The objects of a cache, shared by the watch that writes them and every reader.
+pub struct Store<S> {
+    objects: Arc<RwLock<Objects<S>>>,
+}
+
+impl<S> Clone for Store<S> {
+    fn clone(&self) -> Self {
+        Store { objects: self.objects.clone() }
+    }
+}
+
+impl<S: Cached> Store<S> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Objects<S>> {
+        self.objects.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Objects<S>> {
+        self.objects.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The object `namespace/name` (`""` for cluster-scoped kinds).
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<S>> {
+        self.read().get(namespace, name).cloned()
+    }
+
+    /// Every object, in no particular order.
+    pub fn state(&self) -> Vec<Arc<S>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// The objects of one namespace, in no particular order.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<S>> {
+        self.read().by_namespace.get(namespace).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The number of objects.
+    pub fn len(&self) -> usize {
+        self.read().len
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Writes a [`Store`] from watch events and tells the handlers.
+///
+/// A (re)list is collected apart and replaces the store's contents when it completes, as
+/// kube-runtime's reflector does: until then readers see the state before the list. Objects the
+/// list does not return again were deleted while the watch was down: they are reported as
+/// deletions when the list completes.
+pub struct Writer<S> {
+    store: Store<S>,
+    listing: Option<Objects<S>>,
+}
+
+impl<S: Cached> Writer<S> {
+    /// A writer and the store it writes.
+    pub fn new() -> (Store<S>, Self) {
+        let store = Store { objects: Arc::new(RwLock::new(Objects::default())) };
+        (store.clone(), Writer { store, listing: None })
+    }
+
+    /// Applies one watch event to the store, then tells `handlers`.
+    pub fn apply(&mut self, ev: Event<S>, handlers: &[Arc<dyn Handler<S>>]) {
+        match ev {
+            Event::Apply(o) => {
+                let new = Arc::new(o);
+                let old = self.store.write().insert(new.clone());
+                for h in handlers {
+                    h.applied(old.clone(), new.clone());
+                }
+            }
+            Event::Delete(o) => {
+                let (ns, name) = o.cache_key();
+                let old = self.store.write().remove(ns, name);
+                let last = old.unwrap_or_else(|| Arc::new(o));
+                for h in handlers {
+                    h.deleted(last.clone());
+                }
+            }
+            Event::Init => self.listing = Some(Objects::default()),
+            Event::InitApply(o) => {
+                let new = Arc::new(o);
+                let (ns, name) = new.cache_key();
+                let old = self.store.get(ns, name);
+                match &mut self.listing {
+                    Some(listing) => {
+                        listing.insert(new.clone());
+                    }
+                    // A list item without the list's start: apply it directly.
+                    None => {
+                        self.store.write().insert(new.clone());
+                    }
+                }
+                for h in handlers {
+                    h.applied(old.clone(), new.clone());
+                }
+            }
+            Event::InitDone => {
+                let listed = self.listing.take().unwrap_or_default();
+                let before = std::mem::replace(&mut *self.store.write(), listed);
+                let gone: Vec<Arc<S>> = {
+                    let now = self.store.read();
+                    before
+                        .values()
+                        .filter(|o| {
+                            let (ns, name) = o.cache_key();
+                            now.get(ns, name).is_none()
+                        })
+                        .cloned()
+                        .collect()
+                };
+                drop(before);
+                for o in gone {
+                    for h in handlers {
+                        h.deleted(o.clone());
+                    }
+                }
+                for h in handlers {
+                    h.synced();
+                }
+            }
+        }
+    }
+}
+
 /// A store and whether its first list completed.
-#[derive(Clone)]
-pub struct Cache<K: Resource + Clone + 'static>
-where
-    K::DynamicType: Eq + Hash + Clone,
-{
-    /// The reflector store.
-    pub store: Store<K>,
+pub struct Cache<S> {
+    /// The objects.
+    pub store: Store<S>,
     synced: watch::Receiver<bool>,
     watching: Arc<AtomicBool>,
 }
 
-impl<K: Resource + Clone + 'static> Cache<K>
-where
-    K::DynamicType: Eq + Hash + Clone + Default,
-{
-    /// A cache over a store filled by someone else (tests drive a reflector writer by hand);
-    /// it counts as synced and its watch as healthy.
-    pub fn from_store(store: Store<K>) -> Self {
+impl<S> Clone for Cache<S> {
+    fn clone(&self) -> Self {
+        Cache { store: self.store.clone(), synced: self.synced.clone(), watching: self.watching.clone() }
+    }
+}
+
+impl<S: Cached> Cache<S> {
+    /// A cache over a store written by hand (tests apply events with the [`Writer`]); it counts
+    /// as synced and its watch as healthy.
+    pub fn from_store(store: Store<S>) -> Self {
         let (tx, synced) = watch::channel(true);
         drop(tx);
         Cache { store, synced, watching: Arc::new(AtomicBool::new(true)) }
@@ -71,38 +266,32 @@ where
     }
 
     /// The object `namespace/name` (namespace `None` for cluster-scoped kinds).
-    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
-        let mut r = ObjectRef::new(name);
-        if let Some(ns) = namespace {
-            r = r.within(ns);
-        }
-        self.store.get(&r)
+    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<S>> {
+        self.store.get(namespace.unwrap_or(""), name)
     }
 }
 
-/// Starts a watch on `api` (objects pruned by `prune` before caching) and returns the cache; the
-/// returned future runs the watch and must be polled (spawned) for the cache to fill.
-pub fn run_cache<K>(
+/// Starts a watch on `api` and returns the cache; each watched object is cached as
+/// `project(object)` (the place to drop fields nobody reads). The returned future runs the watch
+/// and must be polled (spawned) for the cache to fill.
+pub fn run_cache<K, S>(
     api: Api<K>,
     config: Config,
-    prune: impl Fn(&mut K) + Send + Sync + 'static,
-    handlers: Vec<Arc<dyn Handler<K>>>,
-) -> (Cache<K>, impl std::future::Future<Output = ()> + Send + 'static)
+    mut project: impl FnMut(K) -> S + Send + 'static,
+    handlers: Vec<Arc<dyn Handler<S>>>,
+) -> (Cache<S>, impl std::future::Future<Output = ()> + Send + 'static)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+    S: Cached,
 {
-    let (reader, mut writer) = reflector::store::<K>();
+    let (store, mut writer) = Writer::new();
     let (tx, rx) = watch::channel(false);
-    let store = reader.clone();
     let watching = Arc::new(AtomicBool::new(false));
     let health = watching.clone();
     let fut = async move {
-        let stream = watcher::watcher(api, config).default_backoff().modify(prune);
+        let stream = watcher::watcher(api, config).default_backoff();
         let mut stream = std::pin::pin!(stream);
-        // Objects present before a (re)list that the list does not return again were deleted
-        // while the watch was down: report them as deletions when the list completes.
-        let mut unseen: std::collections::HashMap<ObjectRef<K>, Arc<K>> = Default::default();
         while let Some(ev) = stream.next().await {
             let ev = match ev {
                 Ok(ev) => {
@@ -117,47 +306,143 @@ where
                     continue;
                 }
             };
-            let old = match &ev {
-                Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) => reader.get(&ObjectRef::from_obj(o)),
-                _ => None,
+            let done = matches!(ev, Event::InitDone);
+            let ev = match ev {
+                Event::Apply(o) => Event::Apply(project(o)),
+                Event::Delete(o) => Event::Delete(project(o)),
+                Event::InitApply(o) => Event::InitApply(project(o)),
+                Event::Init => Event::Init,
+                Event::InitDone => Event::InitDone,
             };
-            match &ev {
-                Event::Init => unseen = reader.state().into_iter().map(|o| (ObjectRef::from_obj(&*o), o)).collect(),
-                Event::InitApply(o) => {
-                    unseen.remove(&ObjectRef::from_obj(o));
-                }
-                _ => {}
-            }
-            writer.apply_watcher_event(&ev);
-            match ev {
-                Event::Apply(o) | Event::InitApply(o) => {
-                    let new = Arc::new(o);
-                    for h in &handlers {
-                        h.applied(old.clone(), new.clone());
-                    }
-                }
-                Event::Delete(o) => {
-                    let last = old.unwrap_or_else(|| Arc::new(o));
-                    for h in &handlers {
-                        h.deleted(last.clone());
-                    }
-                }
-                Event::Init => {}
-                Event::InitDone => {
-                    for (_, gone) in unseen.drain() {
-                        for h in &handlers {
-                            h.deleted(gone.clone());
-                        }
-                    }
-                    // Handlers first (they may repair indexes from the complete store), then
-                    // waiters: a controller that starts on `wait_synced` sees the repaired state.
-                    for h in &handlers {
-                        h.synced();
-                    }
-                    let _ = tx.send(true);
-                }
+            // Handlers first (they may repair indexes from the complete store), then waiters: a
+            // controller that starts on `wait_synced` sees the repaired state.
+            writer.apply(ev, &handlers);
+            if done {
+                let _ = tx.send(true);
             }
         }
     };
     (Cache { store, synced: rx, watching }, fut)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Mutex;
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn cm(ns: &str, name: &str, v: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta { namespace: Some(ns.into()), name: Some(name.into()), ..Default::default() },
+            data: Some([("v".to_owned(), v.to_owned())].into()),
+            ..Default::default()
+        }
+    }
+
+    fn v(o: &ConfigMap) -> String {
+        format!("{}/{}={}", o.cache_key().0, o.cache_key().1, o.data.as_ref().unwrap()["v"])
+    }
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+
+    impl Handler<ConfigMap> for Log {
+        fn applied(&self, old: Option<Arc<ConfigMap>>, new: Arc<ConfigMap>) {
+            let old = old.map_or("-".to_owned(), |o| v(&o));
+            self.0.lock().unwrap().push(format!("applied {old} -> {}", v(&new)));
+        }
+        fn deleted(&self, old: Arc<ConfigMap>) {
+            self.0.lock().unwrap().push(format!("deleted {}", v(&old)));
+        }
+        fn synced(&self) {
+            self.0.lock().unwrap().push("synced".into());
+        }
+    }
+
+    fn sorted(store: &Store<ConfigMap>) -> Vec<String> {
+        let mut all: Vec<String> = store.state().iter().map(|o| v(o)).collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn events_update_the_store_before_handlers_with_old_and_new() {
+        let (store, mut w) = Writer::new();
+        let log = Arc::new(Log::default());
+        let hs: Vec<Arc<dyn Handler<ConfigMap>>> = vec![log.clone()];
+        w.apply(Event::Apply(cm("a", "x", "1")), &hs);
+        w.apply(Event::Apply(cm("a", "x", "2")), &hs);
+        w.apply(Event::Apply(cm("b", "x", "1")), &hs);
+        w.apply(Event::Apply(cm("", "cluster", "1")), &hs);
+        assert_eq!(store.len(), 3);
+        assert_eq!(v(&store.get("a", "x").unwrap()), "a/x=2");
+        assert_eq!(v(&store.get("", "cluster").unwrap()), "/cluster=1");
+        assert_eq!(store.in_namespace("b").len(), 1);
+        // A delete of an object never seen still reports it; one seen reports the cached state.
+        w.apply(Event::Delete(cm("a", "x", "stale")), &hs);
+        w.apply(Event::Delete(cm("a", "nope", "3")), &hs);
+        assert!(store.get("a", "x").is_none());
+        assert_eq!(store.len(), 2);
+        assert!(store.in_namespace("a").is_empty());
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            [
+                "applied - -> a/x=1",
+                "applied a/x=1 -> a/x=2",
+                "applied - -> b/x=1",
+                "applied - -> /cluster=1",
+                "deleted a/x=2",
+                "deleted a/nope=3"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_relist_replaces_the_store_when_done_and_reports_the_missing_as_deleted() {
+        let (store, mut w) = Writer::new();
+        let log = Arc::new(Log::default());
+        let hs: Vec<Arc<dyn Handler<ConfigMap>>> = vec![log.clone()];
+        w.apply(Event::Init, &hs);
+        w.apply(Event::InitApply(cm("a", "keep", "1")), &hs);
+        w.apply(Event::InitApply(cm("a", "gone", "1")), &hs);
+        // The first list is not visible until it completes.
+        assert!(store.is_empty());
+        w.apply(Event::InitDone, &hs);
+        assert_eq!(sorted(&store), ["a/gone=1", "a/keep=1"]);
+        log.0.lock().unwrap().clear();
+
+        w.apply(Event::Init, &hs);
+        w.apply(Event::InitApply(cm("a", "keep", "2")), &hs);
+        w.apply(Event::InitApply(cm("b", "new", "1")), &hs);
+        // Readers still see the state before the relist.
+        assert_eq!(sorted(&store), ["a/gone=1", "a/keep=1"]);
+        w.apply(Event::InitDone, &hs);
+        assert_eq!(sorted(&store), ["a/keep=2", "b/new=1"]);
+        assert_eq!(store.len(), 2);
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            ["applied a/keep=1 -> a/keep=2", "applied - -> b/new=1", "deleted a/gone=1", "synced"]
+        );
+    }
+
+    #[test]
+    fn the_handlers_and_the_store_share_one_object() {
+        let (store, mut w) = Writer::new();
+        struct Keep(Mutex<Option<Arc<ConfigMap>>>);
+        impl Handler<ConfigMap> for Keep {
+            fn applied(&self, _: Option<Arc<ConfigMap>>, new: Arc<ConfigMap>) {
+                *self.0.lock().unwrap() = Some(new);
+            }
+            fn deleted(&self, _: Arc<ConfigMap>) {}
+        }
+        let keep = Arc::new(Keep(Mutex::new(None)));
+        let hs: Vec<Arc<dyn Handler<ConfigMap>>> = vec![keep.clone()];
+        w.apply(Event::Apply(cm("a", "x", "1")), &hs);
+        let seen = keep.0.lock().unwrap().clone().unwrap();
+        assert!(Arc::ptr_eq(&seen, &store.get("a", "x").unwrap()));
+    }
 }

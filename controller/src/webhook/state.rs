@@ -117,28 +117,30 @@ impl Caches {
         let (services, fs) = run_cache(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
-            |s: &mut Service| {
+            |mut s: Service| {
                 s.metadata.managed_fields = None;
                 s.metadata.annotations = None;
                 s.status = None;
+                s
             },
             vec![by_namespace.clone() as Arc<dyn Handler<Service>>],
         );
         let (namespaces, fns) = run_cache(
             Api::<Namespace>::all(client.clone()),
             watcher::Config::default(),
-            |n: &mut Namespace| {
+            |mut n: Namespace| {
                 n.metadata.managed_fields = None;
                 n.metadata.annotations = None;
                 n.spec = None;
                 n.status = None;
+                n
             },
             vec![Arc::new(Notify(changed.clone())) as Arc<dyn Handler<Namespace>>],
         );
         let (policies, fp) = run_cache(
             Api::<ServiceEnvPolicy>::all(client.clone()),
             watcher::Config::default(),
-            |p: &mut ServiceEnvPolicy| p.metadata.managed_fields = None,
+            crate::controllers::prune::managed_fields::<ServiceEnvPolicy>,
             vec![
                 policies_by_namespace.clone() as Arc<dyn Handler<ServiceEnvPolicy>>,
                 Arc::new(Notify(changed.clone())),

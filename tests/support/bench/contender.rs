@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use envtest::{Component, ControlPlane};
-use epslice::pod::CachedPod;
+use epslice::pod::{CachedPod, Interner, WatchedPod};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -197,17 +197,22 @@ pub async fn run_floor(client: &kube::Client, layout: &Layout, concurrency: usiz
     let t0 = Instant::now();
     let (services, pods, slices, endpoints, nodes) = tokio::try_join!(
         list_all::<Service>(client, layout),
-        list_all::<CachedPod>(client, layout),
+        list_all::<WatchedPod>(client, layout),
         list_all::<EndpointSlice>(client, layout),
         list_all::<Endpoints>(client, layout),
         async { Ok(Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items) },
     )?;
     let nodes: BTreeMap<String, Node> =
         nodes.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect();
+    let mut namespaces = Interner::default();
+    let pods: Vec<CachedPod> = pods.into_iter().map(|p| p.into_cached(&mut namespaces)).collect();
     let mut pods_by_app: HashMap<(String, String), Vec<&CachedPod>> = HashMap::new();
     for p in &pods {
         if let Some(app) = p.labels.get("app") {
-            pods_by_app.entry((p.metadata.namespace.clone().unwrap_or_default(), app.to_owned())).or_default().push(p);
+            pods_by_app
+                .entry((p.metadata.namespace.as_deref().unwrap_or_default().to_owned(), app.to_owned()))
+                .or_default()
+                .push(p);
         }
     }
     let mut slices_by_svc: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
