@@ -242,7 +242,7 @@ async fn apply(
         core::Action::Create(ep) => match api.create(&pp, ep).await {
             Ok(done) => {
                 count(s, "create");
-                let done = crate::controllers::prune::managed_fields(done);
+                let done = crate::controllers::prune::endpoints(done);
                 let now = cache.get(Some(ns), name);
                 s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(done, None, now.as_deref());
                 Ok(())
@@ -256,7 +256,7 @@ async fn apply(
         core::Action::Update(ep) => match api.replace(name, &pp, ep).await {
             Ok(done) => {
                 count(s, "update");
-                let done = crate::controllers::prune::managed_fields(done);
+                let done = crate::controllers::prune::endpoints(done);
                 let now = cache.get(Some(ns), name);
                 s.written.lock().unwrap_or_else(|e| e.into_inner()).wrote(
                     done,

@@ -446,7 +446,7 @@ pub fn start(
     let (endpoints, endpoints_fut) = run_cache(
         api::<Endpoints>(client, namespace),
         watcher::Config::default(),
-        prune::managed_fields::<Endpoints>,
+        prune::endpoints,
         subs.endpoints,
     );
     let fut = async move {
