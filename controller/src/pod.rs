@@ -95,21 +95,40 @@ impl crate::runtime::cache::Cached for CachedPod {
     }
 }
 
-/// Hands out one shared copy of each string (the cache gives all pods of a namespace the same
-/// namespace `Arc`). It only grows: sized by the namespaces ever seen.
+/// Hands out one shared copy of each string: the cache gives the pods of a namespace one
+/// namespace string, the pods of a node one node name, and pods with the same label keys and
+/// values (the replicas of a workload) the same label strings.
+///
+/// Strings no cached pod uses any more are dropped when the set has doubled since the last
+/// sweep, so a stream of unique values (a StatefulSet's pod-name labels, say) does not pile up.
 #[derive(Debug, Default)]
-pub struct Interner(HashSet<Arc<str>>);
+pub struct Interner {
+    strings: HashSet<Arc<str>>,
+    sweep_at: usize,
+}
 
 impl Interner {
     /// The shared copy of `s`.
     pub fn intern(&mut self, s: Arc<str>) -> Arc<str> {
-        match self.0.get(&*s) {
-            Some(shared) => shared.clone(),
-            None => {
-                self.0.insert(s.clone());
-                s
-            }
+        if let Some(shared) = self.strings.get(&*s) {
+            return shared.clone();
         }
+        if self.strings.len() >= self.sweep_at {
+            self.strings.retain(|s| Arc::strong_count(s) > 1);
+            self.sweep_at = (self.strings.len() * 2).max(1024);
+        }
+        self.strings.insert(s.clone());
+        s
+    }
+
+    /// How many strings it holds.
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
     }
 }
 
@@ -123,18 +142,25 @@ pub struct WatchedPod {
 }
 
 impl WatchedPod {
-    /// The cached projection, its namespace shared through `namespaces`.
-    pub fn into_cached(self, namespaces: &mut Interner) -> CachedPod {
+    /// The cached projection, its namespace, node name and labels shared through `strings`.
+    pub fn into_cached(self, strings: &mut Interner) -> CachedPod {
         let mut pod = self.pod;
-        pod.metadata.namespace = pod.metadata.namespace.map(|ns| namespaces.intern(ns));
+        pod.metadata.namespace = pod.metadata.namespace.map(|ns| strings.intern(ns));
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.node_name = spec.node_name.take().map(|n| strings.intern(n));
+        }
+        pod.labels = PodLabels(
+            pod.labels.0.iter().map(|(k, v)| (strings.intern(k.clone()), strings.intern(v.clone()))).collect(),
+        );
         pod
     }
 }
 
 /// A pod's labels, sorted by key, as a boxed slice of pairs: a `BTreeMap` allocates a ≈550-byte
-/// node however few labels a pod has, and there is one per cached pod.
+/// node however few labels a pod has, and there is one per cached pod. The strings are `Arc`s so
+/// that the cache can share them between pods ([`Interner`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodLabels(Box<[(Box<str>, Box<str>)]>);
+pub struct PodLabels(Box<[(Arc<str>, Arc<str>)]>);
 
 impl PodLabels {
     /// The value of label `key`.
@@ -170,7 +196,7 @@ impl PodLabels {
 
 impl From<BTreeMap<String, String>> for PodLabels {
     fn from(m: BTreeMap<String, String>) -> Self {
-        PodLabels(m.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect())
+        PodLabels(m.into_iter().map(|(k, v)| (Arc::from(k), Arc::from(v))).collect())
     }
 }
 
@@ -185,7 +211,8 @@ impl From<Option<BTreeMap<String, String>>> for PodLabels {
 #[serde(rename_all = "camelCase")]
 pub struct CachedPodSpec {
     /// `spec.nodeName`.
-    pub node_name: Option<Box<str>>,
+    #[serde(default, deserialize_with = "de_shared_str_opt")]
+    pub node_name: Option<Arc<str>>,
     /// `spec.hostname`.
     pub hostname: Option<Box<str>>,
     /// `spec.subdomain`.
@@ -401,6 +428,10 @@ impl LentStr<'_> {
     }
 }
 
+fn de_shared_str_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+    Ok(Option::<LentStr<'de>>::deserialize(d)?.map(|s| Arc::from(&*s.0)))
+}
+
 fn de_enum_text<'de, D: Deserializer<'de>>(d: D) -> Result<EnumText, D::Error> {
     Ok(Option::<LentStr<'de>>::deserialize(d)?.map(LentStr::into_enum_text).unwrap_or_default())
 }
@@ -501,7 +532,7 @@ impl From<Container> for CachedContainer {
 impl From<PodSpec> for CachedPodSpec {
     fn from(s: PodSpec) -> Self {
         CachedPodSpec {
-            node_name: s.node_name.map(Box::from),
+            node_name: s.node_name.map(Arc::from),
             hostname: s.hostname.map(Box::from),
             subdomain: s.subdomain.map(Box::from),
             containers: boxed(s.containers),
@@ -935,16 +966,41 @@ mod tests {
         assert_eq!(pod.into_cached(&mut Interner::default()), cached);
     }
 
-    /// The cache hands all pods of a namespace one namespace string.
+    /// Strings no pod holds any more leave the interner at its next sweep.
     #[test]
-    fn pods_of_a_namespace_share_its_name() {
-        let mut namespaces = Interner::default();
-        let a = serde_json::from_str::<WatchedPod>(FULL_POD).unwrap().into_cached(&mut namespaces);
-        let b = serde_json::from_str::<WatchedPod>(BENCH_POD).unwrap().into_cached(&mut namespaces);
-        let c = serde_json::from_str::<WatchedPod>(FULL_POD).unwrap().into_cached(&mut namespaces);
-        let (na, nc) = (a.metadata.namespace.unwrap(), c.metadata.namespace.unwrap());
+    fn the_interner_forgets_strings_nobody_holds() {
+        let mut strings = Interner::default();
+        let kept: Vec<Arc<str>> = (0..100).map(|i| strings.intern(Arc::from(format!("kept-{i}")))).collect();
+        for i in 0..5000 {
+            drop(strings.intern(Arc::from(format!("gone-{i}"))));
+        }
+        assert!(strings.len() < 2 * 1024 + 100, "{} strings held", strings.len());
+        for (i, k) in kept.iter().enumerate() {
+            assert!(Arc::ptr_eq(k, &strings.intern(Arc::from(format!("kept-{i}")))), "kept-{i} is still shared");
+        }
+    }
+
+    /// The cache hands pods one copy of a namespace, a node name and each label key and value.
+    #[test]
+    fn pods_share_namespace_node_and_label_strings() {
+        let mut strings = Interner::default();
+        let a = serde_json::from_str::<WatchedPod>(FULL_POD).unwrap().into_cached(&mut strings);
+        let b = serde_json::from_str::<WatchedPod>(BENCH_POD).unwrap().into_cached(&mut strings);
+        let c = serde_json::from_str::<WatchedPod>(FULL_POD).unwrap().into_cached(&mut strings);
+        assert_eq!(a, serde_json::from_str::<CachedPod>(FULL_POD).unwrap(), "sharing changes no value");
+        let (na, nc) = (a.metadata.namespace.clone().unwrap(), c.metadata.namespace.clone().unwrap());
         assert!(Arc::ptr_eq(&na, &nc));
         assert_ne!(b.metadata.namespace.as_deref(), Some(&*na), "the fixtures are in two namespaces");
+        let node = |p: &CachedPod| p.spec.as_ref().unwrap().node_name.clone().unwrap();
+        assert!(Arc::ptr_eq(&node(&a), &node(&c)));
+        assert_eq!(a.labels.len(), 3);
+        for ((ka, va), (kc, vc)) in a.labels.0.iter().zip(c.labels.0.iter()) {
+            assert!(Arc::ptr_eq(ka, kc) && Arc::ptr_eq(va, vc), "{ka}={va}");
+        }
+        assert!(
+            !Arc::ptr_eq(&a.metadata.name.clone().unwrap(), &c.metadata.name.clone().unwrap()),
+            "names are the pods' own"
+        );
     }
 
     /// What a cached pod costs inline, before (a pruned k8s-openapi `Pod`) and after.

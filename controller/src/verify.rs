@@ -316,14 +316,14 @@ pub async fn read(client: &kube::Client, args: &VerifyArgs) -> anyhow::Result<Cl
     let lp = ListParams::default();
     let ctx = |what: &'static str| move |e: kube::Error| anyhow::anyhow!("listing {what}: {e}");
     let services = api::<Service>(client, ns).list(&lp).await.map_err(ctx("services"))?.items;
-    let mut namespaces = Interner::default();
+    let mut strings = Interner::default();
     let pods = api::<WatchedPod>(client, ns)
         .list(&lp)
         .await
         .map_err(ctx("pods"))?
         .items
         .into_iter()
-        .map(|p| p.into_cached(&mut namespaces))
+        .map(|p| p.into_cached(&mut strings))
         .collect();
     let nodes = Api::<Node>::all(client.clone())
         .list(&lp)

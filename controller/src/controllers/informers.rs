@@ -409,12 +409,12 @@ pub fn start(
 ) -> (Informers, impl std::future::Future<Output = ()> + Send + 'static) {
     let membership = Arc::new(Membership::default());
     let pods_slot: Arc<OnceLock<Cache<CachedPod>>> = Arc::default();
-    let mut namespaces = Interner::default();
+    let mut strings = Interner::default();
     let (pods, pods_fut) = run_cache(
         api::<WatchedPod>(client, namespace),
         watcher::Config::default(),
         // Nothing to prune: decoding keeps only what the controllers read.
-        move |p: WatchedPod| p.into_cached(&mut namespaces),
+        move |p: WatchedPod| p.into_cached(&mut strings),
         vec![Arc::new(PodFanout(membership.clone(), subs.pods, pods_slot.clone()))],
     );
     let _ = pods_slot.set(pods.clone());
@@ -443,12 +443,8 @@ pub fn start(
         prune::endpoint_slice,
         slice_handlers,
     );
-    let (endpoints, endpoints_fut) = run_cache(
-        api::<Endpoints>(client, namespace),
-        watcher::Config::default(),
-        prune::endpoints,
-        subs.endpoints,
-    );
+    let (endpoints, endpoints_fut) =
+        run_cache(api::<Endpoints>(client, namespace), watcher::Config::default(), prune::endpoints, subs.endpoints);
     let fut = async move {
         tokio::join!(pods_fut, services_fut, nodes_fut, slices_fut, endpoints_fut);
     };

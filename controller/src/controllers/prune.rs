@@ -64,15 +64,17 @@ mod tests {
 
     #[test]
     fn cached_lists_have_no_spare_capacity_and_keep_their_items() {
-        let slice: EndpointSlice = serde_json::from_str(&serde_json::json!({
-            "metadata": {"name": "s", "managedFields": [{"manager": "m", "operation": "Update",
-                "fieldsType": "FieldsV1", "fieldsV1": {"f:endpoints": {}}}]},
-            "addressType": "IPv4",
-            "endpoints": (0..10).map(|i| serde_json::json!({"addresses": [format!("10.0.0.{i}")],
-                "hints": {"forZones": [{"name": "a"}]}})).collect::<Vec<_>>(),
-            "ports": [{"port": 80}],
-        })
-        .to_string())
+        let slice: EndpointSlice = serde_json::from_str(
+            &serde_json::json!({
+                "metadata": {"name": "s", "managedFields": [{"manager": "m", "operation": "Update",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:endpoints": {}}}]},
+                "addressType": "IPv4",
+                "endpoints": (0..10).map(|i| serde_json::json!({"addresses": [format!("10.0.0.{i}")],
+                    "hints": {"forZones": [{"name": "a"}]}})).collect::<Vec<_>>(),
+                "ports": [{"port": 80}],
+            })
+            .to_string(),
+        )
         .unwrap();
         let cap = slice.endpoints.as_ref().unwrap().capacity();
         assert!(cap > 10, "serde leaves spare room ({cap})");

@@ -204,8 +204,8 @@ pub async fn run_floor(client: &kube::Client, layout: &Layout, concurrency: usiz
     )?;
     let nodes: BTreeMap<String, Node> =
         nodes.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect();
-    let mut namespaces = Interner::default();
-    let pods: Vec<CachedPod> = pods.into_iter().map(|p| p.into_cached(&mut namespaces)).collect();
+    let mut strings = Interner::default();
+    let pods: Vec<CachedPod> = pods.into_iter().map(|p| p.into_cached(&mut strings)).collect();
     let mut pods_by_app: HashMap<(String, String), Vec<&CachedPod>> = HashMap::new();
     for p in &pods {
         if let Some(app) = p.labels.get("app") {
