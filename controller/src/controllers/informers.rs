@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use super::prune;
 use crate::pod::{CachedPod, Interner, PodLabels, WatchedPod};
 use crate::runtime::cache::{Cache, Handler, run_cache};
-use crate::runtime::index::{GroupIndex, SelectorIndex};
+use crate::runtime::index::{GroupIndex, Selector, SelectorIndex};
 
 /// `(namespace, name)`.
 pub type Key = (String, String);
@@ -42,8 +42,6 @@ struct MembershipState {
     /// namespace → pod → Services selecting it (sorted; usually one). Every pod the pod events
     /// reported, selected or not: the candidates when a Service's selector changes.
     pods: HashMap<Arc<str>, BTreeMap<PodName, ServicesOfPod>>,
-    /// (namespace, service) → its non-empty selector.
-    selector_of_service: HashMap<Key, BTreeMap<String, String>>,
 }
 
 impl MembershipState {
@@ -138,31 +136,29 @@ impl Membership {
         let mut s = self.lock();
         self.selectors.set(ns, name, selector);
         let sk = (ns.to_string(), name.to_string());
-        match selector.filter(|m| !m.is_empty()) {
-            Some(sel) => s.selector_of_service.insert(sk.clone(), sel.clone()),
-            None => s.selector_of_service.remove(&sk),
-        };
-        Self::recompute(&mut s, &sk, pods);
+        let selector = self.selectors.selector(ns, name);
+        Self::recompute(&mut s, &sk, selector.as_ref(), pods);
     }
 
-    /// Recomputes the pods of Service `sk` from its recorded selector; returns whether they changed.
+    /// Recomputes the pods of Service `sk` from its selector (`None`: it selects nothing);
+    /// returns whether they changed.
     ///
     /// Candidates are the pods the pod events reported; their labels come from the pod cache.
     /// During a (re)list the cache publishes the listed pods only when the list completes, so a
     /// Service recomputed meanwhile misses them: [`Membership::resync`] repairs that when the pod
     /// list completes.
-    fn recompute(s: &mut MembershipState, sk: &Key, pods: &Cache<CachedPod>) -> bool {
+    fn recompute(s: &mut MembershipState, sk: &Key, selector: Option<&Selector>, pods: &Cache<CachedPod>) -> bool {
         let (ns, name) = (&sk.0, &sk.1);
         let old = s.pods_of_service.remove(sk).unwrap_or_default();
         for p in &old {
             s.link(ns, p, name, false);
         }
-        let Some(sel) = s.selector_of_service.get(sk).cloned() else { return !old.is_empty() };
+        let Some(sel) = selector else { return !old.is_empty() };
         let candidates: Vec<PodName> = s.pods.get(ns.as_str()).map(|m| m.keys().cloned().collect()).unwrap_or_default();
         let mut members = BTreeSet::new();
         for p in candidates {
             let Some(pod) = pods.get(Some(ns), &p) else { continue };
-            if pod.labels.matches(&sel) {
+            if sel.matches(&pod.labels) {
                 s.link(ns, &p, name, true);
                 members.insert(p);
             }
@@ -192,7 +188,7 @@ impl Membership {
                 *list = now.iter().map(|x| Box::from(x.as_str())).collect();
             }
         }
-        let services: Vec<Key> = s.selector_of_service.keys().cloned().collect();
+        let services: Vec<Key> = self.selectors.services();
         let mut changed = Vec::new();
         for sk in services {
             let members = fresh.remove(&sk).unwrap_or_default();
@@ -208,7 +204,6 @@ impl Membership {
     pub fn remove_service(&self, ns: &str, name: &str) {
         let mut s = self.lock();
         self.selectors.remove(ns, name);
-        s.selector_of_service.remove(&(ns.to_string(), name.to_string()));
         if let Some(old) = s.pods_of_service.remove(&(ns.to_string(), name.to_string())) {
             for p in old {
                 s.link(ns, &p, name, false);

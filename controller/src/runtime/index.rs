@@ -14,12 +14,35 @@ type Labels = BTreeMap<String, String>;
 
 use crate::pod::PodLabels;
 
+/// A Service's selector as sorted `key=value` pairs in one boxed slice (a `BTreeMap` allocates a
+/// ≈550-byte node for a one-label selector).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector(Box<[(Box<str>, Box<str>)]>);
+
+impl Selector {
+    /// Whether every pair is among `labels` (an empty selector matches).
+    pub fn matches(&self, labels: &PodLabels) -> bool {
+        self.0.iter().all(|(k, v)| labels.get(k) == Some(&**v))
+    }
+
+    /// The pairs, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
+impl From<&Labels> for Selector {
+    fn from(m: &Labels) -> Self {
+        Selector(m.iter().map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str()))).collect())
+    }
+}
+
 #[derive(Debug, Default)]
 struct SelectorState {
     /// (namespace, key, value) → services whose selector contains key=value.
     by_pair: HashMap<(String, String, String), HashSet<String>>,
     /// (namespace, name) → selector.
-    selectors: HashMap<(String, String), Labels>,
+    selectors: HashMap<(String, String), Selector>,
 }
 
 /// Services by selector, for pod → Services lookups.
@@ -38,7 +61,7 @@ impl SelectorIndex {
         for (k, v) in sel {
             s.by_pair.entry((namespace.into(), k.clone(), v.clone())).or_default().insert(name.into());
         }
-        s.selectors.insert((namespace.into(), name.into()), sel.clone());
+        s.selectors.insert((namespace.into(), name.into()), Selector::from(sel));
     }
 
     /// Forgets a Service.
@@ -49,8 +72,8 @@ impl SelectorIndex {
 
     fn remove_locked(s: &mut SelectorState, namespace: &str, name: &str) {
         if let Some(old) = s.selectors.remove(&(namespace.to_string(), name.to_string())) {
-            for (k, v) in old {
-                let key = (namespace.to_string(), k, v);
+            for (k, v) in old.iter() {
+                let key = (namespace.to_string(), k.to_owned(), v.to_owned());
                 if let Some(set) = s.by_pair.get_mut(&key) {
                     set.remove(name);
                     if set.is_empty() {
@@ -72,12 +95,23 @@ impl SelectorIndex {
                     continue;
                 }
                 let sel = s.selectors.get(&(namespace.to_string(), c.clone()));
-                if sel.is_some_and(|sel| labels.matches(sel)) {
+                if sel.is_some_and(|sel| sel.matches(labels)) {
                     out.insert(c.clone());
                 }
             }
         }
         out
+    }
+
+    /// The recorded (non-empty) selector of a Service.
+    pub fn selector(&self, namespace: &str, name: &str) -> Option<Selector> {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        s.selectors.get(&(namespace.to_string(), name.to_string())).cloned()
+    }
+
+    /// The Services with a recorded selector, as `(namespace, name)`.
+    pub fn services(&self) -> Vec<(String, String)> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).selectors.keys().cloned().collect()
     }
 
     /// Number of indexed Services.
