@@ -39,10 +39,12 @@ bench *ARGS:
     cargo bench -p epslice --bench plan
     just bench-side {{ARGS}}
 
-# Only the side-by-side harness (release build; `epslice-bench --help` lists the flags).
+# Only the side-by-side harness (`epslice-bench --help` lists the flags). epslice runs as it ships:
+# built with the `dist` profile (fat LTO, one codegen unit); the harness itself is a release build.
 bench-side *ARGS:
     cargo build --release -p epslice-integration-tests --bins
-    cargo run --release -q -p epslice-integration-tests --bin epslice-bench -- {{ARGS}}
+    cargo build --profile dist -p epslice-integration-tests --bin epslice-cli
+    cargo run --release -q -p epslice-integration-tests --bin epslice-bench -- --epslice-bin "${CARGO_TARGET_DIR:-target}/dist/epslice-cli" {{ARGS}}
 
 # The service-env webhook at 1,000 Services (release build; `epslice-webhook-bench --help` lists the
 # flags): server side over HTTPS on loopback, then pod creates through the apiserver with vs without

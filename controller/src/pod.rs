@@ -1061,13 +1061,16 @@ mod tests {
         })
     }
 
-    /// Decodes [`many_pods_json`] and keeps them as the reflector store does (an `Arc` each), for
-    /// a heap profiler: `heaptrack <test binary> --ignored --exact pod::tests::heap_of_many_cached_pods`.
+    /// Decodes [`many_pods_json`] and keeps them as the pod cache does (an `Arc` each, strings
+    /// shared), for a heap profiler:
+    /// `heaptrack <test binary> --ignored --exact pod::tests::heap_of_many_cached_pods`.
     #[test]
     #[ignore = "a workload for heaptrack, not a check"]
     fn heap_of_many_cached_pods() {
-        let pods: Vec<std::sync::Arc<CachedPod>> =
-            many_pods_json().map(|json| std::sync::Arc::new(serde_json::from_str(&json).unwrap())).collect();
+        let mut strings = Interner::default();
+        let pods: Vec<Arc<CachedPod>> = many_pods_json()
+            .map(|json| Arc::new(serde_json::from_str::<WatchedPod>(&json).unwrap().into_cached(&mut strings)))
+            .collect();
         assert!(!pods.is_empty());
     }
 
