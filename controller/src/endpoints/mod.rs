@@ -400,7 +400,9 @@ pub fn plan(input: &Input<'_>, config: &Config) -> Plan {
     }
 
     let mut endpoints = match input.existing {
-        Some(existing) => existing.clone(),
+        // The existing object's metadata, not its subsets (replaced below; for 1,000 addresses
+        // that copy was ≈4,000 allocations thrown away on every update).
+        Some(existing) => Endpoints { metadata: existing.metadata.clone(), subsets: None },
         None => Endpoints {
             metadata: ObjectMeta {
                 name: Some(input.name.to_owned()),
