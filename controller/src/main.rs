@@ -5,6 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc rather than glibc's malloc: under churn glibc's heap grew ≈10 MiB a minute past a
+/// stable live heap (fragmentation), jemalloc's did not; it also costs less CPU. See
+/// docs/architecture.md#memory-allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[cfg(feature = "demo")]
 mod demo;
 
