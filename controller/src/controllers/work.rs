@@ -152,8 +152,11 @@ pub fn services_to_sync(
     let targets = match (old, new) {
         (None, Some(_)) => now.clone(),
         (Some(_), None) => before.clone(),
-        // Upstream returns early when the resourceVersion did not change (a resync); the cache
-        // keeps no resourceVersion of pods, and a pod equal to its old state changed nothing.
+        // Upstream returns early when the resourceVersion did not change (a resync). The cache
+        // keeps no resourceVersion of pods; a pod equal to its cached state changed nothing a
+        // sync reads (and `pod_endpoints_changed` alone would requeue every terminating pod's
+        // Services on each relist).
+        (Some(old), Some(new)) if old == new => return None,
         (Some(old), Some(new)) => match crate::podutil::pod_endpoints_changed(old, new) {
             (false, false) => return None,
             (true, false) => now.clone(),
@@ -291,6 +294,26 @@ mod tests {
         assert_eq!(services_to_sync(None, Some(&p), &set(&[]), &a), Some(("ns".into(), a.clone())), "add");
         assert_eq!(services_to_sync(Some(&p), None, &a, &set(&[])), Some(("ns".into(), a.clone())), "delete");
         assert_eq!(services_to_sync(Some(&p), Some(&p), &a, &a), None, "resync: same resourceVersion");
+        // A terminating pod relisted unchanged is no change either (found in review: without the
+        // equality check its Services were requeued on every relist).
+        let mut terminating = pod("3", &[("app", "x")], true);
+        terminating.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+        ));
+        let relisted = terminating.clone();
+        assert_eq!(services_to_sync(Some(&terminating), Some(&relisted), &a, &a), None, "resync of a terminating pod");
+        let mut terminating_not_ready = relisted.clone();
+        terminating_not_ready.status = pod("4", &[("app", "x")], false).status;
+        assert_eq!(
+            services_to_sync(Some(&terminating), Some(&terminating_not_ready), &a, &a),
+            Some(("ns".into(), a.clone())),
+            "a terminating pod that changed"
+        );
+        assert_eq!(
+            services_to_sync(Some(&p), Some(&relisted), &a, &a),
+            Some(("ns".into(), a.clone())),
+            "marked for deletion"
+        );
         let p2 = pod("2", &[("app", "x")], true);
         assert_eq!(services_to_sync(Some(&p), Some(&p2), &a, &a), None, "nothing endpoint-relevant changed");
         let not_ready = pod("2", &[("app", "x")], false);

@@ -73,11 +73,12 @@ impl<S: Cached> Objects<S> {
             Some(names) => names,
             None => self.by_namespace.entry(Arc::from(ns)).or_default(),
         };
-        let old = names.insert(Box::from(name), o.clone());
-        if old.is_none() {
-            self.len += 1;
+        if let Some(slot) = names.get_mut(name) {
+            return Some(std::mem::replace(slot, o.clone()));
         }
-        old
+        names.insert(Box::from(name), o.clone());
+        self.len += 1;
+        None
     }
 
     /// Removes `ns/name`; returns the object removed.
@@ -197,7 +198,14 @@ impl<S: Cached> Writer<S> {
                 }
             }
             Event::InitDone => {
-                let listed = self.listing.take().unwrap_or_default();
+                // A list end without its start (kube's watcher always sends `Init` first) keeps
+                // the store: an empty listing would report every object as deleted.
+                let Some(listed) = self.listing.take() else {
+                    for h in handlers {
+                        h.synced();
+                    }
+                    return;
+                };
                 let before = std::mem::replace(&mut *self.store.write(), listed);
                 let gone: Vec<Arc<S>> = {
                     let now = self.store.read();
@@ -427,6 +435,12 @@ mod tests {
             *log.0.lock().unwrap(),
             ["applied a/keep=1 -> a/keep=2", "applied - -> b/new=1", "deleted a/gone=1", "synced"]
         );
+        log.0.lock().unwrap().clear();
+
+        // A list end without its start keeps the store (it does not report everything deleted).
+        w.apply(Event::InitDone, &hs);
+        assert_eq!(sorted(&store), ["a/keep=2", "b/new=1"]);
+        assert_eq!(*log.0.lock().unwrap(), ["synced"]);
     }
 
     #[test]
