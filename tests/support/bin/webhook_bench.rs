@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// The webhook runs in this process: give it the allocator of the `epslice` binary (see its
+/// `main.rs`), so the figures are those of what ships.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let mut args = webhook_bench::cli::Args::parse();
     if let Err(e) = args.validate() {
