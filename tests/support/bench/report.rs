@@ -284,8 +284,9 @@ impl Report<'_> {
         let _ = writeln!(out, "- Command: `{}`", self.command);
         let _ = writeln!(
             out,
-            "- Build: {}; kube-apiserver / kube-controller-manager {}, etcd {}, kwok {}",
+            "- Build: harness {}; epslice `{}` (`just bench` uses the `dist` build, what ships); kube-apiserver / kube-controller-manager {}, etcd {}, kwok {}",
             if cfg!(debug_assertions) { "debug (not representative)" } else { "release" },
+            super::contender::epslice_bin(a).map_or_else(|e| format!("unknown: {e}"), |p| p.display().to_string()),
             v.kubernetes,
             v.etcd,
             v.kwok
