@@ -134,9 +134,8 @@ impl Membership {
         pods: &Cache<CachedPod>,
     ) {
         let mut s = self.lock();
-        self.selectors.set(ns, name, selector);
+        let selector = self.selectors.set(ns, name, selector);
         let sk = (ns.to_string(), name.to_string());
-        let selector = self.selectors.selector(ns, name);
         Self::recompute(&mut s, &sk, selector.as_ref(), pods);
     }
 

@@ -52,12 +52,11 @@ impl<K: Resource + Send + Sync + 'static> Cached for K {
 /// The objects of a store or of a list in progress: namespace → name → object.
 struct Objects<S> {
     by_namespace: HashMap<Arc<str>, HashMap<Box<str>, Arc<S>>>,
-    len: usize,
 }
 
 impl<S> Default for Objects<S> {
     fn default() -> Self {
-        Objects { by_namespace: HashMap::new(), len: 0 }
+        Objects { by_namespace: HashMap::new() }
     }
 }
 
@@ -77,7 +76,6 @@ impl<S: Cached> Objects<S> {
             return Some(std::mem::replace(slot, o.clone()));
         }
         names.insert(Box::from(name), o.clone());
-        self.len += 1;
         None
     }
 
@@ -85,7 +83,6 @@ impl<S: Cached> Objects<S> {
     fn remove(&mut self, ns: &str, name: &str) -> Option<Arc<S>> {
         let names = self.by_namespace.get_mut(ns)?;
         let old = names.remove(name)?;
-        self.len -= 1;
         if names.is_empty() {
             self.by_namespace.remove(ns);
         }
@@ -134,7 +131,7 @@ impl<S: Cached> Store<S> {
 
     /// The number of objects.
     pub fn len(&self) -> usize {
-        self.read().len
+        self.read().by_namespace.values().map(HashMap::len).sum()
     }
 
     /// Whether the store is empty.
@@ -200,28 +197,24 @@ impl<S: Cached> Writer<S> {
             Event::InitDone => {
                 // A list end without its start (kube's watcher always sends `Init` first) keeps
                 // the store: an empty listing would report every object as deleted.
-                let Some(listed) = self.listing.take() else {
-                    for h in handlers {
-                        h.synced();
-                    }
-                    return;
-                };
-                let before = std::mem::replace(&mut *self.store.write(), listed);
-                let gone: Vec<Arc<S>> = {
-                    let now = self.store.read();
-                    before
-                        .values()
-                        .filter(|o| {
-                            let (ns, name) = o.cache_key();
-                            now.get(ns, name).is_none()
-                        })
-                        .cloned()
-                        .collect()
-                };
-                drop(before);
-                for o in gone {
-                    for h in handlers {
-                        h.deleted(o.clone());
+                if let Some(listed) = self.listing.take() {
+                    let before = std::mem::replace(&mut *self.store.write(), listed);
+                    let gone: Vec<Arc<S>> = {
+                        let now = self.store.read();
+                        before
+                            .values()
+                            .filter(|o| {
+                                let (ns, name) = o.cache_key();
+                                now.get(ns, name).is_none()
+                            })
+                            .cloned()
+                            .collect()
+                    };
+                    drop(before);
+                    for o in gone {
+                        for h in handlers {
+                            h.deleted(o.clone());
+                        }
                     }
                 }
                 for h in handlers {

@@ -52,16 +52,19 @@ pub struct SelectorIndex {
 }
 
 impl SelectorIndex {
-    /// Records (or replaces) a Service's selector. `None` or an empty selector selects nothing
-    /// (a selectorless Service, as upstream treats it for endpoints).
-    pub fn set(&self, namespace: &str, name: &str, selector: Option<&Labels>) {
+    /// Records (or replaces) a Service's selector and returns what it recorded. `None` or an
+    /// empty selector selects nothing (a selectorless Service, as upstream treats it for
+    /// endpoints): nothing is recorded.
+    pub fn set(&self, namespace: &str, name: &str, selector: Option<&Labels>) -> Option<Selector> {
         let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
         Self::remove_locked(&mut s, namespace, name);
-        let Some(sel) = selector.filter(|m| !m.is_empty()) else { return };
+        let sel = selector.filter(|m| !m.is_empty())?;
         for (k, v) in sel {
             s.by_pair.entry((namespace.into(), k.clone(), v.clone())).or_default().insert(name.into());
         }
-        s.selectors.insert((namespace.into(), name.into()), Selector::from(sel));
+        let recorded = Selector::from(sel);
+        s.selectors.insert((namespace.into(), name.into()), recorded.clone());
+        Some(recorded)
     }
 
     /// Forgets a Service.
@@ -101,12 +104,6 @@ impl SelectorIndex {
             }
         }
         out
-    }
-
-    /// The recorded (non-empty) selector of a Service.
-    pub fn selector(&self, namespace: &str, name: &str) -> Option<Selector> {
-        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        s.selectors.get(&(namespace.to_string(), name.to_string())).cloned()
     }
 
     /// The Services with a recorded selector, as `(namespace, name)`.
