@@ -97,6 +97,10 @@ pub struct Args {
     /// `--kube-api-burst` of the kcm-fast contender.
     #[arg(long, default_value_t = 2000)]
     pub kcm_fast_burst: u32,
+    /// S1 runs per contender (each from no outputs, the process restarted); the table shows the
+    /// run with the median convergence time and every run's time, peak RSS is the highest.
+    #[arg(long, default_value_t = 3)]
+    pub s1_runs: usize,
     /// A contender counts as settled (S3, S4, before S2) after this many seconds without a write
     /// to endpointslices or endpoints.
     #[arg(long, default_value_t = 10)]
@@ -147,6 +151,7 @@ impl Args {
         range("timeout-seconds", self.timeout_seconds, 10, 86_400)?;
         range("create-concurrency", self.create_concurrency, 1, 1024)?;
         range("floor-concurrency", self.floor_concurrency, 1, 1024)?;
+        range("s1-runs", self.s1_runs, 1, 99)?;
         let pods = self.total_pods();
         if pods > 500_000 {
             return Err(format!("{pods} pods in total: more than 500,000 is not supported"));

@@ -5,10 +5,15 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 
-/// `apiserver_request_total` for endpointslices and endpoints: (resource, verb, code class) →
-/// count. Code class is `"2xx"`, `"4xx"`, …
+/// The apiserver's counters for endpointslices and endpoints.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Counters(pub BTreeMap<(String, String, String), f64>);
+pub struct Counters {
+    /// `apiserver_request_total`: (resource, verb, code class) → count. Code class is `"2xx"`,
+    /// `"4xx"`, …
+    pub requests: BTreeMap<(String, String, String), f64>,
+    /// `apiserver_request_duration_seconds` of writes: resource → (sum of seconds, count).
+    pub write_seconds: BTreeMap<String, (f64, f64)>,
+}
 
 /// Writes to one resource, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -49,9 +54,12 @@ impl Counters {
 
     /// Parses the Prometheus text format.
     pub fn parse(text: &str) -> Counters {
-        let mut m = BTreeMap::new();
+        let mut c = Counters::default();
         for line in text.lines() {
-            let Some(rest) = line.strip_prefix("apiserver_request_total{") else { continue };
+            let (metric, rest) = match line.split_once('{') {
+                Some((m, r)) if m.starts_with("apiserver_request_") => (m, r),
+                _ => continue,
+            };
             let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
             let label =
                 |k: &str| labels.split(',').find_map(|kv| kv.strip_prefix(k)?.strip_prefix("=\"")?.strip_suffix('"'));
@@ -61,27 +69,50 @@ impl Counters {
             {
                 continue;
             }
-            let code = label("code").unwrap_or("");
-            let class = format!("{}xx", code.chars().next().unwrap_or('?'));
             let Ok(v) = value.trim().parse::<f64>() else { continue };
-            *m.entry((resource.to_string(), label("verb").unwrap_or("").to_string(), class)).or_insert(0.0) += v;
+            let verb = label("verb").unwrap_or("");
+            match metric {
+                "apiserver_request_total" => {
+                    let class = format!("{}xx", label("code").unwrap_or("").chars().next().unwrap_or('?'));
+                    *c.requests.entry((resource.to_string(), verb.to_string(), class)).or_insert(0.0) += v;
+                }
+                "apiserver_request_duration_seconds_sum" | "apiserver_request_duration_seconds_count"
+                    if verb_kind(verb).is_some() =>
+                {
+                    let e = c.write_seconds.entry(resource.to_string()).or_insert((0.0, 0.0));
+                    if metric.ends_with("_sum") {
+                        e.0 += v;
+                    } else {
+                        e.1 += v;
+                    }
+                }
+                _ => {}
+            }
         }
-        Counters(m)
+        c
+    }
+
+    /// The apiserver's mean time per write to endpointslices and endpoints since `before`, in
+    /// milliseconds (None without writes).
+    pub fn write_ms_since(&self, before: &Counters) -> Option<f64> {
+        let total = |c: &Counters| c.write_seconds.values().fold((0.0, 0.0), |(s, n), (ds, dn)| (s + ds, n + dn));
+        let ((s1, n1), (s0, n0)) = (total(self), total(before));
+        (n1 - n0 > 0.0).then(|| (s1 - s0) / (n1 - n0) * 1000.0)
     }
 
     /// Writes to `resource` since `before`.
     pub fn writes_since(&self, before: &Counters, resource: &str) -> Writes {
         let mut w = Writes::default();
-        for ((r, verb, class), v) in &self.0 {
+        for ((r, verb, class), v) in &self.requests {
             if r != resource {
                 continue;
             }
-            let d = v - before.0.get(&(r.clone(), verb.clone(), class.clone())).copied().unwrap_or(0.0);
-            match verb.as_str() {
-                "POST" | "CREATE" => w.create += d,
-                "PUT" | "PATCH" | "APPLY" | "UPDATE" => w.update += d,
-                "DELETE" | "DELETECOLLECTION" => w.delete += d,
-                _ => continue,
+            let d = v - before.requests.get(&(r.clone(), verb.clone(), class.clone())).copied().unwrap_or(0.0);
+            match verb_kind(verb) {
+                Some(Kind::Create) => w.create += d,
+                Some(Kind::Update) => w.update += d,
+                Some(Kind::Delete) => w.delete += d,
+                None => continue,
             }
             if class != "2xx" {
                 w.failed += d;
@@ -94,6 +125,22 @@ impl Counters {
     pub fn total_writes(&self) -> f64 {
         let zero = Counters::default();
         self.writes_since(&zero, "endpointslices").total() + self.writes_since(&zero, "endpoints").total()
+    }
+}
+
+enum Kind {
+    Create,
+    Update,
+    Delete,
+}
+
+/// Which kind of write an apiserver verb label is (None for reads).
+fn verb_kind(verb: &str) -> Option<Kind> {
+    match verb {
+        "POST" | "CREATE" => Some(Kind::Create),
+        "PUT" | "PATCH" | "APPLY" | "UPDATE" => Some(Kind::Update),
+        "DELETE" | "DELETECOLLECTION" => Some(Kind::Delete),
+        _ => None,
     }
 }
 
@@ -178,10 +225,19 @@ mod tests {
         let text = r#"apiserver_request_total{code="201",component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="POST",version="v1"} 12
 apiserver_request_total{code="409",component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="PUT",version="v1"} 2
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="endpoints",scope="resource",subresource="",verb="PUT",version="v1"} 3
-apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="status",verb="PATCH",version="v1"} 7"#;
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="status",verb="PATCH",version="v1"} 7
+apiserver_request_duration_seconds_sum{component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="POST",version="v1"} 0.3
+apiserver_request_duration_seconds_count{component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="POST",version="v1"} 12
+apiserver_request_duration_seconds_sum{component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="PUT",version="v1"} 0.1
+apiserver_request_duration_seconds_count{component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="resource",subresource="",verb="PUT",version="v1"} 2
+apiserver_request_duration_seconds_sum{component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="cluster",subresource="",verb="LIST",version="v1"} 9
+apiserver_request_duration_seconds_count{component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="cluster",subresource="",verb="LIST",version="v1"} 1"#;
         let c = Counters::parse(text);
         let w = c.writes_since(&Counters::default(), "endpointslices");
         assert_eq!((w.create, w.update, w.delete, w.failed), (12.0, 2.0, 0.0, 2.0));
         assert_eq!(c.total_writes(), 17.0);
+        let ms = c.write_ms_since(&Counters::default()).unwrap();
+        assert!((ms - 400.0 / 14.0).abs() < 1e-9, "{ms}");
+        assert_eq!(c.write_ms_since(&c), None);
     }
 }

@@ -34,17 +34,24 @@ pub struct FlipStats {
     pub e2e: (f64, f64),
     /// Pod watch event → slice watch event: p50, p99.
     pub share: (f64, f64),
+    /// Status write sent → its pod watch event: p50, p99 (before any controller can act).
+    pub before: (f64, f64),
 }
 
 /// One contender in one scenario.
 #[derive(Debug, Clone, Default)]
 pub struct Cell {
-    /// S1: seconds from controller start to convergence.
+    /// S1: seconds from controller start to convergence (of the median run).
     pub secs: Option<f64>,
+    /// S1: every run's convergence time, in run order.
+    pub runs: Vec<f64>,
     /// Writes to endpointslices.
     pub slices: Writes,
     /// Writes to endpoints.
     pub endpoints: Writes,
+    /// The apiserver's mean time per write to endpointslices and Endpoints (ms): separates
+    /// server time from the client's.
+    pub write_ms: Option<f64>,
     /// The controller process's CPU and peak RSS.
     pub usage: Usage,
     /// S2 only.
@@ -164,6 +171,7 @@ impl Ctx<'_> {
         cell.usage = win.end();
         cell.slices = after.writes_since(&before, "endpointslices");
         cell.endpoints = after.writes_since(&before, "endpoints");
+        cell.write_ms = after.write_ms_since(&before);
         Ok((proc, cell))
     }
 
@@ -266,6 +274,7 @@ impl Ctx<'_> {
         let mut cell = Cell {
             slices: after.writes_since(&before, "endpointslices"),
             endpoints: after.writes_since(&before, "endpoints"),
+            write_ms: after.write_ms_since(&before),
             usage,
             note: (missed > 0).then(|| format!("{missed} flips not seen within --drain-seconds")),
             flips: Some(stats),
@@ -304,6 +313,7 @@ impl Ctx<'_> {
         let cell = Cell {
             slices: after.writes_since(&before, "endpointslices"),
             endpoints: after.writes_since(&before, "endpoints"),
+            write_ms: after.write_ms_since(&before),
             usage: win.end(),
             note: self.converged_note(),
             ..Default::default()
@@ -318,6 +328,18 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
+}
+
+/// The S1 run with the median convergence time, carrying every run's time and the highest peak RSS.
+fn median_run(mut cells: Vec<Cell>) -> Cell {
+    let runs: Vec<f64> = cells.iter().filter_map(|c| c.secs).collect();
+    let peak = cells.iter().filter_map(|c| c.usage.peak_rss_kib).max();
+    cells.sort_by(|a, b| a.secs.unwrap_or(f64::INFINITY).total_cmp(&b.secs.unwrap_or(f64::INFINITY)));
+    let mid = cells.len().saturating_sub(1) / 2;
+    let mut cell = cells.into_iter().nth(mid).unwrap_or_default();
+    cell.runs = runs;
+    cell.usage.peak_rss_kib = peak;
+    cell
 }
 
 fn flip_stats(done: &[Flip], sent: usize, missed: usize) -> FlipStats {
@@ -335,6 +357,12 @@ fn flip_stats(done: &[Flip], sent: usize, missed: usize) -> FlipStats {
             Some(if s >= p { ms(s - p) } else { -ms(p - s) })
         })
         .collect();
+    let mut before: Vec<f64> = done
+        .iter()
+        .filter(|f| !f.failed)
+        .filter_map(|f| Some(ms(f.pod_event()?.saturating_duration_since(f.sent))))
+        .collect();
+    before.sort_by(f64::total_cmp);
     // A flip never seen counts as slower than every seen one.
     e2e.extend(std::iter::repeat_n(f64::INFINITY, missed));
     e2e.sort_by(f64::total_cmp);
@@ -345,6 +373,7 @@ fn flip_stats(done: &[Flip], sent: usize, missed: usize) -> FlipStats {
         failed: done.iter().filter(|f| f.failed).count(),
         e2e: (percentile(&e2e, 0.5), percentile(&e2e, 0.99)),
         share: (percentile(&share, 0.5), percentile(&share, 0.99)),
+        before: (percentile(&before, 0.5), percentile(&before, 0.99)),
     }
 }
 
@@ -380,8 +409,20 @@ async fn run_contender(
     if c == Contender::Floor && !args.has(Scenario::S1) {
         return Ok(());
     }
-    eprintln!("== S1 {}: from no slices / Endpoints to converged", c.name());
-    let (proc, cell) = ctx.bulk(c).await?;
+    // S1 also sets up S2 and S3; measured, it runs --s1-runs times.
+    let runs = if args.has(Scenario::S1) { args.s1_runs } else { 1 };
+    let mut proc = None;
+    let mut cells = Vec::new();
+    for run in 1..=runs {
+        if let Some(p) = proc.take() {
+            Proc::stop(p);
+        }
+        eprintln!("== S1 {} (run {run}/{runs}): from no slices / Endpoints to converged", c.name());
+        let (p, cell) = ctx.bulk(c).await?;
+        proc = p;
+        cells.push(cell);
+    }
+    let cell = median_run(cells);
     if args.has(Scenario::S1) {
         res.insert((Scenario::S1, idx), cell);
     }

@@ -126,7 +126,20 @@ impl Report<'_> {
         let common = |s: Scenario| -> Vec<(String, F<'_>)> {
             let mut v: Vec<(String, F<'_>)> = Vec::new();
             if s == Scenario::S1 {
-                v.push(("convergence (s)".into(), Box::new(|c: &Cell| num(c.secs, 2))));
+                if self.args.s1_runs > 1 {
+                    v.push((
+                        format!("convergence, median of {} runs (s)", self.args.s1_runs),
+                        Box::new(|c: &Cell| num(c.secs, 2)),
+                    ));
+                    v.push((
+                        "convergence, each run (s)".into(),
+                        Box::new(|c: &Cell| {
+                            (c.runs.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" / "), None)
+                        }),
+                    ));
+                } else {
+                    v.push(("convergence (s)".into(), Box::new(|c: &Cell| num(c.secs, 2))));
+                }
             }
             if s == Scenario::S2 {
                 v.push((
@@ -143,6 +156,14 @@ impl Report<'_> {
                 v.push(("latency p50 (ms)".into(), Box::new(|c: &Cell| num(c.flips.as_ref().map(|f| f.e2e.0), 1))));
                 v.push(("latency p99 (ms)".into(), Box::new(|c: &Cell| num(c.flips.as_ref().map(|f| f.e2e.1), 1))));
                 v.push((
+                    "status write → pod event p50 (ms)".into(),
+                    Box::new(|c: &Cell| num(c.flips.as_ref().map(|f| f.before.0), 1)),
+                ));
+                v.push((
+                    "status write → pod event p99 (ms)".into(),
+                    Box::new(|c: &Cell| num(c.flips.as_ref().map(|f| f.before.1), 1)),
+                ));
+                v.push((
                     "controller share p50 (ms)".into(),
                     Box::new(|c: &Cell| num(c.flips.as_ref().map(|f| f.share.0), 1)),
                 ));
@@ -158,6 +179,9 @@ impl Report<'_> {
             }
             v.push(("EndpointSlice writes (create/update/delete)".into(), writes(|c| &c.slices)));
             v.push(("Endpoints writes (create/update/delete)".into(), writes(|c| &c.endpoints)));
+            if matches!(s, Scenario::S1 | Scenario::S2) {
+                v.push(("apiserver time per write (ms, mean)".into(), Box::new(|c: &Cell| num(c.write_ms, 2))));
+            }
             v.push(("peak RSS (MiB)".into(), Box::new(|c: &Cell| num(mib(c.usage.peak_rss_kib), 1))));
             v.push(("CPU (s)".into(), Box::new(|c: &Cell| num(c.usage.cpu_s, 2))));
             v
@@ -307,9 +331,17 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "- Writes are `apiserver_request_total` deltas (create/update/delete = POST/PUT+PATCH/DELETE); CPU = utime+stime from /proc/<pid>/stat ÷ CLK_TCK ({}); peak RSS = VmHWM (reset per window through /proc/<pid>/clear_refs where allowed). floor runs inside the harness: no RSS/CPU.\n",
+            "- Writes are `apiserver_request_total` deltas (create/update/delete = POST/PUT+PATCH/DELETE); CPU = utime+stime from /proc/<pid>/stat ÷ CLK_TCK ({}); peak RSS = VmHWM (reset per window through /proc/<pid>/clear_refs where allowed). floor runs inside the harness: no RSS/CPU. apiserver time per write = `apiserver_request_duration_seconds` sum ÷ count over the writes.",
             self.tck
         );
+        if a.s1_runs > 1 {
+            let _ = writeln!(
+                out,
+                "- S1 runs {} times per contender, each from no outputs with a fresh process; its rows are the median run's, except peak RSS (the highest of the runs).",
+                a.s1_runs
+            );
+        }
+        out.push('\n');
         out.push_str(&self.table());
         out.push('\n');
         out.push_str(&self.targets());
