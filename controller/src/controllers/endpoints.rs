@@ -1,7 +1,7 @@
 //! The legacy Endpoints controller's shell: Service and pod events → Service keys (upstream's
 //! rules), a snapshot per key, the pure planner ([`crate::endpoints`]), one write.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,10 +11,10 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
-use super::informers::{Informers, Key, PodSubscriber, Subscribers, key_of};
+use super::informers::{Informers, Key, Subscribers, key_of};
 use super::overlay::RecentWrites;
 use super::trigger::TriggerTimeTracker;
-use super::work::{Queue, SyncError, is_namespace_terminating, services_to_sync};
+use super::work::{PodEvents, Queue, SyncError, is_namespace_terminating};
 use crate::endpoints as core;
 use crate::pod::CachedPod;
 use crate::runtime::admin::Readiness;
@@ -25,21 +25,7 @@ use crate::runtime::queue::{RateLimit, WorkQueue};
 const QUEUE: &str = "endpoint";
 
 /// Endpoints controller settings (validated flags).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The pure planner's configuration.
-    pub core: core::Config,
-    /// Workers (`--concurrent-endpoint-syncs`).
-    pub workers: usize,
-    /// Delay of pod-triggered syncs (`--endpoint-updates-batch-period`).
-    pub batch_period: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings { core: core::Config::default(), workers: 5, batch_period: Duration::ZERO }
-    }
-}
+pub type Settings = super::ControllerSettings<core::Config>;
 
 struct Shared {
     client: kube::Client,
@@ -92,7 +78,7 @@ impl Controller {
         let s = &self.shared;
         Subscribers {
             services: vec![Arc::new(ServiceEvents(s.clone()))],
-            pods: vec![Arc::new(PodEvents(s.clone()))],
+            pods: vec![Arc::new(PodEvents { queue: s.queue.clone(), batch_period: s.settings.batch_period })],
             endpoints: vec![Arc::new(EndpointsEvents(s.clone()))],
             ..Default::default()
         }
@@ -134,29 +120,6 @@ impl Handler<Service> for ServiceEvents {
 
     fn deleted(&self, old: Arc<Service>) {
         self.0.queue.enqueue(key_of(&*old), Duration::ZERO);
-    }
-}
-
-struct PodEvents(Arc<Shared>);
-
-impl PodSubscriber for PodEvents {
-    fn pod_changed(
-        &self,
-        old: Option<&CachedPod>,
-        new: Option<&CachedPod>,
-        before: &BTreeSet<String>,
-        now: &BTreeSet<String>,
-    ) {
-        let Some((ns, services)) = services_to_sync(old, new, before, now) else { return };
-        for svc in services {
-            self.0.queue.enqueue((ns.clone(), svc), self.0.settings.batch_period);
-        }
-    }
-
-    fn members_changed(&self, services: &[Key]) {
-        for k in services {
-            self.0.queue.enqueue(k.clone(), Duration::ZERO);
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! events to Service keys with upstream's enqueue rules, and for each key takes a snapshot, asks
 //! the pure planner ([`crate::endpointslice`]) for a plan and applies it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,10 +20,10 @@ use crate::runtime::cache::Handler;
 use crate::runtime::metrics::{Metrics, ResultLabels, WriterLabels};
 use crate::runtime::queue::{RateLimit, WorkQueue};
 
-use super::informers::{Informers, Key, PodSubscriber, Subscribers, key_of};
+use super::informers::{Informers, Key, Subscribers, key_of};
 use super::overlay::RecentWrites;
 use super::trigger::{TriggerTimeTracker, to_chrono};
-use super::work::{Queue, SlicePlan, SyncError, apply_slices, services_to_sync};
+use super::work::{PodEvents, Queue, SlicePlan, SyncError, apply_slices};
 
 pub use super::informers::LABEL_SERVICE_NAME;
 /// The label naming the controller managing a slice.
@@ -32,21 +32,7 @@ pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 pub const SLICE_CHANGE_MIN_SYNC_DELAY: Duration = Duration::from_secs(1);
 
 /// EndpointSlice controller settings (validated flags).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The pure planner's configuration (max endpoints per slice, managed-by value …).
-    pub core: core::Config,
-    /// Workers (`--concurrent-service-endpoint-syncs`, 1–50).
-    pub workers: usize,
-    /// Delay of pod-triggered syncs (`--endpointslice-updates-batch-period`).
-    pub batch_period: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings { core: core::Config::default(), workers: 5, batch_period: Duration::ZERO }
-    }
-}
+pub type Settings = super::ControllerSettings<core::Config>;
 
 struct Shared {
     client: kube::Client,
@@ -113,7 +99,7 @@ impl Controller {
         let s = &self.shared;
         Subscribers {
             services: vec![Arc::new(ServiceEvents(s.clone()))],
-            pods: vec![Arc::new(PodEvents(s.clone()))],
+            pods: vec![Arc::new(PodEvents { queue: s.queue.clone(), batch_period: s.settings.batch_period })],
             nodes: vec![Arc::new(NodeEvents(s.clone()))],
             slices: vec![Arc::new(SliceEvents(s.clone()))],
             endpoints: vec![],
@@ -176,29 +162,6 @@ impl Handler<Service> for ServiceEvents {
         let (ns, name) = key_of(&*old);
         self.0.hinted.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns.clone(), name.clone()));
         self.0.queue.enqueue((ns, name), Duration::ZERO);
-    }
-}
-
-struct PodEvents(Arc<Shared>);
-
-impl PodSubscriber for PodEvents {
-    fn pod_changed(
-        &self,
-        old: Option<&CachedPod>,
-        new: Option<&CachedPod>,
-        before: &BTreeSet<String>,
-        now: &BTreeSet<String>,
-    ) {
-        let Some((ns, services)) = services_to_sync(old, new, before, now) else { return };
-        for svc in services {
-            self.0.queue.enqueue((ns.clone(), svc), self.0.settings.batch_period);
-        }
-    }
-
-    fn members_changed(&self, services: &[Key]) {
-        for k in services {
-            self.0.queue.enqueue(k.clone(), Duration::ZERO);
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! [`crate::mirroring::plan`] and applied here.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,21 +25,7 @@ use crate::runtime::queue::{RateLimit, WorkQueue};
 const QUEUE: &str = "endpoint_slice_mirroring";
 
 /// Mirroring controller settings (validated flags).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// The pure planner's configuration (per-subset maximum, managed-by value).
-    pub core: core::Config,
-    /// Workers (`--mirroring-concurrent-service-endpoint-syncs`).
-    pub workers: usize,
-    /// Delay of syncs (`--mirroring-endpointslice-updates-batch-period`).
-    pub batch_period: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings { core: core::Config::default(), workers: 5, batch_period: Duration::ZERO }
-    }
-}
+pub type Settings = super::ControllerSettings<core::Config>;
 
 struct Shared {
     client: kube::Client,

@@ -89,6 +89,24 @@ pub fn parse_controllers(list: &[String]) -> Result<Vec<ControllerName>, String>
     Ok(enabled)
 }
 
+/// One controller's settings (validated flags).
+#[derive(Debug, Clone)]
+pub struct ControllerSettings<C> {
+    /// The pure planner's configuration (max endpoints per slice or subset, managed-by value …).
+    pub core: C,
+    /// Workers (`--concurrent-service-endpoint-syncs`, `--concurrent-endpoint-syncs`,
+    /// `--mirroring-concurrent-service-endpoint-syncs`).
+    pub workers: usize,
+    /// Delay of pod- or Endpoints-triggered syncs (the controller's `…-updates-batch-period`).
+    pub batch_period: Duration,
+}
+
+impl<C: Default> Default for ControllerSettings<C> {
+    fn default() -> Self {
+        ControllerSettings { core: C::default(), workers: 5, batch_period: Duration::ZERO }
+    }
+}
+
 /// Settings of the controllers (validated flags).
 #[derive(Debug, Clone)]
 pub struct Options {

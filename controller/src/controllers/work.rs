@@ -139,6 +139,37 @@ impl Queue {
     }
 }
 
+/// The pod events of the EndpointSlice and Endpoints controllers: sync the Services
+/// [`services_to_sync`] names after the batch period, and the Services whose membership an
+/// index change moved at once.
+pub struct PodEvents {
+    /// The controller's queue.
+    pub queue: Arc<Queue>,
+    /// Its `…-updates-batch-period`.
+    pub batch_period: Duration,
+}
+
+impl super::informers::PodSubscriber for PodEvents {
+    fn pod_changed(
+        &self,
+        old: Option<&CachedPod>,
+        new: Option<&CachedPod>,
+        before: &BTreeSet<String>,
+        now: &BTreeSet<String>,
+    ) {
+        let Some((ns, services)) = services_to_sync(old, new, before, now) else { return };
+        for svc in services {
+            self.queue.enqueue((ns.clone(), svc), self.batch_period);
+        }
+    }
+
+    fn members_changed(&self, services: &[Key]) {
+        for k in services {
+            self.queue.enqueue(k.clone(), Duration::ZERO);
+        }
+    }
+}
+
 /// Upstream's pod-event rule (`GetServicesToUpdateOnPodChange`): which Services to sync after a
 /// pod was added (`old: None`), updated, or deleted (`new: None`), given the Services that
 /// selected it before and after. Returns the pod's namespace and the Service names.
