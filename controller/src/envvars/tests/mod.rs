@@ -158,27 +158,8 @@ pub(super) fn kubelet_env(pod_ns: &str, links: bool, services: &[Service], env: 
     out
 }
 
-/// Standard base64 decoding (test side of the encoder).
+/// Standard base64 decoding (test side of the encoder), by the `base64` crate.
 pub(super) fn unbase64(s: &str) -> Option<Vec<u8>> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = s.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        let mut pad = 0;
-        for &c in chunk {
-            n <<= 6;
-            if c == b'=' {
-                pad += 1;
-            } else {
-                n |= u32::try_from(A.iter().position(|&a| a == c)?).ok()?;
-            }
-        }
-        let b = n.to_be_bytes();
-        out.extend_from_slice(&b[1..4 - pad]);
-    }
-    Some(out)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
 }
