@@ -79,7 +79,7 @@ pub async fn start(client: &kube::Client, ns: &str, tweak: impl FnOnce(&mut Opti
         let _ = rx.await;
     }));
     let t0 = Instant::now();
-    while !handles.ready.failing().is_empty() {
+    while !handles.ready.is_ready() {
         assert!(t0.elapsed() < CONVERGE, "controllers not ready: {:?}", handles.ready.failing());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

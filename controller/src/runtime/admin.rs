@@ -31,6 +31,13 @@ impl Readiness {
         self.checks.lock().unwrap_or_else(|e| e.into_inner()).push((name, flag));
     }
 
+    /// Whether there is a check and every check passes (what a caller that started the
+    /// controllers itself waits for: before the first check is registered nothing is known).
+    pub fn is_ready(&self) -> bool {
+        let checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        !checks.is_empty() && checks.iter().all(|(_, f)| f.load(Ordering::Relaxed))
+    }
+
     /// The names of the failing checks.
     pub fn failing(&self) -> Vec<&'static str> {
         self.checks
@@ -112,5 +119,21 @@ mod tests {
         let (code, body) = get(r, "/metrics").await;
         assert_eq!(code, StatusCode::OK);
         assert!(body.contains("endpoint_slice_controller_endpoints_desired"), "{body}");
+    }
+
+    #[test]
+    fn ready_needs_a_check_and_every_check_passing() {
+        let r = Readiness::default();
+        assert!(!r.is_ready(), "nothing registered yet");
+        let a = r.check("a");
+        assert!(!r.is_ready());
+        assert_eq!(r.failing(), vec!["a"]);
+        a.store(true, Ordering::Relaxed);
+        assert!(r.is_ready());
+        let b = Arc::new(AtomicBool::new(false));
+        r.register("b", b.clone());
+        assert_eq!((r.is_ready(), r.failing()), (false, vec!["b"]));
+        b.store(true, Ordering::Relaxed);
+        assert!(r.is_ready());
     }
 }
