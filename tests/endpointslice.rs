@@ -507,3 +507,36 @@ async fn a_second_writer_of_our_slices_is_reported_once() {
     }
     ctl.stop().await;
 }
+
+/// An API server that refuses streaming lists (WatchList off: the default of Kubernetes 1.27–1.31
+/// and 1.33): the caches fall back to paginated lists by themselves and the controller works.
+#[tokio::test]
+async fn caches_fall_back_to_paged_lists_where_streaming_lists_are_refused() {
+    let cp = envtest::ControlPlane::start(envtest::Options {
+        apiserver_args: vec!["--feature-gates=WatchList=false".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "es-paged").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let refused = pods.watch(&kube::api::WatchParams::streaming_lists(), "0").await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422),
+        "this control plane must refuse streaming lists: {:?}",
+        refused.map(|_| "a watch")
+    );
+    let ctl = start(&client, &ns, |o| assert!(o.streaming_lists, "on by default")).await;
+    Api::<Service>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &service("web", "web", &[("http", 80, IntOrString::String("http".into()))]))
+        .await
+        .unwrap();
+    let names = create_pods(&pods, "web", 2, &[("http", 8080)]).await;
+    let want: BTreeSet<String> = wait_ready_ips(&pods, &names).await.into_values().collect();
+    wait_slices(&client, &ns, "web", "2 ready endpoints", |s| {
+        addresses(s).into_iter().collect::<BTreeSet<_>>() == want
+    })
+    .await;
+    drop(ctl);
+}

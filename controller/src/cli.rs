@@ -66,6 +66,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub namespace: Option<String>,
 
+    /// Fill the caches from streaming lists (a watch with `sendInitialEvents`, the API server's
+    /// WatchList feature; client-go's default since 1.35) instead of paginated lists: less memory
+    /// at start-up. Where the API server refuses it (WatchList off: the default of Kubernetes
+    /// 1.27–1.31 and 1.33) each cache falls back to pages by itself, with a warning; `false`
+    /// always uses pages.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub streaming_lists: bool,
+
     /// Elect a leader among replicas through a Lease; only the leader writes.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -158,6 +166,7 @@ impl RunArgs {
                 batch_period: self.endpointslice_updates_batch_period,
             },
             namespace: self.namespace.clone(),
+            streaming_lists: self.streaming_lists,
             endpoints: controllers::endpoints::Settings {
                 core: crate::endpoints::Config::default(),
                 workers: usize::from(self.concurrent_endpoint_syncs),
@@ -359,5 +368,14 @@ mod tests {
         assert_eq!(o.endpointslice.workers, 5);
         assert_eq!(o.endpointslice.batch_period, Duration::ZERO);
         assert_eq!(o.endpointslice.core.managed_by, "endpointslice-controller.k8s.io");
+        assert!(o.streaming_lists, "client-go's WatchListClient default since 1.35");
+    }
+
+    #[test]
+    fn streaming_lists_can_be_turned_off() {
+        let t = T::try_parse_from(["x", "--streaming-lists=false"]).unwrap();
+        assert!(!t.run.options().unwrap().streaming_lists);
+        let err = T::try_parse_from(["x", "--streaming-lists=maybe"]).unwrap_err().to_string();
+        assert!(err.contains("--streaming-lists"), "{err}");
     }
 }

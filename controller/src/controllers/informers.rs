@@ -395,18 +395,22 @@ impl Informers {
 }
 
 /// Starts the watches (all namespaces, or `namespace`) and returns the caches; the returned
-/// future runs the watches.
+/// future runs the watches. With `streaming_lists` each cache gets its initial state as a
+/// streaming list (falling back to pages where the API server refuses it).
 pub fn start(
     client: &kube::Client,
     namespace: Option<&str>,
+    streaming_lists: bool,
     subs: Subscribers,
 ) -> (Informers, impl std::future::Future<Output = ()> + Send + 'static) {
     let membership = Arc::new(Membership::default());
     let pods_slot: Arc<OnceLock<Cache<CachedPod>>> = Arc::default();
     let mut strings = Interner::default();
+    let cfg =
+        || if streaming_lists { watcher::Config::default().streaming_lists() } else { watcher::Config::default() };
     let (pods, pods_fut) = run_cache(
         api::<WatchedPod>(client, namespace),
-        watcher::Config::default(),
+        cfg(),
         // Nothing to prune: decoding keeps only what the controllers read.
         move |p: WatchedPod| p.into_cached(&mut strings),
         vec![Arc::new(PodFanout(membership.clone(), subs.pods, pods_slot.clone()))],
@@ -415,30 +419,22 @@ pub fn start(
     let mut service_handlers: Vec<Arc<dyn Handler<Service>>> =
         vec![Arc::new(ServiceMembership(membership.clone(), pods_slot))];
     service_handlers.extend(subs.services);
-    let (services, services_fut) = run_cache(
-        api::<Service>(client, namespace),
-        watcher::Config::default(),
-        prune::managed_fields::<Service>,
-        service_handlers,
-    );
-    let (nodes, nodes_fut) = run_cache(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default(),
-        prune::managed_fields::<Node>,
-        subs.nodes,
-    );
+    let (services, services_fut) =
+        run_cache(api::<Service>(client, namespace), cfg(), prune::managed_fields::<Service>, service_handlers);
+    let (nodes, nodes_fut) =
+        run_cache(Api::<Node>::all(client.clone()), cfg(), prune::managed_fields::<Node>, subs.nodes);
     let slices_by_service = Arc::new(GroupIndex::default());
     let mut slice_handlers: Vec<Arc<dyn Handler<EndpointSlice>>> =
         vec![Arc::new(SliceIndex(slices_by_service.clone()))];
     slice_handlers.extend(subs.slices);
     let (slices, slices_fut) = run_cache(
         api::<EndpointSlice>(client, namespace),
-        watcher::Config::default().labels(LABEL_SERVICE_NAME),
+        cfg().labels(LABEL_SERVICE_NAME),
         prune::endpoint_slice,
         slice_handlers,
     );
     let (endpoints, endpoints_fut) =
-        run_cache(api::<Endpoints>(client, namespace), watcher::Config::default(), prune::endpoints, subs.endpoints);
+        run_cache(api::<Endpoints>(client, namespace), cfg(), prune::endpoints, subs.endpoints);
     let fut = async move {
         tokio::join!(pods_fut, services_fut, nodes_fut, slices_fut, endpoints_fut);
     };

@@ -124,6 +124,8 @@ pub struct Options {
     pub field_manager: String,
     /// Watch and manage only this namespace (`--namespace`); all namespaces when `None`.
     pub namespace: Option<String>,
+    /// Fetch the caches' initial state as streaming lists (`--streaming-lists`).
+    pub streaming_lists: bool,
     /// Leader election; `None` writes unconditionally (a single replica, or tests).
     pub leader_election: Option<leader::LeaderElection>,
 }
@@ -138,6 +140,7 @@ impl Default for Options {
             admin_addr: None,
             field_manager: "epslice".into(),
             namespace: None,
+            streaming_lists: true,
             leader_election: None,
         }
     }
@@ -179,8 +182,8 @@ pub async fn run(
             );
         }
     }
-    let running = ready.check("not shutting down");
-    running.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Passes once every controller and cache has registered its own checks, until shutdown.
+    let running = ready.check("started, not shutting down");
 
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let admin = options.admin_addr.map(|addr| {
@@ -261,7 +264,7 @@ pub async fn run(
         })
     });
 
-    let (informers, watches) = informers::start(&client, options.namespace.as_deref(), subs);
+    let (informers, watches) = informers::start(&client, options.namespace.as_deref(), options.streaming_lists, subs);
     // A replica whose watches fail (API server unreachable or refusing) is not ready while the
     // watches back off; it recovers with the next event.
     for (name, flag) in informers.watch_health() {
@@ -273,6 +276,7 @@ pub async fn run(
     for run in runs {
         tasks.spawn(run(informers.clone(), stop_rx.clone(), gate.clone()));
     }
+    running.store(true, std::sync::atomic::Ordering::Relaxed);
 
     shutdown.await;
     running.store(false, std::sync::atomic::Ordering::Relaxed);

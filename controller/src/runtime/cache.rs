@@ -10,6 +10,10 @@
 //! the handlers and the store share one `Arc`, the key is the namespace (allocated once per
 //! namespace) and the name, and a watched type can be projected into a smaller cached type
 //! (pods: [`crate::pod::WatchedPod`] → [`crate::pod::CachedPod`]).
+//!
+//! A cache asked for a streaming list (`Config::streaming_lists`, the apiserver's WatchList
+//! feature, as client-go's informers use by default since 1.35) falls back to a paginated list
+//! when the apiserver refuses it (see [`refuses_streaming_list`]).
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -20,8 +24,8 @@ use std::sync::{Arc, RwLock};
 use futures::StreamExt;
 use kube::Resource;
 use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, watcher::Config};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Config, Event, InitialListStrategy};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -291,8 +295,8 @@ where
     let watching = Arc::new(AtomicBool::new(false));
     let health = watching.clone();
     let fut = async move {
-        let stream = watcher::watcher(api, config).default_backoff();
-        let mut stream = std::pin::pin!(stream);
+        let mut config = config;
+        let mut stream = watcher::watcher(api.clone(), config.clone()).default_backoff().boxed();
         while let Some(ev) = stream.next().await {
             let ev = match ev {
                 Ok(ev) => {
@@ -300,6 +304,19 @@ where
                         tracing::debug!(kind = %K::kind(&Default::default()), "watch is up");
                     }
                     ev
+                }
+                Err(e)
+                    if config.initial_list_strategy == InitialListStrategy::StreamingList
+                        && refuses_streaming_list(&e) =>
+                {
+                    tracing::warn!(
+                        kind = %K::kind(&Default::default()),
+                        error = %e,
+                        "the API server refuses streaming lists (WatchList); listing in pages instead"
+                    );
+                    config.initial_list_strategy = InitialListStrategy::ListWatch;
+                    stream = watcher::watcher(api.clone(), config.clone()).default_backoff().boxed();
+                    continue;
                 }
                 Err(e) => {
                     health.store(false, Ordering::Relaxed);
@@ -324,6 +341,20 @@ where
         }
     };
     (Cache { store, synced: rx, watching }, fut)
+}
+
+/// Whether a watch error says the API server does not serve streaming lists: it answers a watch
+/// with `sendInitialEvents` with 422 Invalid when its WatchList feature is off (the default in
+/// Kubernetes 1.27–1.31 and 1.33), and servers older than 1.27 reject the
+/// `resourceVersionMatch` such a watch carries the same way.
+pub fn refuses_streaming_list(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::WatchStartFailed(kube::Error::Api(s)) => {
+            s.code == 422 || s.message.contains("sendInitialEvents") || s.message.contains("resourceVersionMatch")
+        }
+        watcher::Error::WatchError(s) => s.message.contains("sendInitialEvents"),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +399,29 @@ mod tests {
         let mut all: Vec<String> = store.state().iter().map(|o| v(o)).collect();
         all.sort();
         all
+    }
+
+    fn status(code: u16, message: &str) -> Box<kube::core::Status> {
+        Box::new(kube::core::Status { code, message: message.into(), ..Default::default() })
+    }
+
+    #[test]
+    fn a_refused_streaming_list_is_recognised_and_other_errors_are_not() {
+        // What a 1.33 apiserver (WatchList off) answers, and a pre-1.27 one.
+        let off = "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled";
+        let old = "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch";
+        for m in [off, old] {
+            assert!(refuses_streaming_list(&watcher::Error::WatchStartFailed(kube::Error::Api(status(422, m)))));
+        }
+        assert!(refuses_streaming_list(&watcher::Error::WatchError(status(500, off))));
+        for e in [
+            watcher::Error::WatchStartFailed(kube::Error::Api(status(403, "pods is forbidden"))),
+            watcher::Error::WatchStartFailed(kube::Error::Api(status(500, "etcd timeout"))),
+            watcher::Error::WatchError(status(410, "too old resource version")),
+            watcher::Error::NoResourceVersion,
+        ] {
+            assert!(!refuses_streaming_list(&e), "{e}");
+        }
     }
 
     #[test]
