@@ -180,7 +180,26 @@ impl<S: Cached> Writer<S> {
                     h.deleted(last.clone());
                 }
             }
-            Event::Init => self.listing = Some(Objects::default()),
+            Event::Init => {
+                // A list cut off and started again: the handlers were told about the partial
+                // list's objects; those the store does not hold are reported deleted (the new
+                // list reports them again if they still exist).
+                if let Some(partial) = self.listing.replace(Objects::default()) {
+                    let gone: Vec<Arc<S>> = partial
+                        .values()
+                        .filter(|o| {
+                            let (ns, name) = o.cache_key();
+                            self.store.get(ns, name).is_none()
+                        })
+                        .cloned()
+                        .collect();
+                    for o in gone {
+                        for h in handlers {
+                            h.deleted(o.clone());
+                        }
+                    }
+                }
+            }
             Event::InitApply(o) => {
                 let new = Arc::new(o);
                 let (ns, name) = new.cache_key();
@@ -350,7 +369,7 @@ where
 pub fn refuses_streaming_list(e: &watcher::Error) -> bool {
     match e {
         watcher::Error::WatchStartFailed(kube::Error::Api(s)) => {
-            s.code == 422 || s.message.contains("sendInitialEvents") || s.message.contains("resourceVersionMatch")
+            s.code == 422 && (s.message.contains("sendInitialEvents") || s.message.contains("resourceVersionMatch"))
         }
         watcher::Error::WatchError(s) => s.message.contains("sendInitialEvents"),
         _ => false,
@@ -417,6 +436,7 @@ mod tests {
         for e in [
             watcher::Error::WatchStartFailed(kube::Error::Api(status(403, "pods is forbidden"))),
             watcher::Error::WatchStartFailed(kube::Error::Api(status(500, "etcd timeout"))),
+            watcher::Error::WatchStartFailed(kube::Error::Api(status(422, "unable to parse requirement"))),
             watcher::Error::WatchError(status(410, "too old resource version")),
             watcher::Error::NoResourceVersion,
         ] {
@@ -488,6 +508,33 @@ mod tests {
         w.apply(Event::InitDone, &hs);
         assert_eq!(sorted(&store), ["a/keep=2", "b/new=1"]);
         assert_eq!(*log.0.lock().unwrap(), ["synced"]);
+    }
+
+    #[test]
+    fn a_list_cut_off_and_started_again_reports_what_only_the_partial_list_had_as_deleted() {
+        let (store, mut w) = Writer::new();
+        let log = Arc::new(Log::default());
+        let hs: Vec<Arc<dyn Handler<ConfigMap>>> = vec![log.clone()];
+        w.apply(Event::Apply(cm("a", "old", "1")), &hs);
+        w.apply(Event::Init, &hs);
+        w.apply(Event::InitApply(cm("a", "old", "2")), &hs);
+        w.apply(Event::InitApply(cm("a", "brief", "1")), &hs);
+        // The list breaks off; "brief" is deleted before the next list starts.
+        w.apply(Event::Init, &hs);
+        w.apply(Event::InitApply(cm("a", "old", "3")), &hs);
+        w.apply(Event::InitDone, &hs);
+        assert_eq!(sorted(&store), ["a/old=3"]);
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            [
+                "applied - -> a/old=1",
+                "applied a/old=1 -> a/old=2",
+                "applied - -> a/brief=1",
+                "deleted a/brief=1",
+                "applied a/old=1 -> a/old=3",
+                "synced"
+            ]
+        );
     }
 
     #[test]

@@ -97,8 +97,8 @@ pub struct Args {
     /// `--kube-api-burst` of the kcm-fast contender.
     #[arg(long, default_value_t = 2000)]
     pub kcm_fast_burst: u32,
-    /// S1 runs per contender (each from no outputs, the process restarted); the table shows the
-    /// run with the median convergence time and every run's time, peak RSS is the highest.
+    /// S1 runs per contender, odd (each from no outputs, the process restarted); the table shows
+    /// the run with the median convergence time and every run's time, peak RSS is the highest.
     #[arg(long, default_value_t = 3)]
     pub s1_runs: usize,
     /// A contender counts as settled (S3, S4, before S2) after this many seconds without a write
@@ -152,6 +152,9 @@ impl Args {
         range("create-concurrency", self.create_concurrency, 1, 1024)?;
         range("floor-concurrency", self.floor_concurrency, 1, 1024)?;
         range("s1-runs", self.s1_runs, 1, 99)?;
+        if self.s1_runs.is_multiple_of(2) {
+            return Err(format!("--s1-runs {}: must be odd (the table shows the median run)", self.s1_runs));
+        }
         let pods = self.total_pods();
         if pods > 500_000 {
             return Err(format!("{pods} pods in total: more than 500,000 is not supported"));
@@ -217,6 +220,8 @@ mod tests {
         assert!(parse(&["--flips-per-second", "0"]).is_err_and(|e| e.contains("--flips-per-second")));
         assert!(parse(&["--scenarios", "S9"]).is_err());
         assert!(parse(&["--contenders", "nope"]).is_err());
+        assert!(parse(&["--s1-runs", "2"]).is_err_and(|e| e.contains("must be odd")));
+        assert!(parse(&["--s1-runs", "0"]).is_err_and(|e| e.contains("--s1-runs")));
         assert!(parse(&["--services", "0", "--big-services", "0"]).is_err_and(|e| e.contains("nothing")));
         assert!(parse(&["--epslice-bin", "/nonexistent/epslice"]).is_err_and(|e| e.contains("no such file")));
         let a = parse(&["--scenarios", "s2,S1,S2", "--contenders", "epslice,epslice,floor"])
