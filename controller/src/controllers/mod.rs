@@ -270,7 +270,7 @@ pub async fn run(
     for (name, flag) in informers.watch_health() {
         ready.register(name, flag);
     }
-    let watches = tokio::spawn(watches);
+    let mut watches = tokio::spawn(watches);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for run in runs {
@@ -278,8 +278,11 @@ pub async fn run(
     }
     running.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    shutdown.await;
+    let early = until_shutdown(shutdown, &mut tasks, &mut watches).await;
     running.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(why) = &early {
+        tracing::error!(%why, "stopping: the process cannot go on without it");
+    }
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(30);
     if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
@@ -295,12 +298,58 @@ pub async fn run(
     if let Some(a) = admin {
         let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
     }
-    Ok(())
+    match early {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
+}
+
+/// Waits for `shutdown`. A controller or the watches feeding the caches must run until then; if
+/// one ends first (a panic, say), this returns what ended, so the process stops with an error
+/// (and is restarted) instead of staying ready with a dead controller or frozen caches.
+async fn until_shutdown(
+    shutdown: impl std::future::Future<Output = ()>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    watches: &mut tokio::task::JoinHandle<()>,
+) -> Option<String> {
+    fn how(r: Result<(), tokio::task::JoinError>) -> &'static str {
+        match r {
+            Ok(()) => "returned",
+            Err(e) if e.is_panic() => "panicked",
+            Err(_) => "cancelled",
+        }
+    }
+    tokio::select! {
+        () = shutdown => None,
+        Some(r) = tasks.join_next() => Some(format!("a controller stopped on its own ({})", how(r))),
+        r = watches => Some(format!("the watches stopped on their own ({})", how(r))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_controller_or_the_watches_ending_before_shutdown_is_reported() {
+        let pending = || std::future::pending::<()>();
+        // Shutdown first: nothing to report.
+        let (mut tasks, mut watches) = (tokio::task::JoinSet::new(), tokio::spawn(pending()));
+        tasks.spawn(pending());
+        assert_eq!(until_shutdown(async {}, &mut tasks, &mut watches).await, None);
+        // No controller at all is not an early end.
+        let mut none = tokio::task::JoinSet::new();
+        let t = tokio::time::timeout(Duration::from_millis(50), until_shutdown(pending(), &mut none, &mut watches));
+        assert!(t.await.is_err(), "waits for shutdown");
+        // A controller that panics.
+        tasks.spawn(async { panic!("a bug") });
+        let why = until_shutdown(pending(), &mut tasks, &mut watches).await;
+        assert_eq!(why.as_deref(), Some("a controller stopped on its own (panicked)"));
+        // The watches returning.
+        let mut watches = tokio::spawn(async {});
+        let why = until_shutdown(pending(), &mut tasks, &mut watches).await;
+        assert_eq!(why.as_deref(), Some("the watches stopped on their own (returned)"));
+    }
 
     fn p(s: &str) -> Result<Vec<&'static str>, String> {
         parse_controllers(&[s.to_string()]).map(|v| v.into_iter().map(ControllerName::as_str).collect())
