@@ -93,6 +93,17 @@ impl<S: Cached> Objects<S> {
         Some(old)
     }
 
+    /// The objects whose key `other` does not hold.
+    fn missing_from(&self, other: &Objects<S>) -> Vec<Arc<S>> {
+        self.values()
+            .filter(|o| {
+                let (ns, name) = o.cache_key();
+                other.get(ns, name).is_none()
+            })
+            .cloned()
+            .collect()
+    }
+
     fn values(&self) -> impl Iterator<Item = &Arc<S>> {
         self.by_namespace.values().flat_map(HashMap::values)
     }
@@ -185,19 +196,8 @@ impl<S: Cached> Writer<S> {
                 // list's objects; those the store does not hold are reported deleted (the new
                 // list reports them again if they still exist).
                 if let Some(partial) = self.listing.replace(Objects::default()) {
-                    let gone: Vec<Arc<S>> = partial
-                        .values()
-                        .filter(|o| {
-                            let (ns, name) = o.cache_key();
-                            self.store.get(ns, name).is_none()
-                        })
-                        .cloned()
-                        .collect();
-                    for o in gone {
-                        for h in handlers {
-                            h.deleted(o.clone());
-                        }
-                    }
+                    let gone = partial.missing_from(&self.store.read());
+                    report_deleted(gone, handlers);
                 }
             }
             Event::InitApply(o) => {
@@ -222,28 +222,22 @@ impl<S: Cached> Writer<S> {
                 // the store: an empty listing would report every object as deleted.
                 if let Some(listed) = self.listing.take() {
                     let before = std::mem::replace(&mut *self.store.write(), listed);
-                    let gone: Vec<Arc<S>> = {
-                        let now = self.store.read();
-                        before
-                            .values()
-                            .filter(|o| {
-                                let (ns, name) = o.cache_key();
-                                now.get(ns, name).is_none()
-                            })
-                            .cloned()
-                            .collect()
-                    };
+                    let gone = before.missing_from(&self.store.read());
                     drop(before);
-                    for o in gone {
-                        for h in handlers {
-                            h.deleted(o.clone());
-                        }
-                    }
+                    report_deleted(gone, handlers);
                 }
                 for h in handlers {
                     h.synced();
                 }
             }
+        }
+    }
+}
+
+fn report_deleted<S>(gone: Vec<Arc<S>>, handlers: &[Arc<dyn Handler<S>>]) {
+    for o in gone {
+        for h in handlers {
+            h.deleted(o.clone());
         }
     }
 }
@@ -300,7 +294,7 @@ impl<S: Cached> Cache<S> {
 /// and must be polled (spawned) for the cache to fill.
 pub fn run_cache<K, S>(
     api: Api<K>,
-    config: Config,
+    mut config: Config,
     mut project: impl FnMut(K) -> S + Send + 'static,
     handlers: Vec<Arc<dyn Handler<S>>>,
 ) -> (Cache<S>, impl std::future::Future<Output = ()> + Send + 'static)
@@ -314,7 +308,6 @@ where
     let watching = Arc::new(AtomicBool::new(false));
     let health = watching.clone();
     let fut = async move {
-        let mut config = config;
         let mut stream = watcher::watcher(api.clone(), config.clone()).default_backoff().boxed();
         while let Some(ev) = stream.next().await {
             let ev = match ev {
