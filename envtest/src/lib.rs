@@ -269,6 +269,12 @@ impl ControlPlane {
         self.components.lock().unwrap_or_else(|e| e.into_inner()).push(c);
     }
 
+    /// The process id of a running component by name (`etcd`, `kube-apiserver`, `kwok`), e.g.
+    /// to measure its CPU.
+    pub fn pid_of(&self, name: &str) -> Option<u32> {
+        self.components.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|c| c.name() == name)?.pid()
+    }
+
     /// Process ids of every running component (for leak checks).
     pub fn pids(&self) -> Vec<u32> {
         let mut v: Vec<u32> =

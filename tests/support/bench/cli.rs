@@ -125,6 +125,14 @@ pub struct Args {
     /// Seed of the S2 flip sequence.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Also record a CPU profile of kube-apiserver (`/debug/pprof/profile`) over the first
+    /// --apiserver-profile-seconds of every S1 run, into this directory, one file per contender
+    /// and run (read with `go tool pprof -top FILE`).
+    #[arg(long)]
+    pub apiserver_profile: Option<PathBuf>,
+    /// Length of each --apiserver-profile recording (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub apiserver_profile_seconds: u64,
 }
 
 impl Args {
@@ -152,6 +160,7 @@ impl Args {
         range("create-concurrency", self.create_concurrency, 1, 1024)?;
         range("floor-concurrency", self.floor_concurrency, 1, 1024)?;
         range("s1-runs", self.s1_runs, 1, 99)?;
+        range("apiserver-profile-seconds", self.apiserver_profile_seconds, 1, 600)?;
         if self.s1_runs.is_multiple_of(2) {
             return Err(format!("--s1-runs {}: must be odd (the table shows the median run)", self.s1_runs));
         }

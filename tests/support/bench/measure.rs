@@ -216,9 +216,50 @@ impl Window {
     }
 }
 
+/// CPU seconds used by several processes (the control plane's) over a window.
+#[derive(Debug, Clone)]
+pub struct CpuWindow {
+    start: Vec<(u32, f64)>,
+    tck: f64,
+}
+
+impl CpuWindow {
+    /// Starts a window over `pids` (processes that cannot be read are left out).
+    pub fn start(pids: impl IntoIterator<Item = u32>, tck: f64) -> CpuWindow {
+        let start = pids.into_iter().filter_map(|p| Some((p, cpu_seconds(p, tck)?))).collect();
+        CpuWindow { start, tck }
+    }
+
+    /// CPU seconds since the start, summed; None if no process could be read at both ends.
+    pub fn end(&self) -> Option<f64> {
+        let used: Vec<f64> = self.start.iter().filter_map(|&(p, c0)| Some(cpu_seconds(p, self.tck)? - c0)).collect();
+        (!used.is_empty()).then(|| used.iter().sum())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cpu_window_sums_the_processes_it_can_read() {
+        let tck = clk_tck();
+        let me = std::process::id();
+        // pid 0 never has a /proc entry: left out, not an error.
+        let w = CpuWindow::start([me, 0], tck);
+        assert!(w.end().expect("this process is readable") >= 0.0);
+        // Busy until the kernel has charged a tick to this process (at most 10 s).
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while w.end() == Some(0.0) && t0.elapsed() < std::time::Duration::from_secs(10) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        let used = w.end().expect("this process is readable");
+        assert!(used > 0.0 && used <= t0.elapsed().as_secs_f64() + 1.0, "{used}");
+        assert_eq!(CpuWindow::start([0], tck).end(), None);
+    }
 
     #[test]
     fn parses_request_counters() {

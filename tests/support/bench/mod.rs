@@ -18,7 +18,7 @@ use envtest::ControlPlane;
 use cli::{Args, Contender, Scenario};
 use cluster::Layout;
 use contender::Proc;
-use measure::{Counters, Usage, Window, Writes};
+use measure::{Counters, CpuWindow, Usage, Window, Writes};
 use observe::{Flip, Observer};
 
 /// S2 latency statistics (milliseconds).
@@ -54,6 +54,11 @@ pub struct Cell {
     pub write_ms: Option<f64>,
     /// The controller process's CPU and peak RSS.
     pub usage: Usage,
+    /// CPU seconds of kube-apiserver + etcd (S1: from the contender's start to convergence; S2:
+    /// over the churn and drain; S3, S4: from the start until settled, including the quiet
+    /// --settle-seconds): what the
+    /// contender costs the shared server.
+    pub server_cpu_s: Option<f64>,
     /// S2 only.
     pub flips: Option<FlipStats>,
     /// Anything the reader must know (failures, takeover source …).
@@ -71,6 +76,8 @@ struct Ctx<'a> {
     obs: Observer,
     bin: PathBuf,
     tck: f64,
+    /// kube-apiserver and etcd.
+    server_pids: Vec<u32>,
     seq: usize,
     ready: Vec<bool>,
     rng: u64,
@@ -141,15 +148,46 @@ impl Ctx<'_> {
         }
     }
 
+    fn server_window(&self) -> CpuWindow {
+        CpuWindow::start(self.server_pids.iter().copied(), self.tck)
+    }
+
+    /// With --apiserver-profile: records kube-apiserver's CPU profile for
+    /// --apiserver-profile-seconds from now into `<dir>/<name>.pprof`, in the background.
+    fn profile_apiserver(&self, name: &str) -> Option<tokio::task::JoinHandle<()>> {
+        let dir = self.args.apiserver_profile.clone()?;
+        let secs = self.args.apiserver_profile_seconds;
+        let client = self.client.clone();
+        let file = dir.join(format!("{name}.pprof"));
+        Some(tokio::spawn(async move {
+            let r = async {
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                let req = http::Request::get(format!("/debug/pprof/profile?seconds={secs}")).body(Vec::new())?;
+                let mut body = client.request_stream(req).await?;
+                let mut bytes = Vec::new();
+                futures::AsyncReadExt::read_to_end(&mut body, &mut bytes).await?;
+                std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+                anyhow::Ok(())
+            }
+            .await;
+            match r {
+                Ok(()) => eprintln!("  apiserver profile: {}", file.display()),
+                Err(e) => eprintln!("  apiserver profile {} failed: {e:#}", file.display()),
+            }
+        }))
+    }
+
     fn converged_note(&self) -> Option<String> {
         let (s, e, n) = self.obs.state().progress();
         (s != n || e != n).then(|| format!("NOT converged at the end: slices {s}/{n}, Endpoints {e}/{n}"))
     }
 
     /// S1 (fresh outputs → converged), then settle. Returns the running process (None for the floor).
-    async fn bulk(&mut self, c: Contender) -> anyhow::Result<(Option<Proc>, Cell)> {
+    async fn bulk(&mut self, c: Contender, run: usize) -> anyhow::Result<(Option<Proc>, Cell)> {
         self.reset().await?;
         let before = self.counters().await?;
+        let profile = self.profile_apiserver(&format!("S1-{}-run{run}", c.name()));
+        let server = self.server_window();
         let t0 = Instant::now();
         let mut cell = Cell::default();
         let mut proc = None;
@@ -164,6 +202,7 @@ impl Ctx<'_> {
         }
         let win = Window::start(proc.as_ref().and_then(Proc::pid), self.tck, false);
         let at = self.wait_converged(proc.as_mut()).await?;
+        cell.server_cpu_s = server.end();
         cell.secs = Some(at.saturating_duration_since(t0).as_secs_f64());
         eprintln!("  S1 {}: converged after {:.2} s; settling", c.name(), cell.secs.unwrap_or(0.0));
         self.settle(proc.as_mut()).await?;
@@ -172,6 +211,9 @@ impl Ctx<'_> {
         cell.slices = after.writes_since(&before, "endpointslices");
         cell.endpoints = after.writes_since(&before, "endpoints");
         cell.write_ms = after.write_ms_since(&before);
+        if let Some(p) = profile {
+            let _ = p.await;
+        }
         Ok((proc, cell))
     }
 
@@ -188,6 +230,7 @@ impl Ctx<'_> {
         self.obs.watch_pods().await?;
         let before = self.counters().await?;
         let win = Window::start(proc.pid(), self.tck, true);
+        let server = self.server_window();
         let fps = f64::from(self.args.flips_per_second);
         let total = (self.args.churn_seconds as f64 * fps).round() as usize;
         let n = self.layout.pods.len();
@@ -253,6 +296,7 @@ impl Ctx<'_> {
         }
         let after = self.counters().await?;
         let usage = win.end();
+        let server_cpu_s = server.end();
         self.obs.stop_pods();
         let (done, missed) = {
             let mut st = self.obs.state();
@@ -276,6 +320,7 @@ impl Ctx<'_> {
             endpoints: after.writes_since(&before, "endpoints"),
             write_ms: after.write_ms_since(&before),
             usage,
+            server_cpu_s,
             note: (missed > 0).then(|| format!("{missed} flips not seen within --drain-seconds")),
             flips: Some(stats),
             ..Default::default()
@@ -305,16 +350,19 @@ impl Ctx<'_> {
     /// S3 / S4: start `c` on existing objects, wait until ready and quiet, count writes.
     async fn start_on_existing(&mut self, c: Contender) -> anyhow::Result<(Proc, Cell)> {
         let before = self.counters().await?;
+        let server = self.server_window();
         let mut proc = self.start(c).await?;
         let win = Window::start(proc.pid(), self.tck, false);
         proc.wait_up(self.timeout()).await?;
         self.settle(Some(&mut proc)).await?;
+        let server_cpu_s = server.end();
         let after = self.counters().await?;
         let cell = Cell {
             slices: after.writes_since(&before, "endpointslices"),
             endpoints: after.writes_since(&before, "endpoints"),
             write_ms: after.write_ms_since(&before),
             usage: win.end(),
+            server_cpu_s,
             note: self.converged_note(),
             ..Default::default()
         };
@@ -418,7 +466,7 @@ async fn run_contender(
             Proc::stop(p);
         }
         eprintln!("== S1 {} (run {run}/{runs}): from no slices / Endpoints to converged", c.name());
-        let (p, cell) = ctx.bulk(c).await?;
+        let (p, cell) = ctx.bulk(c, run).await?;
         proc = p;
         cells.push(cell);
     }
@@ -492,6 +540,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(String, bool)> 
         obs,
         bin,
         tck,
+        server_pids: ["kube-apiserver", "etcd"].iter().filter_map(|n| cp.pid_of(n)).collect(),
         seq: 0,
         ready: vec![true; n],
         rng: args.seed.max(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,

@@ -183,7 +183,15 @@ impl Report<'_> {
             v.push(("Endpoints writes (create/update/delete)".into(), writes(|c| &c.endpoints)));
             if matches!(s, Scenario::S1 | Scenario::S2) {
                 v.push(("apiserver time per write (ms, mean)".into(), Box::new(|c: &Cell| num(c.write_ms, 2))));
+                v.push((
+                    "apiserver + etcd CPU per write (ms)".into(),
+                    Box::new(|c: &Cell| {
+                        let writes = c.slices.total() + c.endpoints.total();
+                        num(c.server_cpu_s.filter(|_| writes > 0.0).map(|s| s * 1000.0 / writes), 2)
+                    }),
+                ));
             }
+            v.push(("apiserver + etcd CPU (s)".into(), Box::new(|c: &Cell| num(c.server_cpu_s, 2))));
             v.push(("peak RSS (MiB)".into(), Box::new(|c: &Cell| num(mib(c.usage.peak_rss_kib), 1))));
             v.push(("CPU (s)".into(), Box::new(|c: &Cell| num(c.usage.cpu_s, 2))));
             v
@@ -337,7 +345,7 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "- Writes are `apiserver_request_total` deltas (create/update/delete = POST/PUT+PATCH/DELETE); CPU = utime+stime from /proc/<pid>/stat ÷ CLK_TCK ({}); peak RSS = VmHWM (reset per window through /proc/<pid>/clear_refs where allowed). floor runs inside the harness: no RSS/CPU. apiserver time per write = `apiserver_request_duration_seconds` sum ÷ count over the writes.",
+            "- Writes are `apiserver_request_total` deltas (create/update/delete = POST/PUT+PATCH/DELETE); CPU = utime+stime from /proc/<pid>/stat ÷ CLK_TCK ({}); peak RSS = VmHWM (reset per window through /proc/<pid>/clear_refs where allowed). floor runs inside the harness: no RSS/CPU. apiserver time per write = `apiserver_request_duration_seconds` sum ÷ count over the writes. apiserver + etcd CPU = their utime+stime from the contender's start to convergence (S1), over the churn and drain (S2), or from the start until settled (S3, S4, including the quiet --settle-seconds); per write divides it by the window's writes to endpointslices and Endpoints.",
             self.tck
         );
         if a.s1_runs > 1 {
