@@ -378,15 +378,24 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// The S1 run with the median convergence time, carrying every run's time and the highest peak RSS.
+/// The S1 run with the median convergence time, carrying every run's time, the highest peak RSS
+/// and the notes of the failed runs (whose time is infinite).
 fn median_run(mut cells: Vec<Cell>) -> Cell {
     let runs: Vec<f64> = cells.iter().filter_map(|c| c.secs).collect();
     let peak = cells.iter().filter_map(|c| c.usage.peak_rss_kib).max();
+    let failed: Vec<String> =
+        cells.iter().filter(|c| c.secs.is_some_and(f64::is_infinite)).filter_map(|c| c.note.clone()).collect();
     cells.sort_by(|a, b| a.secs.unwrap_or(f64::INFINITY).total_cmp(&b.secs.unwrap_or(f64::INFINITY)));
     let mid = cells.len().saturating_sub(1) / 2;
     let mut cell = cells.into_iter().nth(mid).unwrap_or_default();
     cell.runs = runs;
     cell.usage.peak_rss_kib = peak;
+    if !failed.is_empty() {
+        cell.note = Some(match cell.note.take().filter(|n| !failed.contains(n)) {
+            Some(n) => format!("{n}; {}", failed.join("; ")),
+            None => failed.join("; "),
+        });
+    }
     cell
 }
 
@@ -457,22 +466,41 @@ async fn run_contender(
     if c == Contender::Floor && !args.has(Scenario::S1) {
         return Ok(());
     }
-    // S1 also sets up S2 and S3; measured, it runs --s1-runs times.
+    // S1 also sets up S2 and S3; measured, it runs --s1-runs times. A failed run counts as an
+    // infinitely slow one (a failure of the median run misses the target), and the others go on.
     let runs = if args.has(Scenario::S1) { args.s1_runs } else { 1 };
     let mut proc = None;
     let mut cells = Vec::new();
+    let mut last_error = None;
     for run in 1..=runs {
         if let Some(p) = proc.take() {
             Proc::stop(p);
         }
         eprintln!("== S1 {} (run {run}/{runs}): from no slices / Endpoints to converged", c.name());
-        let (p, cell) = ctx.bulk(c, run).await?;
-        proc = p;
-        cells.push(cell);
+        match ctx.bulk(c, run).await {
+            Ok((p, cell)) => {
+                proc = p;
+                cells.push(cell);
+                last_error = None;
+            }
+            Err(e) => {
+                eprintln!("!! S1 {} run {run}: {e:#}", c.name());
+                cells.push(Cell {
+                    secs: Some(f64::INFINITY),
+                    note: Some(format!("run {run} failed: {e:#}")),
+                    ..Default::default()
+                });
+                last_error = Some(e.context(format!("S1 run {run}")));
+            }
+        }
     }
     let cell = median_run(cells);
     if args.has(Scenario::S1) {
         res.insert((Scenario::S1, idx), cell);
+    }
+    // S2 and S3 go on from the last S1 run: they need it to have converged.
+    if let Some(e) = last_error {
+        return Err(e);
     }
     let Some(mut proc) = proc else { return Ok(()) };
     if args.has(Scenario::S2) {
@@ -571,4 +599,40 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(String, bool)> 
         failures,
     };
     Ok((report.markdown(), complete))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(secs: f64, rss: u64) -> Cell {
+        Cell {
+            secs: Some(secs),
+            usage: Usage { cpu_s: Some(secs / 2.0), peak_rss_kib: Some(rss) },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_median_run_keeps_every_time_and_the_highest_peak() {
+        let m = median_run(vec![cell(3.0, 100), cell(1.0, 300), cell(2.0, 200)]);
+        assert_eq!((m.secs, m.runs, m.usage.peak_rss_kib), (Some(2.0), vec![3.0, 1.0, 2.0], Some(300)));
+        assert_eq!(m.usage.cpu_s, Some(1.0), "the median run's own CPU");
+        assert_eq!(m.note, None);
+    }
+
+    #[test]
+    fn a_failed_run_counts_as_infinitely_slow_and_is_noted() {
+        let failed = |run: usize| Cell {
+            secs: Some(f64::INFINITY),
+            note: Some(format!("run {run} failed: boom")),
+            ..Default::default()
+        };
+        let m = median_run(vec![cell(3.0, 100), failed(2), cell(2.0, 200)]);
+        assert_eq!(m.secs, Some(3.0), "the slower of the two that finished");
+        assert_eq!(m.note.as_deref(), Some("run 2 failed: boom"));
+        let m = median_run(vec![failed(1), failed(2), cell(2.0, 200)]);
+        assert_eq!(m.secs, Some(f64::INFINITY), "most runs failed: the median failed");
+        assert_eq!(m.note.as_deref(), Some("run 1 failed: boom; run 2 failed: boom"));
+    }
 }

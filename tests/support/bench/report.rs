@@ -46,8 +46,12 @@ fn num(v: Option<f64>, digits: usize) -> Val {
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     let (a, b) = (a?, b?);
-    if !a.is_finite() || !b.is_finite() {
-        return None;
+    match (a.is_finite(), b.is_finite()) {
+        (true, true) => {}
+        // A failed run or an unseen flip is infinitely slow: infinitely worse than a finite one.
+        (false, true) => return Some(f64::INFINITY),
+        (true, false) => return Some(0.0),
+        (false, false) => return None,
     }
     if b == 0.0 {
         return if a == 0.0 { Some(1.0) } else { Some(f64::INFINITY) };
@@ -136,7 +140,14 @@ impl Report<'_> {
                     v.push((
                         "convergence, each run (s)".into(),
                         Box::new(|c: &Cell| {
-                            (c.runs.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" / "), None)
+                            (
+                                c.runs
+                                    .iter()
+                                    .map(|r| if r.is_finite() { format!("{r:.2}") } else { "failed".into() })
+                                    .collect::<Vec<_>>()
+                                    .join(" / "),
+                                None,
+                            )
                         }),
                     ));
                 } else {
@@ -385,5 +396,15 @@ mod tests {
         assert_eq!(verdict(Some(0.1), 0.25), "met (0.10×)");
         assert_eq!(verdict(Some(0.75), 0.5), "**missed** (0.75×, 1.50× the target)");
         assert_eq!(verdict(None, 0.5), "not measured");
+    }
+
+    #[test]
+    fn a_failed_contender_run_is_a_miss_not_a_gap() {
+        let inf = f64::INFINITY;
+        assert_eq!(verdict(ratio(Some(inf), Some(3.0)), 0.5), "**missed** (∞)");
+        assert_eq!(verdict(ratio(Some(2.0), Some(inf)), 0.5), "met (0.00×)");
+        assert_eq!(ratio(Some(inf), Some(inf)), None);
+        assert_eq!(ratio(Some(1.0), Some(4.0)), Some(0.25));
+        assert_eq!(ratio(None, Some(4.0)), None);
     }
 }
