@@ -531,7 +531,7 @@ async fn caches_fall_back_to_paged_lists_where_streaming_lists_are_refused() {
         "this control plane must refuse streaming lists: {:?}",
         refused.map(|_| "a watch")
     );
-    let ctl = start(&client, &ns, |o| assert!(o.streaming_lists, "on by default")).await;
+    let ctl = start(&client, &ns, |o| o.streaming_lists = true).await;
     Api::<Service>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &service("web", "web", &[("http", 80, IntOrString::String("http".into()))]))
         .await

@@ -124,7 +124,7 @@ pub struct Options {
     pub field_manager: String,
     /// Watch and manage only this namespace (`--namespace`); all namespaces when `None`.
     pub namespace: Option<String>,
-    /// Fetch the caches' initial state as streaming lists (`--streaming-lists`).
+    /// Fetch the caches' initial state as streaming lists (`--streaming-lists`) rather than pages.
     pub streaming_lists: bool,
     /// Leader election; `None` writes unconditionally (a single replica, or tests).
     pub leader_election: Option<leader::LeaderElection>,
@@ -140,7 +140,7 @@ impl Default for Options {
             admin_addr: None,
             field_manager: "epslice".into(),
             namespace: None,
-            streaming_lists: true,
+            streaming_lists: false,
             leader_election: None,
         }
     }
