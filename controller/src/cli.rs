@@ -69,7 +69,7 @@ pub struct RunArgs {
     /// Fill the caches from streaming lists (a watch with `sendInitialEvents`, the API server's
     /// WatchList feature; client-go's default since 1.35) instead of paginated lists of 100. Over
     /// JSON it costs the API server more CPU than pages (it encodes each object as a watch event)
-    /// for no less memory here. Where the API server refuses it (WatchList off: the default of
+    /// for about the same memory here. Where the API server refuses it (WatchList off: the default of
     /// Kubernetes 1.27–1.31 and 1.33) each cache falls back to pages by itself, with a warning.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub streaming_lists: bool,

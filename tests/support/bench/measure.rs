@@ -230,10 +230,21 @@ impl CpuWindow {
         CpuWindow { start, tck }
     }
 
-    /// CPU seconds since the start, summed; None if no process could be read at both ends.
+    /// CPU seconds since the start, summed; None if no process was read at the start, or one of
+    /// them cannot be read now or went backwards (it exited, or its pid was reused).
     pub fn end(&self) -> Option<f64> {
-        let used: Vec<f64> = self.start.iter().filter_map(|&(p, c0)| Some(cpu_seconds(p, self.tck)? - c0)).collect();
-        (!used.is_empty()).then(|| used.iter().sum())
+        if self.start.is_empty() {
+            return None;
+        }
+        let mut sum = 0.0;
+        for &(p, c0) in &self.start {
+            let used = cpu_seconds(p, self.tck)? - c0;
+            if used < 0.0 {
+                return None;
+            }
+            sum += used;
+        }
+        Some(sum)
     }
 }
 

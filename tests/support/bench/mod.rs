@@ -21,6 +21,16 @@ use contender::Proc;
 use measure::{Counters, CpuWindow, Usage, Window, Writes};
 use observe::{Flip, Observer};
 
+/// A background task stopped when its handle is dropped (e.g. a profile recording of a run that
+/// failed: kube-apiserver records one CPU profile at a time).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// S2 latency statistics (milliseconds).
 #[derive(Debug, Clone, Default)]
 pub struct FlipStats {
@@ -154,12 +164,12 @@ impl Ctx<'_> {
 
     /// With --apiserver-profile: records kube-apiserver's CPU profile for
     /// --apiserver-profile-seconds from now into `<dir>/<name>.pprof`, in the background.
-    fn profile_apiserver(&self, name: &str) -> Option<tokio::task::JoinHandle<()>> {
+    fn profile_apiserver(&self, name: &str) -> Option<AbortOnDrop> {
         let dir = self.args.apiserver_profile.clone()?;
         let secs = self.args.apiserver_profile_seconds;
         let client = self.client.clone();
         let file = dir.join(format!("{name}.pprof"));
-        Some(tokio::spawn(async move {
+        Some(AbortOnDrop(tokio::spawn(async move {
             let r = async {
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
                 let req = http::Request::get(format!("/debug/pprof/profile?seconds={secs}")).body(Vec::new())?;
@@ -174,7 +184,7 @@ impl Ctx<'_> {
                 Ok(()) => eprintln!("  apiserver profile: {}", file.display()),
                 Err(e) => eprintln!("  apiserver profile {} failed: {e:#}", file.display()),
             }
-        }))
+        })))
     }
 
     fn converged_note(&self) -> Option<String> {
@@ -211,8 +221,8 @@ impl Ctx<'_> {
         cell.slices = after.writes_since(&before, "endpointslices");
         cell.endpoints = after.writes_since(&before, "endpoints");
         cell.write_ms = after.write_ms_since(&before);
-        if let Some(p) = profile {
-            let _ = p.await;
+        if let Some(mut p) = profile {
+            let _ = (&mut p.0).await;
         }
         Ok((proc, cell))
     }
@@ -577,6 +587,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(String, bool)> 
     let mut prev = None;
     let mut failures = Vec::new();
     for (idx, &c) in args.contenders.iter().enumerate() {
+        let failed_before = failures.len();
         match run_contender(&mut ctx, idx, c, prev, &mut res).await {
             Ok(()) => {}
             Err(e) => {
@@ -584,7 +595,8 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(String, bool)> 
                 failures.push(format!("{}: {e:#}", c.name()));
             }
         }
-        prev = (c != Contender::Floor).then_some(c);
+        // S4 takes over converged objects only: not those of a contender that failed.
+        prev = (c != Contender::Floor && failures.len() == failed_before).then_some(c);
     }
     let complete = failures.is_empty();
     let report = report::Report {

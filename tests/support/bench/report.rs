@@ -48,10 +48,10 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     let (a, b) = (a?, b?);
     match (a.is_finite(), b.is_finite()) {
         (true, true) => {}
-        // A failed run or an unseen flip is infinitely slow: infinitely worse than a finite one.
-        (false, true) => return Some(f64::INFINITY),
+        // A failed run or an unseen flip is infinitely slow: infinitely worse than a finite one,
+        // and a miss even when the reference failed too.
+        (false, _) => return Some(f64::INFINITY),
         (true, false) => return Some(0.0),
-        (false, false) => return None,
     }
     if b == 0.0 {
         return if a == 0.0 { Some(1.0) } else { Some(f64::INFINITY) };
@@ -212,13 +212,21 @@ impl Report<'_> {
                 continue;
             }
             for (label, f) in common(s) {
+                // A failed median S1 run has a time (infinite) and nothing else worth showing.
+                let value = |c: &Cell| {
+                    if c.secs.is_some_and(f64::is_infinite) && !label.starts_with("convergence") {
+                        ("failed".to_string(), None)
+                    } else {
+                        f(c)
+                    }
+                };
                 let _ = write!(out, "| {s:?} | {label} |");
                 for &c in cs {
-                    let v = self.cell(s, c).map(&f).map(|v| v.0).unwrap_or_else(|| "n/a".into());
+                    let v = self.cell(s, c).map(value).map(|v| v.0).unwrap_or_else(|| "n/a".into());
                     let _ = write!(out, " {v} |");
                 }
                 for (a, b) in &pairs {
-                    let r = ratio(self.cell(s, *a).and_then(|x| f(x).1), self.cell(s, *b).and_then(|x| f(x).1));
+                    let r = ratio(self.cell(s, *a).and_then(|x| value(x).1), self.cell(s, *b).and_then(|x| value(x).1));
                     let _ = write!(out, " {} |", show_ratio(r));
                 }
                 out.push('\n');
@@ -356,7 +364,7 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "- Writes are `apiserver_request_total` deltas (create/update/delete = POST/PUT+PATCH/DELETE); CPU = utime+stime from /proc/<pid>/stat ÷ CLK_TCK ({}); peak RSS = VmHWM (reset per window through /proc/<pid>/clear_refs where allowed). floor runs inside the harness: no RSS/CPU. apiserver time per write = `apiserver_request_duration_seconds` sum ÷ count over the writes. apiserver + etcd CPU = their utime+stime from the contender's start to convergence (S1), over the churn and drain (S2), or from the start until settled (S3, S4, including the quiet --settle-seconds); per write divides it by the window's writes to endpointslices and Endpoints.",
+            "- Writes are `apiserver_request_total` deltas (create/update/delete = POST/PUT+PATCH/DELETE); CPU = utime+stime from /proc/<pid>/stat ÷ CLK_TCK ({}); peak RSS = VmHWM (reset per window through /proc/<pid>/clear_refs where allowed). floor runs inside the harness: no RSS/CPU. apiserver time per write = `apiserver_request_duration_seconds` sum ÷ count over the writes. apiserver + etcd CPU = their utime+stime from the contender's start to convergence (S1), over the churn and drain (S2), or from the start until settled (S3, S4, including the quiet --settle-seconds); per write divides it by the scenario's writes to endpointslices and Endpoints (in S1 counted until settled). It includes what the harness itself makes the server do in every contender's window alike (S2: its status writes and their watch fan-out; S3, S4: the idle quiet period).",
             self.tck
         );
         if a.s1_runs > 1 {
@@ -399,11 +407,42 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_median_run_shows_failed_not_zero_writes() {
+        use clap::Parser as _;
+        let mut args = Args::parse_from(["epslice-bench", "--scenarios", "S1", "--contenders", "epslice,floor"]);
+        args.validate().unwrap();
+        let mut results = super::super::Results::new();
+        results.insert(
+            (Scenario::S1, 0),
+            Cell { secs: Some(f64::INFINITY), runs: vec![f64::INFINITY; 3], ..Default::default() },
+        );
+        results.insert((Scenario::S1, 1), Cell { secs: Some(2.0), runs: vec![2.0; 3], ..Default::default() });
+        let r = Report {
+            args: &args,
+            results: &results,
+            machine: String::new(),
+            command: String::new(),
+            setup: Duration::ZERO,
+            pods: 0,
+            services: 0,
+            tck: 100.0,
+            failures: Vec::new(),
+        };
+        let md = r.markdown();
+        assert!(
+            md.contains("| S1 | convergence, each run (s) | failed / failed / failed | 2.00 / 2.00 / 2.00 |"),
+            "{md}"
+        );
+        assert!(md.contains("| S1 | EndpointSlice writes (create/update/delete) | failed | 0/0/0 | – |"), "{md}");
+        assert!(md.contains("| S1 convergence ≤ 1.2× floor | **missed** (∞) |"), "{md}");
+    }
+
+    #[test]
     fn a_failed_contender_run_is_a_miss_not_a_gap() {
         let inf = f64::INFINITY;
         assert_eq!(verdict(ratio(Some(inf), Some(3.0)), 0.5), "**missed** (∞)");
         assert_eq!(verdict(ratio(Some(2.0), Some(inf)), 0.5), "met (0.00×)");
-        assert_eq!(ratio(Some(inf), Some(inf)), None);
+        assert_eq!(verdict(ratio(Some(inf), Some(inf)), 0.5), "**missed** (∞)");
         assert_eq!(ratio(Some(1.0), Some(4.0)), Some(0.25));
         assert_eq!(ratio(None, Some(4.0)), None);
     }
