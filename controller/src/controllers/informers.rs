@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 
 use super::prune;
 use crate::pod::{CachedPod, Interner, PodLabels, WatchedPod};
-use crate::runtime::cache::{Cache, Handler, run_cache};
+use crate::runtime::cache::{Cache, Handler, LIST_PAGE_SIZE, run_cache};
 use crate::runtime::index::{GroupIndex, Selector, SelectorIndex};
 
 /// `(namespace, name)`.
@@ -393,11 +393,6 @@ impl Informers {
         ]
     }
 }
-
-/// Objects per page of a paginated list. Five caches list at once on a start; with client-go's
-/// 500 their pages in flight raised the restart peak by ≈13 MiB over 100 (docs/architecture.md,
-/// "The caches").
-pub const LIST_PAGE_SIZE: u32 = 100;
 
 /// Starts the watches (all namespaces, or `namespace`) and returns the caches; the returned
 /// future runs the watches. Each cache gets its initial state as pages of [`LIST_PAGE_SIZE`], or
