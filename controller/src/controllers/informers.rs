@@ -10,12 +10,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use super::prune;
 use crate::pod::{CachedPod, Interner, PodLabels, WatchedPod};
-use crate::runtime::cache::{Cache, Handler, LIST_PAGE_SIZE, run_cache};
+use crate::runtime::cache::{self, Cache, Handler, run_cache};
 use crate::runtime::index::{GroupIndex, Selector, SelectorIndex};
 
 /// `(namespace, name)`.
@@ -395,7 +394,7 @@ impl Informers {
 }
 
 /// Starts the watches (all namespaces, or `namespace`) and returns the caches; the returned
-/// future runs the watches. Each cache gets its initial state as pages of [`LIST_PAGE_SIZE`], or
+/// future runs the watches. Each cache gets its initial state as pages of [`cache::LIST_PAGE_SIZE`], or
 /// with `streaming_lists` as a streaming list (falling back to pages where the API server
 /// refuses it).
 pub fn start(
@@ -407,10 +406,7 @@ pub fn start(
     let membership = Arc::new(Membership::default());
     let pods_slot: Arc<OnceLock<Cache<CachedPod>>> = Arc::default();
     let mut strings = Interner::default();
-    let cfg = || {
-        let c = watcher::Config::default().page_size(LIST_PAGE_SIZE);
-        if streaming_lists { c.streaming_lists() } else { c }
-    };
+    let cfg = || cache::config(streaming_lists);
     let (pods, pods_fut) = run_cache(
         api::<WatchedPod>(client, namespace),
         cfg(),

@@ -294,6 +294,13 @@ impl<S: Cached> Cache<S> {
 /// raised the restart peak by ≈13 MiB over 100 (docs/architecture.md, "The caches").
 pub const LIST_PAGE_SIZE: u32 = 100;
 
+/// The watch configuration of every cache: pages of [`LIST_PAGE_SIZE`], or a streaming list
+/// (which [`run_cache`] turns back into pages where the API server refuses it).
+pub fn config(streaming_lists: bool) -> Config {
+    let c = Config::default().page_size(LIST_PAGE_SIZE);
+    if streaming_lists { c.streaming_lists() } else { c }
+}
+
 /// Starts a watch on `api` and returns the cache; each watched object is cached as
 /// `project(object)` (the place to drop fields nobody reads). The returned future runs the watch
 /// and must be polled (spawned) for the cache to fill.

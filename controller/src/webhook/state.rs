@@ -8,10 +8,9 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::Resource;
 use kube::api::Api;
-use kube::runtime::watcher;
 
 use crate::envpolicy::{ClusterView, ServiceEnvPolicy};
-use crate::runtime::cache::{Cache, Handler, LIST_PAGE_SIZE, run_cache};
+use crate::runtime::cache::{self, Cache, Handler, run_cache};
 
 type Labels = BTreeMap<String, String>;
 
@@ -116,7 +115,7 @@ impl Caches {
         let changed = Arc::new(tokio::sync::Notify::new());
         let (services, fs) = run_cache(
             Api::<Service>::all(client.clone()),
-            watcher::Config::default().page_size(LIST_PAGE_SIZE),
+            cache::config(false),
             |mut s: Service| {
                 s.metadata.managed_fields = None;
                 s.metadata.annotations = None;
@@ -127,7 +126,7 @@ impl Caches {
         );
         let (namespaces, fns) = run_cache(
             Api::<Namespace>::all(client.clone()),
-            watcher::Config::default().page_size(LIST_PAGE_SIZE),
+            cache::config(false),
             |mut n: Namespace| {
                 n.metadata.managed_fields = None;
                 n.metadata.annotations = None;
@@ -139,7 +138,7 @@ impl Caches {
         );
         let (policies, fp) = run_cache(
             Api::<ServiceEnvPolicy>::all(client.clone()),
-            watcher::Config::default().page_size(LIST_PAGE_SIZE),
+            cache::config(false),
             crate::controllers::prune::managed_fields::<ServiceEnvPolicy>,
             vec![
                 policies_by_namespace.clone() as Arc<dyn Handler<ServiceEnvPolicy>>,

@@ -14,22 +14,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use envtest::ControlPlane;
+use tokio_util::task::AbortOnDropHandle;
 
 use cli::{Args, Contender, Scenario};
 use cluster::Layout;
 use contender::Proc;
 use measure::{Counters, CpuWindow, Usage, Window, Writes};
 use observe::{Flip, Observer};
-
-/// A background task stopped when its handle is dropped (e.g. a profile recording of a run that
-/// failed: kube-apiserver records one CPU profile at a time).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// S2 latency statistics (milliseconds).
 #[derive(Debug, Clone, Default)]
@@ -66,8 +57,7 @@ pub struct Cell {
     pub usage: Usage,
     /// CPU seconds of kube-apiserver + etcd (S1: from the contender's start to convergence; S2:
     /// over the churn and drain; S3, S4: from the start until settled, including the quiet
-    /// --settle-seconds): what the
-    /// contender costs the shared server.
+    /// --settle-seconds): what the contender costs the shared server.
     pub server_cpu_s: Option<f64>,
     /// S2 only.
     pub flips: Option<FlipStats>,
@@ -163,13 +153,14 @@ impl Ctx<'_> {
     }
 
     /// With --apiserver-profile: records kube-apiserver's CPU profile for
-    /// --apiserver-profile-seconds from now into `<dir>/<name>.pprof`, in the background.
-    fn profile_apiserver(&self, name: &str) -> Option<AbortOnDrop> {
+    /// --apiserver-profile-seconds from now into `<dir>/<name>.pprof`, in the background. Dropping
+    /// the handle (a run that failed) stops it: kube-apiserver records one profile at a time.
+    fn profile_apiserver(&self, name: &str) -> Option<AbortOnDropHandle<()>> {
         let dir = self.args.apiserver_profile.clone()?;
         let secs = self.args.apiserver_profile_seconds;
         let client = self.client.clone();
         let file = dir.join(format!("{name}.pprof"));
-        Some(AbortOnDrop(tokio::spawn(async move {
+        Some(AbortOnDropHandle::new(tokio::spawn(async move {
             let r = async {
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
                 let req = http::Request::get(format!("/debug/pprof/profile?seconds={secs}")).body(Vec::new())?;
@@ -221,8 +212,8 @@ impl Ctx<'_> {
         cell.slices = after.writes_since(&before, "endpointslices");
         cell.endpoints = after.writes_since(&before, "endpoints");
         cell.write_ms = after.write_ms_since(&before);
-        if let Some(mut p) = profile {
-            let _ = (&mut p.0).await;
+        if let Some(p) = profile {
+            let _ = p.await;
         }
         Ok((proc, cell))
     }
