@@ -299,13 +299,13 @@ impl Ctx<'_> {
         let usage = win.end();
         let server_cpu_s = server.end();
         self.obs.stop_pods();
-        let (done, missed) = {
+        let (done, pending) = {
             let mut st = self.obs.state();
-            let missed = st.pending.len();
-            st.pending.clear();
-            (std::mem::take(&mut st.done), missed)
+            let pending: Vec<Flip> = st.pending.drain().map(|(_, f)| f).collect();
+            (std::mem::take(&mut st.done), pending)
         };
-        let stats = flip_stats(&done, sent, missed);
+        let missed = pending.len();
+        let stats = flip_stats(&done, &pending, sent);
         eprintln!(
             "  S2 {}: {}/{} flips seen, p50 {:.1} ms, p99 {:.1} ms (controller share p50 {:.1} ms, p99 {:.1} ms)",
             proc.contender.name(),
@@ -400,31 +400,31 @@ fn median_run(mut cells: Vec<Cell>) -> Cell {
     cell
 }
 
-fn flip_stats(done: &[Flip], sent: usize, missed: usize) -> FlipStats {
+/// Percentiles of S2's flips. `done` are the flips whose slice change was seen (or whose status
+/// write failed), `pending` the ones still unseen when the drain ended. A missing observation
+/// counts as slower than every seen one, so no percentile improves by losing a flip: an unseen
+/// slice change makes the flip's end-to-end latency infinite, and its controller share too when
+/// its pod event was seen; an unseen pod event makes "status write → pod event" infinite.
+fn flip_stats(done: &[Flip], pending: &[Flip], sent: usize) -> FlipStats {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let mut e2e: Vec<f64> = done
-        .iter()
-        .filter(|f| !f.failed)
-        .filter_map(|f| Some(ms(f.slice_seen?.saturating_duration_since(f.sent))))
-        .collect();
-    let mut share: Vec<f64> = done
-        .iter()
-        .filter(|f| !f.failed)
+    let sent_ok = || done.iter().chain(pending).filter(|f| !f.failed);
+    let mut e2e: Vec<f64> =
+        sent_ok().map(|f| f.slice_seen.map_or(f64::INFINITY, |s| ms(s.saturating_duration_since(f.sent)))).collect();
+    let mut share: Vec<f64> = sent_ok()
         .filter_map(|f| {
-            let (s, p) = (f.slice_seen?, f.pod_event()?);
-            Some(if s >= p { ms(s - p) } else { -ms(p - s) })
+            let p = f.pod_event()?;
+            Some(match f.slice_seen {
+                Some(s) if s >= p => ms(s - p),
+                Some(s) => -ms(p - s),
+                None => f64::INFINITY,
+            })
         })
         .collect();
-    let mut before: Vec<f64> = done
-        .iter()
-        .filter(|f| !f.failed)
-        .filter_map(|f| Some(ms(f.pod_event()?.saturating_duration_since(f.sent))))
-        .collect();
-    before.sort_by(f64::total_cmp);
-    // A flip never seen counts as slower than every seen one.
-    e2e.extend(std::iter::repeat_n(f64::INFINITY, missed));
-    e2e.sort_by(f64::total_cmp);
-    share.sort_by(f64::total_cmp);
+    let mut before: Vec<f64> =
+        sent_ok().map(|f| f.pod_event().map_or(f64::INFINITY, |p| ms(p.saturating_duration_since(f.sent)))).collect();
+    for v in [&mut e2e, &mut share, &mut before] {
+        v.sort_by(f64::total_cmp);
+    }
     FlipStats {
         sent,
         seen: done.iter().filter(|f| f.slice_seen.is_some()).count(),
@@ -637,5 +637,52 @@ mod tests {
         let m = median_run(vec![failed(1), failed(2), cell(2.0, 200)]);
         assert_eq!(m.secs, Some(f64::INFINITY), "most runs failed: the median failed");
         assert_eq!(m.note.as_deref(), Some("run 1 failed: boom; run 2 failed: boom"));
+    }
+
+    #[test]
+    fn an_unseen_observation_counts_as_slower_than_every_seen_one() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let flip = |pod: Option<u64>, slice: Option<u64>, failed: bool| Flip {
+            key: "ns/p".into(),
+            target: true,
+            sent: t0,
+            rv: Some("7".into()),
+            pod_seen: pod.map(|ms| ("7".to_string(), at(ms))).into_iter().collect(),
+            slice_seen: slice.map(at),
+            failed,
+        };
+        // 198 flips seen at 10 ms (pod event) and 15 ms (slice), one whose pod event was never
+        // seen, one failed write (left out), and one whose slice change was never seen: each
+        // missing observation is under 1 % of its percentile's flips.
+        let mut done: Vec<Flip> = (0..198).map(|_| flip(Some(10), Some(15), false)).collect();
+        done.push(flip(None, Some(15), false));
+        done.push(flip(None, None, true));
+        let s = flip_stats(&done, &[flip(Some(10), None, false)], 201);
+        assert_eq!((s.sent, s.seen, s.failed), (201, 199, 1));
+        assert_eq!((s.e2e, s.before, s.share), ((15.0, 15.0), (10.0, 10.0), (5.0, 5.0)));
+        // Three more of each kind unseen (over 1 %): every p99 is infinite, the p50s stay.
+        let mut pending = vec![flip(None, None, false); 3];
+        pending.extend(vec![flip(Some(10), None, false); 3]);
+        let s = flip_stats(&done, &pending, 206);
+        let inf = f64::INFINITY;
+        assert_eq!((s.e2e, s.before, s.share), ((15.0, inf), (10.0, inf), (5.0, inf)));
+    }
+
+    #[test]
+    fn a_slice_change_before_its_pod_event_is_a_negative_share() {
+        let t0 = Instant::now();
+        let f = Flip {
+            key: "ns/p".into(),
+            target: false,
+            sent: t0,
+            rv: Some("9".into()),
+            pod_seen: vec![("9".into(), t0 + Duration::from_millis(12))],
+            slice_seen: Some(t0 + Duration::from_millis(10)),
+            failed: false,
+        };
+        let s = flip_stats(&[f], &[], 1);
+        assert_eq!(s.share, (-2.0, -2.0));
+        assert_eq!(s.before, (12.0, 12.0));
     }
 }

@@ -328,8 +328,14 @@ impl Observer {
                             m.metadata.namespace.as_deref().unwrap_or(""),
                             m.metadata.name.as_deref().unwrap_or("")
                         );
+                        let rv = m.metadata.resource_version.unwrap_or_default();
                         if let Some(f) = st.pending.get_mut(&key) {
-                            f.pod_seen.push((m.metadata.resource_version.unwrap_or_default(), now));
+                            f.pod_seen.push((rv, now));
+                        } else if let Some(f) =
+                            st.done.iter_mut().rev().find(|f| f.key == key && f.rv.as_ref() == Some(&rv))
+                        {
+                            // The slice change overtook the pod event: the share comes out negative.
+                            f.pod_seen.push((rv, now));
                         }
                     }
                     Ok(Event::InitDone) => st.pods_synced = true,
