@@ -141,10 +141,9 @@ impl Membership {
     /// Recomputes the pods of Service `sk` from its selector (`None`: it selects nothing);
     /// returns whether they changed.
     ///
-    /// Candidates are the pods the pod events reported; their labels come from the pod cache.
-    /// During a (re)list the cache publishes the listed pods only when the list completes, so a
-    /// Service recomputed meanwhile misses them: [`Membership::resync`] repairs that when the pod
-    /// list completes.
+    /// Candidates are the pods the pod events reported; their labels come from the pod cache
+    /// (which holds a pod before its event is reported). A pod reported after this runs is
+    /// linked by [`Membership::update_pod`], which sees this Service's selector.
     fn recompute(s: &mut MembershipState, sk: &Key, selector: Option<&Selector>, pods: &Cache<CachedPod>) -> bool {
         let (ns, name) = (&sk.0, &sk.1);
         let old = s.pods_of_service.remove(sk).unwrap_or_default();
@@ -167,9 +166,9 @@ impl Membership {
     }
 
     /// Recomputes every Service's pods once the pod cache holds a complete list; returns the
-    /// Services whose pods changed. Needed because a Service that arrives while the pods are
-    /// still being listed sees neither the listed pods in the cache nor (when its pods' events
-    /// came before it) a pod event after it.
+    /// Services whose pods changed. A safety net run on every pod (re)list: the event path
+    /// (`recompute` on Service events, `update_pod` on pod events) should leave nothing to
+    /// repair.
     pub fn resync(&self, pods: &Cache<CachedPod>) -> Vec<Key> {
         let mut guard = self.lock();
         let s = &mut *guard;

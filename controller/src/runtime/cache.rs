@@ -157,12 +157,17 @@ impl<S: Cached> Store<S> {
 
 /// Writes a [`Store`] from watch events and tells the handlers.
 ///
-/// A (re)list is collected apart and replaces the store's contents when it completes, as
-/// kube-runtime's reflector does: until then readers see the state before the list. Objects the
-/// list does not return again were deleted while the watch was down: they are reported as
-/// deletions when the list completes.
+/// A (re)list writes each listed object into the store as it arrives, before the handlers hear
+/// of it, as client-go's informers do: a handler (and the sync it queues) always reads at least
+/// the state it was told about. Objects the list does not return again were deleted while the
+/// watch was down: they are removed and reported as deletions when the list completes.
+///
+/// (kube-runtime's reflector instead buffers a relist and swaps it in at the end; with handlers
+/// that queue syncs, a sync running meanwhile would read the state before the list, find
+/// nothing to do, and the change it was queued for would be lost.)
 pub struct Writer<S> {
     store: Store<S>,
+    /// The objects the list in progress returned so far (they are in the store as well).
     listing: Option<Objects<S>>,
 }
 
@@ -192,26 +197,17 @@ impl<S: Cached> Writer<S> {
                 }
             }
             Event::Init => {
-                // A list cut off and started again: the handlers were told about the partial
-                // list's objects; those the store does not hold are reported deleted (the new
-                // list reports them again if they still exist).
-                if let Some(partial) = self.listing.replace(Objects::default()) {
-                    let gone = partial.missing_from(&self.store.read());
-                    report_deleted(gone, handlers);
-                }
+                // A list cut off and started again starts over: what the partial list returned
+                // stays in the store (it is no older than the store's copy) and is removed when
+                // the complete list does not return it again.
+                self.listing = Some(Objects::default());
             }
             Event::InitApply(o) => {
                 let new = Arc::new(o);
-                let (ns, name) = new.cache_key();
-                let old = self.store.get(ns, name);
-                match &mut self.listing {
-                    Some(listing) => {
-                        listing.insert(new.clone());
-                    }
-                    // A list item without the list's start: apply it directly.
-                    None => {
-                        self.store.write().insert(new.clone());
-                    }
+                let old = self.store.write().insert(new.clone());
+                // A list item without the list's start is applied like any other event.
+                if let Some(listing) = &mut self.listing {
+                    listing.insert(new.clone());
                 }
                 for h in handlers {
                     h.applied(old.clone(), new.clone());
@@ -221,9 +217,16 @@ impl<S: Cached> Writer<S> {
                 // A list end without its start (kube's watcher always sends `Init` first) keeps
                 // the store: an empty listing would report every object as deleted.
                 if let Some(listed) = self.listing.take() {
-                    let before = std::mem::replace(&mut *self.store.write(), listed);
-                    let gone = before.missing_from(&self.store.read());
-                    drop(before);
+                    let gone = {
+                        let mut store = self.store.write();
+                        let gone = store.missing_from(&listed);
+                        for o in &gone {
+                            let (ns, name) = o.cache_key();
+                            store.remove(ns, name);
+                        }
+                        gone
+                    };
+                    drop(listed);
                     report_deleted(gone, handlers);
                 }
                 for h in handlers {
@@ -482,15 +485,14 @@ mod tests {
     }
 
     #[test]
-    fn a_relist_replaces_the_store_when_done_and_reports_the_missing_as_deleted() {
+    fn a_relist_updates_the_store_as_it_goes_and_removes_the_missing_when_done() {
         let (store, mut w) = Writer::new();
         let log = Arc::new(Log::default());
         let hs: Vec<Arc<dyn Handler<ConfigMap>>> = vec![log.clone()];
         w.apply(Event::Init, &hs);
         w.apply(Event::InitApply(cm("a", "keep", "1")), &hs);
         w.apply(Event::InitApply(cm("a", "gone", "1")), &hs);
-        // The first list is not visible until it completes.
-        assert!(store.is_empty());
+        assert_eq!(sorted(&store), ["a/gone=1", "a/keep=1"]);
         w.apply(Event::InitDone, &hs);
         assert_eq!(sorted(&store), ["a/gone=1", "a/keep=1"]);
         log.0.lock().unwrap().clear();
@@ -498,8 +500,8 @@ mod tests {
         w.apply(Event::Init, &hs);
         w.apply(Event::InitApply(cm("a", "keep", "2")), &hs);
         w.apply(Event::InitApply(cm("b", "new", "1")), &hs);
-        // Readers still see the state before the relist.
-        assert_eq!(sorted(&store), ["a/gone=1", "a/keep=1"]);
+        // Readers see each listed object at once; the missing one goes when the list is done.
+        assert_eq!(sorted(&store), ["a/gone=1", "a/keep=2", "b/new=1"]);
         w.apply(Event::InitDone, &hs);
         assert_eq!(sorted(&store), ["a/keep=2", "b/new=1"]);
         assert_eq!(store.len(), 2);
@@ -513,6 +515,34 @@ mod tests {
         w.apply(Event::InitDone, &hs);
         assert_eq!(sorted(&store), ["a/keep=2", "b/new=1"]);
         assert_eq!(*log.0.lock().unwrap(), ["synced"]);
+    }
+
+    #[test]
+    fn during_a_relist_a_handler_reads_the_state_it_is_told_about() {
+        // A handler that queues a sync which reads the store must not read the state before the
+        // event (found in review: a pod gone NotReady during a relist was synced as still Ready,
+        // the sync found nothing to do and the change was lost).
+        struct ReadBack(Store<ConfigMap>, Mutex<Vec<String>>);
+        impl Handler<ConfigMap> for ReadBack {
+            fn applied(&self, _: Option<Arc<ConfigMap>>, new: Arc<ConfigMap>) {
+                let (ns, name) = new.cache_key();
+                self.1.lock().unwrap().push(self.0.get(ns, name).map_or("-".into(), |o| v(&o)));
+            }
+            fn deleted(&self, old: Arc<ConfigMap>) {
+                let (ns, name) = old.cache_key();
+                self.1.lock().unwrap().push(self.0.get(ns, name).map_or("-".into(), |o| v(&o)));
+            }
+        }
+        let (store, mut w) = Writer::new();
+        let rb = Arc::new(ReadBack(store.clone(), Mutex::default()));
+        let hs: Vec<Arc<dyn Handler<ConfigMap>>> = vec![rb.clone()];
+        w.apply(Event::Apply(cm("a", "p", "ready")), &hs);
+        w.apply(Event::Apply(cm("a", "q", "1")), &hs);
+        w.apply(Event::Init, &hs);
+        w.apply(Event::InitApply(cm("a", "p", "not-ready")), &hs);
+        w.apply(Event::InitApply(cm("a", "r", "1")), &hs);
+        w.apply(Event::InitDone, &hs);
+        assert_eq!(*rb.1.lock().unwrap(), ["a/p=ready", "a/q=1", "a/p=not-ready", "a/r=1", "-"]);
     }
 
     #[test]
@@ -535,8 +565,8 @@ mod tests {
                 "applied - -> a/old=1",
                 "applied a/old=1 -> a/old=2",
                 "applied - -> a/brief=1",
+                "applied a/old=2 -> a/old=3",
                 "deleted a/brief=1",
-                "applied a/old=1 -> a/old=3",
                 "synced"
             ]
         );
