@@ -408,56 +408,158 @@ async fn service_deletion_removes_slices_through_the_garbage_collector() {
 }
 
 /// A lagging cache cannot create a duplicate: new slices have deterministic names, so a create
-/// planned from a cache that misses our own earlier create is refused by the apiserver (409).
-/// The lag is simulated with an object the controller's cache cannot see (it lacks the
-/// service-name label the slice watch selects on) holding the name the planner will choose.
+/// planned from a cache that misses an earlier create of the same group is refused by the
+/// apiserver (409) and retried as stale. Two controllers with the same manager race on the same
+/// Services (neither has seen the other's creates when it plans its own); with upstream's
+/// `generateName` both creates would succeed.
 #[tokio::test]
 async fn stale_cache_cannot_create_a_duplicate() {
     let (client, ns, svcs, pods) = setup("es-stale").await;
-    let created = svcs
-        .create(&PostParams::default(), &service("st", "st", &[("http", 80, IntOrString::Int(8080))]))
+    let a = start(&client, &ns, |_| {}).await;
+    let b = start(&client, &ns, |_| {}).await;
+    let n = 12;
+    for i in 0..n {
+        let app = format!("st{i}");
+        svcs.create(&PostParams::default(), &service(&app, &app, &[("http", 80, IntOrString::Int(8080))]))
+            .await
+            .unwrap();
+        create_pods(&pods, &app, 1, &[("http", 8080)]).await;
+    }
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let t0 = std::time::Instant::now();
+    loop {
+        let all = slices_api.list(&Default::default()).await.unwrap().items;
+        let mut per_service = std::collections::BTreeMap::<String, usize>::new();
+        for s in &all {
+            *per_service
+                .entry(s.metadata.labels.as_ref().unwrap()["kubernetes.io/service-name"].clone())
+                .or_default() += 1;
+        }
+        assert!(per_service.values().all(|c| *c == 1), "a duplicate slice: {}", describe(&all));
+        if per_service.len() == n && all.iter().all(|s| s.endpoints.as_ref().is_some_and(|e| e.len() == 1)) {
+            break;
+        }
+        assert!(t0.elapsed() < CONVERGE, "not converged: {}", describe(&all));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let creates = a.writes().0 + b.writes().0;
+    assert_eq!(creates, n as f64, "one create per Service between the two");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A planned name held by a slice outside the Service's group (here our own slice, relabelled
+/// to another Service by hand) does not block the Service: the new slice takes the next
+/// deterministic name instead of retrying the held one forever (found in review).
+#[tokio::test]
+async fn a_name_held_outside_the_group_does_not_block_the_service() {
+    let (client, ns, svcs, pods) = setup("es-held").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("held", "held", &[("http", 80, IntOrString::Int(8080))]))
         .await
         .unwrap();
-    let uid = created.metadata.uid.clone().unwrap();
-    let name = epslice::endpointslice::naming::slice_name("st", &uid, "IPv4", 0);
-    let ghost = EndpointSlice {
-        metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
-        address_type: "IPv4".into(),
-        endpoints: Some(vec![]),
-        ports: None,
-    };
+    wait_ready_ips(&pods, &create_pods(&pods, "held", 1, &[("http", 8080)]).await).await;
+    let s = wait_slices(&client, &ns, "held", "1 endpoint", |s| endpoint_count(s) == 1).await;
+    let first = s[0].metadata.name.clone().unwrap();
     let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
-    slices_api.create(&PostParams::default(), &ghost).await.unwrap();
-    let ctl = start(&client, &ns, |_| {}).await;
-    wait_ready_ips(&pods, &create_pods(&pods, "st", 1, &[("http", 8080)]).await).await;
-    // The controller keeps hitting the name it cannot see: stale syncs, and no second object.
-    let t0 = std::time::Instant::now();
-    while ctl.metric("endpoint_slice_controller_syncs_total{result=\"stale\"}") < 1.0 {
-        assert!(t0.elapsed() < CONVERGE, "no stale sync recorded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let all = slices_api.list(&Default::default()).await.unwrap().items;
-    assert_eq!(all.len(), 1, "only the ghost exists: {}", describe(&all));
-    // Once the cache can see it (the label arrives, as the watch event of a real create would),
-    // the controller adopts it in place instead of creating another.
     slices_api
         .patch(
-            &name,
+            &first,
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"labels": {
-                "kubernetes.io/service-name": "st",
-                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
-            }}})),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"kubernetes.io/service-name": "elsewhere"}}})),
         )
         .await
         .unwrap();
-    // The ghost is not owned by the Service, so the controller replaces it; never two at once.
-    let s = wait_slices(&client, &ns, "st", "one owned slice with the endpoint", |s| {
+    let s =
+        wait_slices(&client, &ns, "held", "a new slice under another name", |s| s.len() == 1 && endpoint_count(s) == 1)
+            .await;
+    assert_ne!(s[0].metadata.name.as_deref(), Some(first.as_str()));
+    let uid = svcs.get("held").await.unwrap().metadata.uid.unwrap();
+    let expected: Vec<String> = epslice::endpointslice::naming::slice_names("held", &uid, "IPv4").take(4).collect();
+    assert!(expected.contains(s[0].metadata.name.as_ref().unwrap()), "a deterministic name: {}", describe(&s));
+    ctl.stop().await;
+}
+
+/// Our updates keep other field managers' ownership records. The cache keeps managers without
+/// their field sets; a PUT carrying those would make the API server drop every other manager
+/// (found in review).
+#[tokio::test]
+async fn updates_keep_other_managers_field_ownership() {
+    let (client, ns, svcs, pods) = setup("es-owners").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("own", "own", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    let names = create_pods(&pods, "own", 2, &[("http", 8080)]).await;
+    wait_ready_ips(&pods, &names).await;
+    let s = wait_slices(&client, &ns, "own", "2 endpoints", |s| endpoint_count(s) == 2).await;
+    let name = s[0].metadata.name.clone().unwrap();
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let apply = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "addressType": "IPv4",
+        "metadata": {"name": name, "annotations": {"example.com/team": "a"}}
+    });
+    slices_api.patch(&name, &PatchParams::apply("team-tool"), &Patch::Apply(apply)).await.unwrap();
+    // The controller updates the slice: one pod goes away.
+    pods.delete(&names[0], &DeleteParams::default().grace_period(0)).await.unwrap();
+    let s = wait_slices(&client, &ns, "own", "1 endpoint", |s| endpoint_count(s) == 1).await;
+    let managers: Vec<String> =
+        s[0].metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
+    assert!(managers.iter().any(|m| m == "team-tool"), "team-tool's ownership survives our update: {managers:?}");
+    assert_eq!(
+        s[0].metadata.annotations.as_ref().and_then(|a| a.get("example.com/team")).map(String::as_str),
+        Some("a")
+    );
+    ctl.stop().await;
+}
+
+/// Writes go creates first, then updates, then deletes (upstream's order): a slice that loses
+/// its owner reference is replaced by a new one, created before the old one is deleted, so the
+/// Service's consumers never see it without endpoints (found in review: deletes ran first).
+#[tokio::test]
+async fn a_new_slice_is_created_before_an_old_one_is_deleted() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let (client, ns, svcs, pods) = setup("es-order").await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    svcs.create(&PostParams::default(), &service("ord", "ord", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    wait_ready_ips(&pods, &create_pods(&pods, "ord", 1, &[("http", 8080)]).await).await;
+    let old = wait_slices(&client, &ns, "ord", "1 endpoint", |s| endpoint_count(s) == 1).await;
+    let old_name = old[0].metadata.name.clone().unwrap();
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let mut events = watcher::watcher(slices_api.clone(), watcher::Config::default()).boxed();
+    while let Some(ev) = events.next().await {
+        if matches!(ev, Ok(watcher::Event::InitDone)) {
+            break;
+        }
+    }
+    // No longer owned by the Service: upstream's planner deletes such a slice and creates one.
+    slices_api
+        .patch(
+            &old_name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": null}})),
+        )
+        .await
+        .unwrap();
+    let mut order = Vec::new();
+    let t0 = std::time::Instant::now();
+    while !order.iter().any(|e: &String| e.starts_with("deleted")) {
+        assert!(t0.elapsed() < CONVERGE, "the old slice was not replaced: {order:?}");
+        match tokio::time::timeout(Duration::from_secs(1), events.next()).await {
+            Ok(Some(Ok(watcher::Event::Apply(s)))) if s.metadata.name.as_ref() != Some(&old_name) => {
+                order.push(format!("applied {}", s.metadata.name.unwrap()));
+            }
+            Ok(Some(Ok(watcher::Event::Delete(s)))) => order.push(format!("deleted {}", s.metadata.name.unwrap())),
+            _ => {}
+        }
+    }
+    assert!(order[0].starts_with("applied"), "created before the old one was deleted: {order:?}");
+    assert_eq!(order.last().map(String::as_str), Some(format!("deleted {old_name}").as_str()));
+    wait_slices(&client, &ns, "ord", "one owned slice", |s| {
         s.len() == 1 && endpoint_count(s) == 1 && s[0].metadata.owner_references.is_some()
     })
     .await;
-    assert_ne!(s[0].metadata.name.as_deref(), Some(name.as_str()), "the ghost's name stays reserved until it is gone");
-    assert_eq!(slices_api.list(&Default::default()).await.unwrap().items.len(), 1);
     ctl.stop().await;
 }
 

@@ -2,6 +2,7 @@
 //! upstream's retry policy, enqueueing with metrics, the pod-event → Services rule, and applying
 //! a slice plan (creates, updates, deletes) with the write gate and the recent-writes overlay.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -12,9 +13,11 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use tokio::sync::watch;
 
-use super::informers::Key;
+use super::informers::{Key, LABEL_SERVICE_NAME};
 use super::leader::Gate;
 use super::overlay::RecentWrites;
+use crate::endpointslice::labels::LABEL_MANAGED_BY;
+use crate::endpointslice::naming;
 use crate::runtime::cache::Cache;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -214,10 +217,36 @@ pub struct SlicePlan<'a> {
     pub delete: &'a [EndpointSlice],
 }
 
-/// Applies a slice plan: updates, deletes, then creates; leadership is re-checked before every
-/// write (a lost Lease stops writes at once); every success is recorded in the overlay and
-/// counted in `changes{operation}`. `written` is the overlay and `cache` the watch cache it lies
-/// over.
+/// The body of a PUT for `slice`, planned from a cached copy: without managed fields. The cache
+/// keeps the managers but not their field sets (`prune::endpoint_slice`); sent back, those empty
+/// sets would replace the live ones and the API server would drop every other manager. Without
+/// them it keeps the live record, as for upstream's full informer copy.
+pub fn update_body(slice: &EndpointSlice) -> Cow<'_, EndpointSlice> {
+    if slice.metadata.managed_fields.is_none() {
+        return Cow::Borrowed(slice);
+    }
+    let mut body = slice.clone();
+    body.metadata.managed_fields = None;
+    Cow::Owned(body)
+}
+
+/// Whether two slices belong to one group: the same Service (`kubernetes.io/service-name`) and
+/// the same manager (`endpointslice.kubernetes.io/managed-by`). A create refused because a slice
+/// of its own group holds the name means our cache lags behind our own earlier write.
+pub fn same_group(a: &EndpointSlice, b: &EndpointSlice) -> bool {
+    let key =
+        |s: &EndpointSlice| (s.labels().get(LABEL_SERVICE_NAME).cloned(), s.labels().get(LABEL_MANAGED_BY).cloned());
+    key(a) == key(b)
+}
+
+/// How many names [`create_slice`] tries when others hold the planned one.
+const NAME_ATTEMPTS: usize = 8;
+
+/// Applies a slice plan: creates, then updates, then deletes (upstream's order: a plan that
+/// stops halfway, say on a failed create, has removed nothing yet); leadership is re-checked
+/// before every write (a lost Lease stops writes at once); every success is recorded in the
+/// overlay and counted in `changes{operation}`. `written` is the overlay and `cache` the watch
+/// cache it lies over.
 pub async fn apply_slices(
     client: &kube::Client,
     ns: &str,
@@ -234,10 +263,21 @@ pub async fn apply_slices(
     let overlay = || written.lock().unwrap_or_else(|e| e.into_inner());
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
     let pp = PostParams { field_manager: Some(field_manager.to_string()), ..Default::default() };
+    for slice in plan.create {
+        leading()?;
+        let Some(done) = create_slice(&api, &pp, slice, cache).await? else {
+            tracing::debug!(namespace = %ns, "namespace is terminating; not creating EndpointSlices");
+            return Ok(());
+        };
+        count("create");
+        let done = crate::controllers::prune::endpoint_slice(done);
+        let now = cache.get(Some(ns), &done.name_any());
+        overlay().wrote(done, None, now.as_deref());
+    }
     for slice in plan.update {
         leading()?;
         let name = slice.name_any();
-        match api.replace(&name, &pp, slice).await {
+        match api.replace(&name, &pp, &update_body(slice)).await {
             Ok(done) => {
                 count("update");
                 let done = crate::controllers::prune::endpoint_slice(done);
@@ -261,30 +301,59 @@ pub async fn apply_slices(
             Err(e) => return Err(e.into()),
         }
     }
-    for slice in plan.create {
-        leading()?;
-        match api.create(&pp, slice).await {
-            Ok(done) => {
-                count("create");
-                let done = crate::controllers::prune::endpoint_slice(done);
-                let now = cache.get(Some(ns), &done.name_any());
-                overlay().wrote(done, None, now.as_deref());
-            }
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                return Err(SyncError::Stale(format!(
-                    "EndpointSlice {} already exists: {}",
-                    slice.name_any(),
-                    e.message
-                )));
-            }
-            Err(e) if is_namespace_terminating(&e) => {
-                tracing::debug!(namespace = %ns, "namespace is terminating; not creating EndpointSlices");
-                return Ok(());
-            }
+    Ok(())
+}
+
+/// Creates `slice`; `None` when its namespace is being deleted (creates are then dropped quietly,
+/// as upstream does).
+///
+/// A planned name is taken (409) in two ways. A slice of the same group (same Service and
+/// manager) holds it: our cache has not seen that slice yet, so the sync is [`SyncError::Stale`]
+/// and retried — this is what keeps a lagging cache from creating a duplicate. Anything else
+/// holds it (a slice relabelled to another Service or manager, one of another controller's):
+/// the slice is created under the next deterministic name ([`naming::slice_names`]) that no
+/// cached slice uses, so a lagging cache still re-plans names it can only collide on.
+async fn create_slice(
+    api: &Api<EndpointSlice>,
+    pp: &PostParams,
+    slice: &EndpointSlice,
+    cache: &Cache<EndpointSlice>,
+) -> Result<Option<EndpointSlice>, SyncError> {
+    let ns = slice.metadata.namespace.as_deref().or(api.namespace()).unwrap_or("");
+    let service = slice.labels().get(LABEL_SERVICE_NAME).map(String::as_str).unwrap_or_default();
+    let owner = slice.owner_references().first().map(|o| o.uid.as_str()).unwrap_or_default();
+    let planned = slice.name_any();
+    let mut alternatives = naming::slice_names(service, owner, &slice.address_type)
+        .filter(|n| *n != planned && cache.get(Some(ns), n).is_none());
+    let mut body = Cow::Borrowed(slice);
+    for _ in 0..NAME_ATTEMPTS {
+        let name = body.name_any();
+        match api.create(pp, &body).await {
+            Ok(done) => return Ok(Some(done)),
+            Err(e) if is_namespace_terminating(&e) => return Ok(None),
+            Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&name).await? {
+                Some(held) if !same_group(&held, slice) => {
+                    let Some(next) = alternatives.next() else { break };
+                    tracing::warn!(
+                        namespace = %ns,
+                        name = %name,
+                        holder_service = ?held.labels().get(LABEL_SERVICE_NAME),
+                        holder_manager = ?held.labels().get(LABEL_MANAGED_BY),
+                        next = %next,
+                        "an EndpointSlice outside this Service's group holds the planned name; creating under the next"
+                    );
+                    let mut renamed = slice.clone();
+                    renamed.metadata.name = Some(next);
+                    body = Cow::Owned(renamed);
+                }
+                _ => return Err(SyncError::Stale(format!("EndpointSlice {name} already exists: {}", e.message))),
+            },
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Err(SyncError::Retry(format!(
+        "no free name for a new EndpointSlice of {ns}/{service}: {NAME_ATTEMPTS} names held by other slices"
+    )))
 }
 
 #[cfg(test)]
@@ -373,5 +442,28 @@ mod tests {
         assert_eq!(SyncError::result_label(&Ok(())), "success");
         assert_eq!(SyncError::result_label(&Err(SyncError::Stale("x".into()))), "stale");
         assert_eq!(SyncError::result_label(&Err(SyncError::Retry("x".into()))), "error");
+    }
+
+    #[test]
+    fn a_name_held_by_another_group_is_not_a_stale_cache() {
+        let slice = |labels: &[(&str, &str)]| EndpointSlice {
+            metadata: ObjectMeta {
+                labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: Some(vec![]),
+            ports: None,
+        };
+        let ours = slice(&[(LABEL_SERVICE_NAME, "web"), (LABEL_MANAGED_BY, "epslice")]);
+        assert!(same_group(&ours, &ours.clone()), "our own earlier create: the cache lags");
+        for other in [
+            slice(&[(LABEL_SERVICE_NAME, "other"), (LABEL_MANAGED_BY, "epslice")]),
+            slice(&[(LABEL_SERVICE_NAME, "web"), (LABEL_MANAGED_BY, "someone-else")]),
+            slice(&[(LABEL_SERVICE_NAME, "web")]),
+            slice(&[]),
+        ] {
+            assert!(!same_group(&ours, &other), "{:?}", other.metadata.labels);
+        }
     }
 }

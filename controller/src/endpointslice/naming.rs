@@ -67,22 +67,23 @@ pub fn slice_name(service_name: &str, service_uid: &str, address_type: &str, ord
     format!("{prefix}-{}", slice_name_suffix(service_uid, address_type, ordinal))
 }
 
-/// The first name `slice_name(service, uid, address_type, n)` for n = 0, 1, … that is not in
-/// `used`. Terminates because `used` is finite.
+/// The names `slice_name(service, uid, address_type, n)` for n = 0, 1, … in order.
+pub fn slice_names<'a>(
+    service_name: &'a str,
+    service_uid: &'a str,
+    address_type: &'a str,
+) -> impl Iterator<Item = String> + 'a {
+    (0u64..).map(move |n| slice_name(service_name, service_uid, address_type, n))
+}
+
+/// The first of [`slice_names`] that is not in `used`. Terminates because `used` is finite.
 pub fn first_free_slice_name(
     service_name: &str,
     service_uid: &str,
     address_type: &str,
     used: &BTreeSet<String>,
 ) -> String {
-    let mut ordinal = 0u64;
-    loop {
-        let name = slice_name(service_name, service_uid, address_type, ordinal);
-        if !used.contains(&name) {
-            return name;
-        }
-        ordinal += 1;
-    }
+    slice_names(service_name, service_uid, address_type).find(|n| !used.contains(n)).unwrap_or_default()
 }
 
 #[cfg(test)]
