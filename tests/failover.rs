@@ -167,20 +167,8 @@ fn forward(listen: u16, target: String) -> tokio::task::JoinHandle<()> {
 #[tokio::test]
 async fn unreachable_api_server_means_not_ready_not_a_crash() {
     let cp = envtest::shared();
-    let mut kc = kube::config::Kubeconfig::read_from(cp.kubeconfig_path()).unwrap();
     let link = envtest::free_port().unwrap();
-    let mut target = None;
-    for c in &mut kc.clusters {
-        if let Some(cluster) = c.cluster.as_mut() {
-            let server = cluster.server.clone().unwrap();
-            let url: http::Uri = server.parse().unwrap();
-            target = Some(format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap()));
-            cluster.server = Some(format!("https://127.0.0.1:{link}"));
-        }
-    }
-    let target = target.unwrap();
-    let path = std::env::temp_dir().join(format!("epslice-failover-{}-link.kubeconfig", std::process::id()));
-    std::fs::write(&path, serde_json::to_vec_pretty(&kc).unwrap()).unwrap();
+    let (path, target) = linked_kubeconfig(cp, link, "link");
 
     let admin = envtest::free_port().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_epslice-cli"));
@@ -224,4 +212,155 @@ async fn unreachable_api_server_means_not_ready_not_a_crash() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(r.proc.exited().is_none());
+}
+
+/// A kubeconfig for the shared control plane whose server is `127.0.0.1:link`; returns its path
+/// and the real `host:port`.
+fn linked_kubeconfig(cp: &envtest::ControlPlane, link: u16, tag: &str) -> (std::path::PathBuf, String) {
+    let mut kc = kube::config::Kubeconfig::read_from(cp.kubeconfig_path()).unwrap();
+    let mut target = None;
+    for c in &mut kc.clusters {
+        if let Some(cluster) = c.cluster.as_mut() {
+            let url: http::Uri = cluster.server.clone().unwrap().parse().unwrap();
+            target = Some(format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap()));
+            cluster.server = Some(format!("https://127.0.0.1:{link}"));
+        }
+    }
+    let path = std::env::temp_dir().join(format!("epslice-failover-{}-{tag}.kubeconfig", std::process::id()));
+    std::fs::write(&path, serde_json::to_vec_pretty(&kc).unwrap()).unwrap();
+    (path, target.unwrap())
+}
+
+/// A forwarder like [`forward`] that, once `cut` turns true, goes silent without closing
+/// anything: bytes stop flowing both ways and new connections are accepted and then ignored,
+/// as with a peer that died without a reset (no RST, no FIN).
+fn forward_until_silent(
+    listen: u16,
+    target: String,
+    cut: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen)).await.unwrap();
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { continue };
+            let (target, mut cut) = (target.clone(), cut.clone());
+            conns.spawn(async move {
+                if *cut.borrow() {
+                    let _held = inbound;
+                    return std::future::pending::<()>().await;
+                }
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                let silenced = tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                    _ = cut.wait_for(|c| *c) => true,
+                };
+                if silenced {
+                    let _held = (inbound, outbound);
+                    std::future::pending::<()>().await;
+                }
+            });
+        }
+    })
+}
+
+async fn leader_gauge(r: &Replica) -> Option<f64> {
+    let (_, text) = r.get("/metrics").await?;
+    text.lines().find_map(|l| l.strip_prefix("leader_election_master_status{name=\"epslice\"} ")?.trim().parse().ok())
+}
+
+/// Found in review: the leader's own check of its Lease had no timeout, so a link to the API
+/// server that went silent (no reset) hung it with the write gate open while another replica
+/// took over. Now the gate closes before the lease can expire.
+#[tokio::test]
+async fn a_leader_whose_link_goes_silent_stops_leading_before_its_lease_expires() {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "silent").await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let link = envtest::free_port().unwrap();
+    let (path, target) = linked_kubeconfig(cp, link, "silent");
+    let (cut_tx, cut) = tokio::sync::watch::channel(false);
+    let _link = forward_until_silent(link, target, cut);
+
+    let admin = envtest::free_port().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_epslice-cli"));
+    cmd.arg("run")
+        .env_remove("KUBECONFIG")
+        .env("POD_NAME", "s")
+        .arg("--kubeconfig")
+        .arg(&path)
+        .args(["--namespace", &ns, "--leader-elect-resource-namespace", &ns])
+        .args(["--leader-elect-lease-duration", "10s", "--leader-elect-renew-grace", "3s"])
+        .args(["--admin-bind-address", &format!("127.0.0.1:{admin}")]);
+    let s = Replica { name: "s".into(), proc: cp.spawn_in_group("epslice-silent", cmd).unwrap(), admin };
+    s.wait_ready().await;
+    wait_holder(&leases, "s", CONVERGE).await;
+    let t0 = Instant::now();
+    while leader_gauge(&s).await != Some(1.0) {
+        assert!(t0.elapsed() < CONVERGE, "s never opened its gate; log:\n{}", s.proc.log_tail(3000));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = Replica::start(cp, &ns, "b");
+    b.wait_ready().await;
+
+    let t_cut = Instant::now();
+    cut_tx.send(true).unwrap();
+    while leader_gauge(&s).await != Some(0.0) {
+        // lease 10 s − grace 3 s: the gate must close within 7 s of the last renewal.
+        assert!(
+            t_cut.elapsed() < Duration::from_secs(8),
+            "s still leads over a silent link; log:\n{}",
+            s.proc.log_tail(3000)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closed = t_cut.elapsed();
+    let took = wait_holder(&leases, "b", Duration::from_secs(20)).await;
+    eprintln!("gate closed {closed:?} after the link went silent; b took the Lease {took:?} after that");
+    assert_eq!(leader_gauge(&s).await, Some(0.0), "s stays a follower");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    svcs.create(&PostParams::default(), &service("ha", "ha", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    add_pod(&pods, "ha-0", 0).await;
+    wait_slices(&client, &ns, "ha", "the new leader writes", |s| endpoint_count(s) == 1).await;
+    assert_eq!(s.writes().await, 0.0, "the silenced replica wrote nothing");
+}
+
+/// Found in review: a Lease that could not be set up at start (here: its namespace does not
+/// exist yet) ended leader election for good, and the replica never wrote. Now it retries.
+#[tokio::test]
+async fn a_lease_that_cannot_be_set_up_at_start_is_retried() {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "late-lease").await.unwrap();
+    let lease_ns = format!("{ns}-leases");
+    let admin = envtest::free_port().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_epslice-cli"));
+    cmd.arg("run")
+        .env_remove("KUBECONFIG")
+        .env("POD_NAME", "late")
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .args(["--namespace", &ns, "--leader-elect-resource-namespace", &lease_ns])
+        .args(["--leader-elect-lease-duration", "10s", "--leader-elect-renew-grace", "3s"])
+        .args(["--admin-bind-address", &format!("127.0.0.1:{admin}")]);
+    let r = Replica { name: "late".into(), proc: cp.spawn_in_group("epslice-late-lease", cmd).unwrap(), admin };
+    r.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(leader_gauge(&r).await, Some(0.0), "no Lease, no writes");
+    assert!(r.proc.log_tail(20_000).contains("cannot set up the Lease"), "{}", r.proc.log_tail(3000));
+
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let mut n = k8s_openapi::api::core::v1::Namespace::default();
+    n.metadata.name = Some(lease_ns.clone());
+    namespaces.create(&PostParams::default(), &n).await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &lease_ns);
+    // The retry backs off up to 30 s (plus jitter).
+    wait_holder(&leases, "late", Duration::from_secs(75)).await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    svcs.create(&PostParams::default(), &service("ha", "ha", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    add_pod(&pods, "ha-0", 0).await;
+    wait_slices(&client, &ns, "ha", "writes once the Lease is held", |s| endpoint_count(s) == 1).await;
 }

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube_lease_manager::LeaseManagerBuilder;
@@ -39,8 +40,14 @@ pub fn always_open() -> (watch::Sender<bool>, Gate) {
     watch::channel(true)
 }
 
-/// Runs leader election until `stop` turns true, then releases the Lease. Returns an error only
-/// if the Lease cannot be set up at all (e.g. RBAC forbids it).
+/// The longest one call to the API server may take here. kube's client sets no read timeout, so
+/// a connection that died without a reset would otherwise hang the loop that closes the gate.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs leader election until `stop` turns true, then releases the Lease. Setting up the Lease
+/// is retried with backoff (1 s doubling to 30 s, with jitter) until it works or `stop` turns
+/// true: a replica started while the API server is unreachable, or before its RBAC is in place,
+/// recovers by itself, and says so in its log meanwhile.
 pub async fn run(
     client: kube::Client,
     le: LeaderElection,
@@ -49,17 +56,34 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let secs = |d: Duration| d.as_secs().max(1);
     let build = || async {
-        LeaseManagerBuilder::new(client.clone(), &le.name)
+        let build = LeaseManagerBuilder::new(client.clone(), &le.name)
             .with_namespace(&le.namespace)
             .with_identity(&le.identity)
             .with_duration(secs(le.lease_duration))
             .with_grace(secs(le.grace))
             .with_field_manager(format!("epslice-{}", le.identity))
-            .build()
-            .await
-            .map_err(|e| anyhow::anyhow!("leader election on Lease {}/{}: {e}", le.namespace, le.name))
+            .build();
+        match tokio::time::timeout(CALL_TIMEOUT, build).await {
+            Ok(r) => r.map_err(|e| anyhow::anyhow!("leader election on Lease {}/{}: {e}", le.namespace, le.name)),
+            Err(_) => Err(anyhow::anyhow!(
+                "leader election on Lease {}/{}: no answer within {CALL_TIMEOUT:?}",
+                le.namespace,
+                le.name
+            )),
+        }
     };
-    let mut manager = build().await?;
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times();
+    let first = build.retry(backoff).notify(|e, wait| {
+        tracing::warn!(error = %e, retry_in = ?wait, "leader election: cannot set up the Lease; this replica does not write meanwhile");
+    });
+    let mut manager = tokio::select! {
+        m = first => m?,
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    };
     let leases: Api<Lease> = Api::namespaced(client.clone(), &le.namespace);
     let valid_for = le.lease_duration.saturating_sub(le.grace);
     let mut last_ok = tokio::time::Instant::now();
@@ -81,7 +105,14 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         // Our own view of the Lease, so a replica that cannot renew stops in time.
-        let mine = match leases.get_opt(&le.name).await {
+        // Bounded by what is left of the lease's validity, so the gate closes in time even when
+        // the call hangs.
+        let left = valid_for.saturating_sub(last_ok.elapsed()).clamp(Duration::from_millis(100), CALL_TIMEOUT);
+        let read = match tokio::time::timeout(left, leases.get_opt(&le.name)).await {
+            Ok(r) => r.map_err(anyhow::Error::from),
+            Err(_) => Err(anyhow::anyhow!("no answer within {left:?}")),
+        };
+        let mine = match read {
             Ok(lease) => {
                 last_ok = tokio::time::Instant::now();
                 let released = lease.as_ref().and_then(|l| l.spec.as_ref()).is_none_or(|s| s.holder_identity.is_none());
@@ -102,7 +133,7 @@ pub async fn run(
                 })
             }
             Err(e) => {
-                if last_ok.elapsed() > valid_for {
+                if last_ok.elapsed() >= valid_for {
                     tracing::warn!(error = %e, "cannot read the Lease for longer than the lease duration; not writing");
                     false
                 } else {

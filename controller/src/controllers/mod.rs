@@ -266,7 +266,8 @@ pub async fn run(
 
     let (informers, watches) = informers::start(&client, options.namespace.as_deref(), options.streaming_lists, subs);
     // A replica whose watches fail (API server unreachable or refusing) is not ready while the
-    // watches back off; it recovers with the next event.
+    // watches back off; it recovers with the next event, or once a watch has been quiet for
+    // `WATCH_RECOVERY` after its last error.
     for (name, flag) in informers.watch_health() {
         ready.register(name, flag);
     }

@@ -58,6 +58,12 @@ impl SyncError {
     }
 }
 
+/// How long one sync may take before it is abandoned and retried with backoff: twice the API
+/// server's own request timeout (60 s), so only a request stuck on a dead connection hits it.
+/// An abandoned write may or may not have landed; the retry plans from the cache, and
+/// resourceVersions and deterministic names keep it from writing twice.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A controller's queue with its upstream name and the process metrics.
 pub struct Queue {
     /// The queue.
@@ -83,6 +89,13 @@ impl Queue {
         } else {
             self.queue.add_after(key, delay);
         }
+        self.record_depth();
+    }
+
+    /// `workqueue_depth{name}`: the keys waiting (set on every add, take and finish, so it
+    /// follows a backlog on a follower too, where nothing is taken).
+    fn record_depth(&self) {
+        self.metrics.queue.depth.get_or_create(&self.labels()).set(self.queue.len() as i64);
     }
 
     /// Upstream's `handleErr`: forget on success, back off and retry up to [`MAX_RETRIES`],
@@ -119,20 +132,27 @@ impl Queue {
     {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..workers.max(1) {
-            let (q, mut gate, sync) = (self.clone(), gate.clone(), sync.clone());
+            let (q, mut gate, sync, mut stop) = (self.clone(), gate.clone(), sync.clone(), stop.clone());
             set.spawn(async move {
                 loop {
-                    // Only the leader works; the caches stay warm on every replica.
-                    if gate.wait_for(|leading| *leading).await.is_err() {
-                        break;
+                    // Only the leader works; the caches stay warm on every replica. A follower
+                    // waiting here stops at once on shutdown.
+                    tokio::select! {
+                        _ = stop.wait_for(|v| *v) => break,
+                        r = gate.wait_for(|leading| *leading) => if r.is_err() { break },
                     }
                     let Some(key) = q.queue.get().await else { break };
+                    q.record_depth();
                     let t0 = std::time::Instant::now();
-                    let result = sync(key.clone(), gate.clone()).await;
+                    // A write stuck on a dead connection must not hold its key for good.
+                    let result = match tokio::time::timeout(SYNC_TIMEOUT, sync(key.clone(), gate.clone())).await {
+                        Ok(r) => r,
+                        Err(_) => Err(SyncError::Retry(format!("sync did not finish within {SYNC_TIMEOUT:?}"))),
+                    };
                     tracing::debug!(queue = q.queue.name(), namespace = %key.0, name = %key.1, elapsed = ?t0.elapsed(), ok = result.is_ok(), "synced");
                     q.finish(&key, result);
                     q.queue.done(&key);
-                    q.metrics.queue.depth.get_or_create(&q.labels()).set(q.queue.len() as i64);
+                    q.record_depth();
                 }
             });
         }
@@ -465,5 +485,47 @@ mod tests {
         ] {
             assert!(!same_group(&ours, &other), "{:?}", other.metadata.labels);
         }
+    }
+
+    fn queue() -> Arc<Queue> {
+        let limit = crate::runtime::queue::RateLimit::ENDPOINTS;
+        Arc::new(Queue::new(WorkQueue::new("test", limit), Arc::new(Metrics::default())))
+    }
+
+    fn depth(q: &Queue) -> i64 {
+        q.metrics.queue.depth.get_or_create(&q.labels()).get()
+    }
+
+    /// Found in review: followers waited for leadership without watching for shutdown, so every
+    /// rollout ran into the 30 s stop timeout.
+    #[tokio::test]
+    async fn a_follower_stops_at_once_on_shutdown() {
+        let q = queue();
+        let (_gate_tx, gate) = watch::channel(false);
+        let (stop_tx, stop) = watch::channel(false);
+        let run = tokio::spawn(q.clone().run_workers(2, gate, stop, |_, _| async { Ok(()) }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), run).await.expect("the workers stopped").unwrap();
+    }
+
+    /// Found in review: the depth was set only after a sync, so a follower's backlog read 0.
+    #[tokio::test]
+    async fn the_queue_depth_follows_adds_on_a_follower_and_takes_on_the_leader() {
+        let q = queue();
+        q.enqueue(("ns".into(), "a".into()), Duration::ZERO);
+        q.enqueue(("ns".into(), "b".into()), Duration::ZERO);
+        assert_eq!(depth(&q), 2, "no worker has taken anything");
+        let (gate_tx, gate) = watch::channel(false);
+        let (stop_tx, stop) = watch::channel(false);
+        let run = tokio::spawn(q.clone().run_workers(1, gate, stop, |_, _| async { Ok(()) }));
+        gate_tx.send(true).unwrap();
+        let t0 = std::time::Instant::now();
+        while depth(&q) != 0 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "the leader drained the queue");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop_tx.send(true).unwrap();
+        run.await.unwrap();
     }
 }

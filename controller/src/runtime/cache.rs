@@ -20,6 +20,7 @@ use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::Resource;
@@ -280,7 +281,8 @@ impl<S: Cached> Cache<S> {
     }
 
     /// True while the watch works: set by every event, cleared by every watch error (the API
-    /// server unreachable, refusing, or the watch expiring) until the next event. Readiness uses
+    /// server unreachable, refusing, or the watch expiring) until the next event or until
+    /// [`WATCH_RECOVERY`] passes without another error. Readiness uses
     /// it so that a replica cut off from the API server reports not-ready while it backs off.
     pub fn watch_health(&self) -> Arc<AtomicBool> {
         self.watching.clone()
@@ -289,6 +291,35 @@ impl<S: Cached> Cache<S> {
     /// The object `namespace/name` (namespace `None` for cluster-scoped kinds).
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<S>> {
         self.store.get(namespace.unwrap_or(""), name)
+    }
+}
+
+/// How long a watch must stay quiet after an error to count as healthy again. kube's watcher
+/// resumes a broken watch without an event, so a quiet kind (say, Services) would otherwise
+/// stay unhealthy until its next change. A watch that is still failing reports an error at
+/// least this often: kube's backoff waits at most 30 s plus up to as much again of jitter, and
+/// a connection attempt gives up after 30 s.
+pub const WATCH_RECOVERY: Duration = Duration::from_secs(100);
+
+/// The next item of `stream`. While `health` is false (the last item was an error), waits at
+/// most `recovery` for it: a stream quiet that long has re-established its watch, and `health`
+/// turns true again.
+async fn next_or_recovered<T>(
+    stream: &mut (impl futures::Stream<Item = T> + Unpin),
+    health: &AtomicBool,
+    recovery: Duration,
+) -> Option<T> {
+    loop {
+        if health.load(Ordering::Relaxed) {
+            return stream.next().await;
+        }
+        match tokio::time::timeout(recovery, stream.next()).await {
+            Ok(item) => return item,
+            Err(_) => {
+                tracing::info!(quiet = ?recovery, "no watch error since the last one: the watch is back");
+                health.store(true, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -324,7 +355,7 @@ where
     let health = watching.clone();
     let fut = async move {
         let mut stream = watcher::watcher(api.clone(), config.clone()).default_backoff().boxed();
-        while let Some(ev) = stream.next().await {
+        while let Some(ev) = next_or_recovered(&mut stream, &health, WATCH_RECOVERY).await {
             let ev = match ev {
                 Ok(ev) => {
                     if !health.swap(true, Ordering::Relaxed) {
@@ -587,5 +618,40 @@ mod tests {
         w.apply(Event::Apply(cm("a", "x", "1")), &hs);
         let seen = keep.0.lock().unwrap().clone().unwrap();
         assert!(Arc::ptr_eq(&seen, &store.get("a", "x").unwrap()));
+    }
+
+    /// Found in review: kube's watcher resumes a broken watch without an event, so a quiet
+    /// watch stayed unhealthy (and the replica not ready) until its next change.
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_quiet_after_an_error_is_healthy_again() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<u32, &str>>();
+        let mut stream = rx;
+        let health = AtomicBool::new(true);
+        let recovery = Duration::from_secs(100);
+        tx.unbounded_send(Err("watch failed")).unwrap();
+        assert_eq!(next_or_recovered(&mut stream, &health, recovery).await, Some(Err("watch failed")));
+        health.store(false, Ordering::Relaxed);
+        // Errors keep coming more often than `recovery`: still unhealthy.
+        let feeder = {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                tx.unbounded_send(Err("again")).unwrap();
+            })
+        };
+        assert_eq!(next_or_recovered(&mut stream, &health, recovery).await, Some(Err("again")));
+        assert!(!health.load(Ordering::Relaxed));
+        feeder.await.unwrap();
+        // Then quiet: healthy after `recovery`, while still waiting for the next item.
+        let t0 = tokio::time::Instant::now();
+        let next = tokio::spawn(async move {
+            let health = AtomicBool::new(false);
+            let item = next_or_recovered(&mut stream, &health, recovery).await;
+            (item, health.load(Ordering::Relaxed))
+        });
+        tokio::time::sleep(Duration::from_secs(150)).await;
+        tx.unbounded_send(Ok(7)).unwrap();
+        assert_eq!(next.await.unwrap(), (Some(Ok(7)), true));
+        assert!(t0.elapsed() >= Duration::from_secs(150));
     }
 }
