@@ -181,3 +181,99 @@ async fn rapid_readiness_flaps_end_in_the_right_state() {
     wait_endpoints(&client, &ns, "flap", "pod no longer selected", |e| endpoints_counts(e) == (0, 0)).await;
     ctl.stop().await;
 }
+
+/// Found in review: the trigger-time tracker remembered Services the controller skips (no
+/// selector), so a Service given a selector later took its first pod's Ready time where upstream
+/// takes the Service's creation time (it never computes trigger times for skipped Services).
+#[tokio::test]
+async fn a_service_given_a_selector_later_starts_from_its_creation_time() {
+    let (client, ns, svcs, pods, ctl) = setup("ep-late-selector").await;
+    let mut svc = service("late", "late", &[("http", 80, IntOrString::Int(8080))]);
+    svc.spec.as_mut().unwrap().selector = None;
+    let created = svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let t0 = created.metadata.creation_timestamp.unwrap().0;
+    // Past the creation's whole second, so the pod's Ready time differs from it.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    pods.create(&PostParams::default(), &kwok::pod("late-0", &node(0), &[("app", "late")], &[("http", 8080)]))
+        .await
+        .unwrap();
+    wait_ready_ips(&pods, &["late-0".to_string()]).await;
+    svcs.patch(
+        "late",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"selector": {"app": "late"}}})),
+    )
+    .await
+    .unwrap();
+    let e = wait_endpoints(&client, &ns, "late", "the pod's address", |e| endpoints_counts(e) == (1, 0)).await.unwrap();
+    let annotation = e.metadata.annotations.unwrap()["endpoints.kubernetes.io/last-change-trigger-time"].clone();
+    let trigger: k8s_openapi::jiff::Timestamp = annotation.parse().unwrap();
+    assert_eq!(trigger, t0, "the Service's creation time, not the pod's Ready time ({annotation})");
+    ctl.stop().await;
+}
+
+/// Found in review: a failed write's `FailedToUpdateEndpoint` event was recorded on the Service;
+/// upstream records it on the Endpoints object. Here an admission policy refuses every Endpoints
+/// write in the test's namespace.
+#[tokio::test]
+async fn a_failed_write_is_reported_on_the_endpoints_object() {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    use k8s_openapi::api::events::v1::Event;
+    let (client, ns, svcs, pods, ctl) = setup("ep-failed").await;
+    let name = format!("deny-endpoints-{ns}");
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["endpoints"]
+            }]},
+            "validations": [{"expression": "false", "message": "Endpoints refused by the test's policy"}]
+        }
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        }
+    }))
+    .unwrap();
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    // The API server loads policies from a watch: wait until this one refuses an Endpoints.
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+    let probe = Endpoints { metadata: ObjectMeta { name: Some("probe".into()), ..Default::default() }, subsets: None };
+    let t0 = std::time::Instant::now();
+    while eps.create(&PostParams::default(), &probe).await.is_ok() {
+        eps.delete("probe", &DeleteParams::default()).await.unwrap();
+        assert!(t0.elapsed() < CONVERGE, "the policy never took effect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    svcs.create(&PostParams::default(), &service("refused", "refused", &[("http", 80, IntOrString::Int(8080))]))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &kwok::pod("refused-0", &node(0), &[("app", "refused")], &[("http", 8080)]))
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let t0 = std::time::Instant::now();
+    let ev = loop {
+        let found = events.list(&Default::default()).await.unwrap().items;
+        if let Some(e) = found.into_iter().find(|e| e.reason.as_deref() == Some("FailedToUpdateEndpoint")) {
+            break e;
+        }
+        assert!(t0.elapsed() < CONVERGE, "no FailedToUpdateEndpoint event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let regarding = ev.regarding.unwrap();
+    assert_eq!((regarding.kind.as_deref(), regarding.name.as_deref()), (Some("Endpoints"), Some("refused")));
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    bindings.delete(&name, &DeleteParams::default()).await.unwrap();
+    policies.delete(&name, &DeleteParams::default()).await.unwrap();
+    ctl.stop().await;
+}

@@ -1,14 +1,14 @@
 //! The legacy Endpoints controller's shell: Service and pod events → Service keys (upstream's
 //! rules), a snapshot per key, the pure planner ([`crate::endpoints`]), one write.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Service};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
 use super::informers::{Informers, Key, Subscribers, key_of};
@@ -36,8 +36,10 @@ struct Shared {
     recorder: Recorder,
     trigger_times: Mutex<TriggerTimeTracker>,
     written: Mutex<RecentWrites<Endpoints>>,
-    /// Keys already warned about (warnings are logged once per key and message).
-    warned: Mutex<HashSet<(Key, String)>>,
+    /// The warnings of each Service's last sync: a warning is logged when it appears, not on
+    /// every sync while it lasts. Only current warnings are kept, so this is bounded by what the
+    /// cluster looks like now.
+    warned: Mutex<HashMap<Key, HashSet<String>>>,
 }
 
 /// The controller.
@@ -162,10 +164,15 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
             }
         }
     };
-    for w in &plan.warnings {
-        let first = s.warned.lock().unwrap_or_else(|e| e.into_inner()).insert((key.clone(), w.to_string()));
-        if first {
+    {
+        let now: HashSet<String> = plan.warnings.iter().map(ToString::to_string).collect();
+        let mut warned = s.warned.lock().unwrap_or_else(|e| e.into_inner());
+        let before = warned.remove(key).unwrap_or_default();
+        for w in now.difference(&before) {
             tracing::warn!(namespace = %ns, service = %name, "{w}");
+        }
+        if !now.is_empty() {
+            warned.insert(key.clone(), now);
         }
     }
     if !*gate.borrow() && !plan.is_noop() {
@@ -173,20 +180,32 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
     }
     let result = apply(s, &inf.endpoints, ns, name, &plan.action).await;
     s.metrics.endpoints.syncs.get_or_create(&ResultLabels { result: SyncError::result_label(&result).into() }).inc();
+    // Upstream computes trigger times only for Services it fills (a selector, not ExternalName):
+    // a Service given a selector later starts from its creation time.
     if result.is_ok()
+        && plan.skipped.is_none()
         && let (Some(svc), Some(st)) = (service.as_deref(), trigger_state)
     {
         s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).commit(svc, st);
     }
-    if let (Err(SyncError::Api(e)), Some(svc)) = (&result, service.as_deref()) {
+    if let (Err(e @ SyncError::Api(_)), Some(_)) = (&result, service.as_deref()) {
         let ev = KubeEvent {
             type_: EventType::Warning,
             reason: "FailedToUpdateEndpoint".into(),
-            note: Some(format!("Failed to update endpoint {ns}/{name}: {e}")),
+            note: Some(format!("Failed to update endpoint {ns}/{name}: {}", e.message())),
             action: "Reconcile".into(),
             secondary: None,
         };
-        let _ = s.recorder.publish(&ev, &svc.object_ref(&())).await;
+        // Upstream records it on the Endpoints object (`kubectl describe endpoints` shows it).
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Endpoints".into()),
+            namespace: Some(ns.clone()),
+            name: Some(name.clone()),
+            uid: existing.as_ref().and_then(|e| e.metadata.uid.clone()),
+            ..Default::default()
+        };
+        super::work::publish_event(&s.recorder, ev, &reference).await;
     }
     result
 }

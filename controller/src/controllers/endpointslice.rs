@@ -189,6 +189,32 @@ impl Handler<Node> for NodeEvents {
     }
 }
 
+/// The field managers other than `ours` that wrote `new` since `old` (each manager once): the
+/// managedFields entries `new` has and `old` had not (same manager, operation and time), with a
+/// time no earlier than `since` (this process's start, less one second: managedFields times
+/// have whole-second precision). An entry a manager wrote long ago stays on the slice; it is a
+/// write only when it appears or changes.
+pub fn foreign_writes(
+    old: Option<&EndpointSlice>,
+    new: &EndpointSlice,
+    ours: &str,
+    since: DateTime<Utc>,
+) -> Vec<String> {
+    let entries = |s: Option<&EndpointSlice>| s.and_then(|s| s.metadata.managed_fields.clone()).unwrap_or_default();
+    let before = entries(old);
+    let mut writers: Vec<String> = Vec::new();
+    for e in entries(Some(new)) {
+        let manager = e.manager.clone().unwrap_or_default();
+        let recent = e.time.as_ref().is_some_and(|t| to_chrono(t.0) >= since - chrono::Duration::seconds(1));
+        let seen = before.iter().any(|b| b.manager == e.manager && b.operation == e.operation && b.time == e.time);
+        if manager.is_empty() || manager == ours || !recent || seen || writers.contains(&manager) {
+            continue;
+        }
+        writers.push(manager);
+    }
+    writers
+}
+
 struct SliceEvents(Arc<Shared>);
 
 impl SliceEvents {
@@ -205,17 +231,11 @@ impl SliceEvents {
         self.0.settings.batch_period.max(SLICE_CHANGE_MIN_SYNC_DELAY)
     }
 
-    /// Reports (once per manager) a write to one of our slices by another field manager.
-    fn check_foreign_writer(&self, slice: &EndpointSlice) {
+    /// Counts each write to one of our slices by another field manager, and reports each such
+    /// manager once.
+    fn check_foreign_writer(&self, old: Option<&EndpointSlice>, slice: &EndpointSlice) {
         let s = &self.0;
-        let Some(mf) = slice.metadata.managed_fields.as_ref() else { return };
-        for e in mf {
-            let manager = e.manager.clone().unwrap_or_default();
-            // managedFields times have whole-second precision.
-            let recent = e.time.as_ref().is_some_and(|t| to_chrono(t.0) >= s.started_at - chrono::Duration::seconds(1));
-            if manager.is_empty() || manager == s.field_manager || !recent {
-                continue;
-            }
+        for manager in foreign_writes(old, slice, &s.field_manager, s.started_at) {
             s.metrics.endpointslice.foreign_writes.get_or_create(&WriterLabels { manager: manager.clone() }).inc();
             let first = s.reported_writers.lock().unwrap_or_else(|e| e.into_inner()).insert(manager.clone());
             if first {
@@ -246,7 +266,7 @@ impl SliceEvents {
                             action: "Detect".into(),
                             secondary: None,
                         };
-                        let _ = recorder.publish(&ev, &reference).await;
+                        super::work::publish_event(&recorder, ev, &reference).await;
                     });
                 }
             }
@@ -259,7 +279,7 @@ impl Handler<EndpointSlice> for SliceEvents {
         let s = &self.0;
         s.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
         if self.ours(&new) {
-            self.check_foreign_writer(&new);
+            self.check_foreign_writer(old.as_deref(), &new);
         }
         match old {
             None => {
@@ -370,9 +390,7 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(err) = s.recorder.publish(&e, &service_ref).await {
-            tracing::debug!(error = %err, "could not record event");
-        }
+        super::work::publish_event(&s.recorder, e, &service_ref).await;
     }
 
     let slice_plan = SlicePlan { create: &plan.create, update: &plan.update, delete: &plan.delete };
@@ -398,11 +416,11 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate
         let ev = KubeEvent {
             type_: EventType::Warning,
             reason: "FailedToUpdateEndpointSlices".into(),
-            note: Some(format!("Error updating Endpoint Slices for Service {ns}/{name}: {e}")),
+            note: Some(format!("Error updating Endpoint Slices for Service {ns}/{name}: {}", e.message())),
             action: "Reconcile".into(),
             secondary: None,
         };
-        let _ = s.recorder.publish(&ev, &service_ref).await;
+        super::work::publish_event(&s.recorder, ev, &service_ref).await;
     }
     result
 }
@@ -429,4 +447,53 @@ fn update_gauges(s: &Shared) {
     s.metrics.endpointslice.endpoints_desired.set(e);
     s.metrics.endpointslice.desired_endpoint_slices.set(d);
     s.metrics.endpointslice.num_endpoint_slices.set(a);
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn slice(entries: &[(&str, i64)]) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                managed_fields: Some(
+                    entries
+                        .iter()
+                        .map(|(m, t)| ManagedFieldsEntry {
+                            manager: Some(m.to_string()),
+                            operation: Some("Update".into()),
+                            time: Some(Time(k8s_openapi::jiff::Timestamp::from_second(*t).unwrap())),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: Some(vec![]),
+            ports: None,
+        }
+    }
+
+    /// Found in review: every later event of a slice (our own writes included) counted the other
+    /// manager's entry again, so the counter kept rising after kcm had stopped.
+    #[test]
+    fn a_foreign_write_is_counted_when_it_appears_not_on_every_later_event() {
+        let start = DateTime::<Utc>::from_timestamp(1_000, 0).unwrap();
+        let ours = "epslice";
+        let first = slice(&[("epslice", 1_001), ("kube-controller-manager", 1_002)]);
+        assert_eq!(foreign_writes(None, &first, ours, start), ["kube-controller-manager"]);
+        // Our own write afterwards: kcm's entry is unchanged.
+        let ours_again = slice(&[("epslice", 1_005), ("kube-controller-manager", 1_002)]);
+        assert!(foreign_writes(Some(&first), &ours_again, ours, start).is_empty());
+        // kcm writes again.
+        let kcm_again = slice(&[("epslice", 1_005), ("kube-controller-manager", 1_007)]);
+        assert_eq!(foreign_writes(Some(&ours_again), &kcm_again, ours, start), ["kube-controller-manager"]);
+        // Entries from before this process started are history, not writes.
+        let old = slice(&[("kube-controller-manager", 900)]);
+        assert!(foreign_writes(None, &old, ours, start).is_empty());
+    }
 }

@@ -262,9 +262,7 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
                 action: "Mirror".into(),
                 secondary: None,
             };
-            if let Err(err) = s.recorder.publish(&e, &reference).await {
-                tracing::debug!(error = %err, "could not record event");
-            }
+            super::work::publish_event(&s.recorder, e, &reference).await;
         }
     }
     let slice_plan = SlicePlan { create: &plan.create, update: &plan.update, delete: &plan.delete };

@@ -46,7 +46,44 @@ pub enum SyncError {
     NotLeader,
 }
 
+/// The longest Event note the API server accepts (bytes).
+pub const MAX_EVENT_NOTE: usize = 1024;
+
+/// Records an Event; the note is cut to [`MAX_EVENT_NOTE`] bytes (at a character boundary), and
+/// a refusal is logged, never dropped in silence.
+pub async fn publish_event(
+    recorder: &kube::runtime::events::Recorder,
+    mut ev: kube::runtime::events::Event,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) {
+    if let Some(note) = ev.note.as_mut() {
+        truncate_note(note);
+    }
+    if let Err(err) = recorder.publish(&ev, reference).await {
+        tracing::warn!(reason = %ev.reason, object = ?reference.name, error = %err, "cannot record an event");
+    }
+}
+
+fn truncate_note(note: &mut String) {
+    if note.len() > MAX_EVENT_NOTE {
+        let mut end = MAX_EVENT_NOTE;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+}
+
 impl SyncError {
+    /// The error as upstream's events word it: an API error is its Status message (kube's
+    /// `Display` adds the whole Status, which overran the 1024-byte note of an Event).
+    pub fn message(&self) -> String {
+        match self {
+            SyncError::Api(kube::Error::Api(status)) => status.message.clone(),
+            e => e.to_string(),
+        }
+    }
+
     /// The `result` label of upstream's `…_syncs` counters.
     pub fn result_label(r: &Result<(), SyncError>) -> &'static str {
         match r {
@@ -527,5 +564,22 @@ mod tests {
         }
         stop_tx.send(true).unwrap();
         run.await.unwrap();
+    }
+
+    /// Found by `a_failed_write_is_reported_on_the_endpoints_object`: the note carried kube's
+    /// whole Status (over 1024 bytes) and the API server refused every such event.
+    #[test]
+    fn event_notes_carry_the_api_message_and_fit_the_limit() {
+        let status =
+            kube::core::Status { code: 422, message: "endpoints \"x\" is forbidden".into(), ..Default::default() };
+        let e = SyncError::Api(kube::Error::Api(Box::new(status)));
+        assert_eq!(e.message(), "endpoints \"x\" is forbidden");
+        assert!(e.to_string().len() > e.message().len());
+        let mut long = "é".repeat(600);
+        truncate_note(&mut long);
+        assert!(long.len() <= MAX_EVENT_NOTE && long.chars().all(|c| c == 'é'));
+        let mut short = "fine".to_string();
+        truncate_note(&mut short);
+        assert_eq!(short, "fine");
     }
 }
