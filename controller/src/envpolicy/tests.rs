@@ -395,6 +395,59 @@ fn picked_services_never_set_the_api_servers_variables() {
     }
 }
 
+/// A pod that sets `enableServiceLinks: false` itself keeps its opt-out under a `Selected` policy
+/// (nothing of the pick is injected, as the kubelet would show it nothing), and the response says
+/// so instead of injecting nothing silently.
+#[test]
+fn selected_pick_into_a_pod_that_opts_out_of_links_warns() {
+    let mut opted_out = pod(&[]);
+    opted_out.spec.as_mut().unwrap().enable_service_links = Some(false);
+    let says_so = |warnings: &[String]| {
+        warnings.iter().any(|w| w.contains("not injected") && w.contains("enableServiceLinks: false"))
+    };
+    for disable in [false, true] {
+        let mut v = cluster();
+        v.policies = vec![policy(
+            "app",
+            "p",
+            ServiceEnvPolicySpec {
+                mode: PolicyMode::Selected,
+                namespaces: vec!["shared".into()],
+                services: selected(&["db", "shared/mail"], None),
+                disable_kubelet_service_links: disable,
+                ..Default::default()
+            },
+        )];
+        let (vars, warnings) = injected(&v, &opted_out, "app");
+        assert!(vars.is_empty(), "disable={disable}: {vars:?}");
+        assert!(says_so(&warnings), "disable={disable}: {warnings:?}");
+        // The same pod with links on gets the pick, and no such warning.
+        let (vars, warnings) = injected(&v, &pod(&[]), "app");
+        assert!(vars.iter().any(|(n, _)| n == "DB_SERVICE_HOST"), "{vars:?}");
+        assert!(!says_so(&warnings), "{warnings:?}");
+        // Re-invoked on what we patched (links switched off by us, not by the pod): no warning.
+        let body = admission_body(&pod(&[]), "app");
+        let r =
+            review(&body, &ReviewConfig::default(), |req| decide(req.namespace, req.labels, &v, DefaultMode::Off).0);
+        let mut patched = serde_json::to_value(pod(&[])).unwrap();
+        json_patch::patch(
+            &mut patched,
+            &serde_json::from_value::<json_patch::Patch>(patch_ops(&r.body).into()).unwrap(),
+        )
+        .unwrap();
+        let patched: Pod = serde_json::from_value(patched).unwrap();
+        let (vars, warnings) = injected(&v, &patched, "app");
+        assert!(vars.is_empty() && !says_so(&warnings), "disable={disable}: {vars:?} {warnings:?}");
+        // Nothing picked (mode Off switching links off): nothing to warn about.
+        v.policies = vec![policy(
+            "app",
+            "p",
+            ServiceEnvPolicySpec { mode: PolicyMode::Off, disable_kubelet_service_links: true, ..Default::default() },
+        )];
+        assert!(!says_so(&injected(&v, &opted_out, "app").1));
+    }
+}
+
 #[test]
 fn selected_policy_through_review_injects_only_the_pick_and_cross_namespace_vars() {
     let mut v = cluster();

@@ -292,6 +292,16 @@ where
     Selection { services: by_name.into_values().map(|(_, s)| s).collect(), warnings }
 }
 
+/// Whether `service`, a candidate for a pod of `pod_namespace`, is visible ([`visible_services_in`])
+/// only with `enableServiceLinks`: a Service of the pod's namespace or of an extra namespace,
+/// other than the master Service.
+pub(crate) fn needs_links(service: &Service, pod_namespace: &str, extra_namespaces: &[String]) -> bool {
+    let (ns, name) = (svc_namespace(service), svc_name(service));
+    is_service_ip_set(service)
+        && !(ns == MASTER_NAMESPACE && name == MASTER_NAME)
+        && (ns == pod_namespace || (name != MASTER_NAME && extra_namespaces.iter().any(|e| e == ns)))
+}
+
 /// Whether `service` is a namespace's own `kubernetes` Service that would shadow the master
 /// Service for pods in `pod_namespace`.
 pub(crate) fn shadows_master(service: &Service, pod_namespace: &str) -> bool {
