@@ -16,9 +16,12 @@
 //! `spec.namespaces` lists other namespaces whose Services a policy injects too. A namespace is
 //! honoured only while it carries the label `epslice.io/service-env-export: "true"` (the owner of
 //! a namespace opts in to being depended on); otherwise it is skipped with an admission warning
-//! and the policy's `NamespacesExported` condition is False. On a variable-name clash the pod's own
+//! and the policy's `NamespacesExported` condition is False. On a Service-name clash the pod's own
 //! namespace and `default/kubernetes` win over exported namespaces, and exported namespaces rank in
-//! list order ([`crate::envvars::visible_services_in`]).
+//! list order ([`crate::envvars::visible_services_in`]). An exported namespace's `kubernetes`
+//! Service is never injected, and in every mode the `KUBERNETES_*` names of the API server come
+//! only from `default/kubernetes` or the pod namespace's own `kubernetes`
+//! ([`crate::envvars::is_master_var`]).
 
 mod decide;
 mod status;

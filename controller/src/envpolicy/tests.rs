@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Service, ServicePort, 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta, Time};
 
 use super::*;
-use crate::envvars::{Mode, ReviewConfig, review};
+use crate::envvars::{Mode, ReviewConfig, from_services, review};
 
 type Labels = BTreeMap<String, String>;
 
@@ -298,6 +298,154 @@ fn decode_b64(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The env entries a review adds to the first container (name, value), and its warnings.
+fn injected(v: &View, pod: &Pod, ns: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let body = admission_body(pod, ns);
+    let r = review(&body, &ReviewConfig::default(), |req| decide(req.namespace, req.labels, v, DefaultMode::Off).0);
+    let response: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let warnings = response["response"]["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| w.as_str().unwrap().to_owned())
+        .collect();
+    let own: Vec<&str> =
+        pod.spec.as_ref().unwrap().containers[0].env.iter().flatten().map(|e| e.name.as_str()).collect();
+    let ops = patch_ops(&r.body);
+    let vars = ops
+        .iter()
+        .filter(|o| o["path"] == "/spec/containers/0/env")
+        .flat_map(|o| o["value"].as_array().unwrap().iter())
+        .map(|e| (e["name"].as_str().unwrap().to_owned(), e["value"].as_str().unwrap_or("").to_owned()))
+        .filter(|(n, _)| !own.contains(&n.as_str()))
+        .collect();
+    (vars, warnings)
+}
+
+/// A pick can never set the API server's variables for the pod (an injected `env` entry beats
+/// the kubelet's own): neither another namespace's `kubernetes` Service nor a Service of the
+/// pod's namespace whose variables collide with `default/kubernetes`'s (`kubernetes-service`
+/// gives `KUBERNETES_SERVICE_PORT=tcp://…` as its link variable). Whatever `KUBERNETES_*` the pod
+/// gets come from `default/kubernetes`.
+#[test]
+fn picked_services_never_set_the_api_servers_variables() {
+    let master = svc("default", "kubernetes", "10.96.0.1", 443, &[]);
+    let master_vars: BTreeMap<String, String> =
+        from_services(&[master]).into_iter().map(|v| (v.name, v.value)).collect();
+    let impostors =
+        [svc("shared", "kubernetes", "10.0.1.9", 443, &[]), svc("app", "kubernetes-service", "10.0.0.9", 443, &[])];
+    for impostor in &impostors {
+        let (ns, name) = (impostor.metadata.namespace.as_deref().unwrap(), impostor.metadata.name.as_deref().unwrap());
+        let ip = impostor.spec.as_ref().unwrap().cluster_ip.clone().unwrap();
+        let pick = if ns == "app" { name.to_owned() } else { format!("{ns}/{name}") };
+        // The names this Service would take from the master.
+        let colliding: Vec<String> = from_services(std::slice::from_ref(impostor))
+            .into_iter()
+            .map(|v| v.name)
+            .filter(|n| master_vars.contains_key(n))
+            .collect();
+        assert!(!colliding.is_empty(), "{pick}: the fixture must collide");
+        for (mode, disable) in [
+            (PolicyMode::Selected, true),
+            (PolicyMode::Selected, false),
+            (PolicyMode::All, true),
+            (PolicyMode::All, false),
+        ] {
+            let mut v = cluster();
+            v.services.push(impostor.clone());
+            let services = (mode == PolicyMode::Selected).then(|| selected(&[pick.as_str(), "db"], None)).flatten();
+            v.policies = vec![policy(
+                "app",
+                "p",
+                ServiceEnvPolicySpec {
+                    mode,
+                    namespaces: vec!["shared".into()],
+                    services,
+                    disable_kubelet_service_links: disable,
+                    ..Default::default()
+                },
+            )];
+            let (vars, warnings) = injected(&v, &pod(&[]), "app");
+            let case = format!("{pick} {mode:?} disable={disable}");
+            assert!(vars.iter().any(|(n, _)| n == "DB_SERVICE_HOST"), "{case}: {vars:?}");
+            for (n, value) in &vars {
+                if let Some(want) = master_vars.get(n) {
+                    assert_eq!(value, want, "{case}: {n} must be the API server's");
+                }
+            }
+            if ns == "shared" {
+                assert!(!vars.iter().any(|(_, value)| value.contains(&ip)), "{case}: {vars:?}");
+                assert!(
+                    warnings.iter().any(|w| w.contains("shared/kubernetes") && w.contains("not injected")),
+                    "{case}: {warnings:?}"
+                );
+            } else {
+                // The Service's other variables are still injected.
+                assert!(vars.iter().any(|(_, value)| value.contains(&ip)), "{case}: {vars:?}");
+                for n in &colliding {
+                    assert!(
+                        warnings.iter().any(|w| w.contains(n.as_str()) && w.contains("app/kubernetes-service")),
+                        "{case}: {n}: {warnings:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A pod that sets `enableServiceLinks: false` itself keeps its opt-out under a `Selected` policy
+/// (nothing of the pick is injected, as the kubelet would show it nothing), and the response says
+/// so instead of injecting nothing silently.
+#[test]
+fn selected_pick_into_a_pod_that_opts_out_of_links_warns() {
+    let mut opted_out = pod(&[]);
+    opted_out.spec.as_mut().unwrap().enable_service_links = Some(false);
+    let says_so = |warnings: &[String]| {
+        warnings.iter().any(|w| w.contains("not injected") && w.contains("enableServiceLinks: false"))
+    };
+    for disable in [false, true] {
+        let mut v = cluster();
+        v.policies = vec![policy(
+            "app",
+            "p",
+            ServiceEnvPolicySpec {
+                mode: PolicyMode::Selected,
+                namespaces: vec!["shared".into()],
+                services: selected(&["db", "shared/mail"], None),
+                disable_kubelet_service_links: disable,
+                ..Default::default()
+            },
+        )];
+        let (vars, warnings) = injected(&v, &opted_out, "app");
+        assert!(vars.is_empty(), "disable={disable}: {vars:?}");
+        assert!(says_so(&warnings), "disable={disable}: {warnings:?}");
+        // The same pod with links on gets the pick, and no such warning.
+        let (vars, warnings) = injected(&v, &pod(&[]), "app");
+        assert!(vars.iter().any(|(n, _)| n == "DB_SERVICE_HOST"), "{vars:?}");
+        assert!(!says_so(&warnings), "{warnings:?}");
+        // Re-invoked on what we patched (links switched off by us, not by the pod): no warning.
+        let body = admission_body(&pod(&[]), "app");
+        let r =
+            review(&body, &ReviewConfig::default(), |req| decide(req.namespace, req.labels, &v, DefaultMode::Off).0);
+        let mut patched = serde_json::to_value(pod(&[])).unwrap();
+        json_patch::patch(
+            &mut patched,
+            &serde_json::from_value::<json_patch::Patch>(patch_ops(&r.body).into()).unwrap(),
+        )
+        .unwrap();
+        let patched: Pod = serde_json::from_value(patched).unwrap();
+        let (vars, warnings) = injected(&v, &patched, "app");
+        assert!(vars.is_empty() && !says_so(&warnings), "disable={disable}: {vars:?} {warnings:?}");
+        // Nothing picked (mode Off switching links off): nothing to warn about.
+        v.policies = vec![policy(
+            "app",
+            "p",
+            ServiceEnvPolicySpec { mode: PolicyMode::Off, disable_kubelet_service_links: true, ..Default::default() },
+        )];
+        assert!(!says_so(&injected(&v, &opted_out, "app").1));
+    }
 }
 
 #[test]

@@ -62,8 +62,20 @@ pub struct Generated {
     pub vars: Vec<ServiceEnvVar>,
     /// Variables dropped because an earlier Service already produced the name.
     pub collisions: Vec<Collision>,
-    /// One per collision and per skipped Service, each at most 120 characters.
+    /// Variables dropped because their name is one of the API server's (see [`is_master_var`])
+    /// and the Service producing them is not the `kubernetes` one.
+    pub reserved: Vec<Reserved>,
+    /// One per collision, per reserved name dropped and per skipped Service, each at most 120
+    /// characters.
     pub warnings: Vec<String>,
+}
+
+/// A variable dropped because only the `kubernetes` Service may set its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    pub name: String,
+    /// `namespace/name` of the Service whose variable is dropped.
+    pub dropped: String,
 }
 
 /// A variable name produced by two Services; the first (in name order) keeps it.
@@ -98,6 +110,28 @@ pub fn is_service_ip_set(service: &Service) -> bool {
 /// The kubelet's `makeEnvVariableName`: `-` → `_`, then upper case.
 fn env_name(s: &str) -> String {
     s.replace('-', "_").to_uppercase()
+}
+
+/// Whether `name` is one the master Service (a Service named `kubernetes`) can produce:
+/// `KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT`, `KUBERNETES_SERVICE_PORT_<port name>`,
+/// `KUBERNETES_PORT` and `KUBERNETES_PORT_<number>_<PROTOCOL>[_PROTO|_PORT|_ADDR]`.
+///
+/// Other Services can produce such names too (`kubernetes-service` gives
+/// `KUBERNETES_SERVICE_PORT=tcp://…` as its link variable, `kubernetes-port-443-tcp` gives
+/// `KUBERNETES_PORT_443_TCP_PORT`). Programs read these names to find the API server, and an
+/// injected `env` entry beats the kubelet's own value, so [`generate`] keeps them for the
+/// `kubernetes` Service alone.
+pub fn is_master_var(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("KUBERNETES_") else { return false };
+    if matches!(rest, "SERVICE_HOST" | "SERVICE_PORT" | "PORT") || rest.starts_with("SERVICE_PORT_") {
+        return true;
+    }
+    // `PORT_<number>_<PROTOCOL>` and its `_PROTO`, `_PORT`, `_ADDR` companions.
+    let Some(rest) = rest.strip_prefix("PORT_") else { return false };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let Some(rest) = rest[digits..].strip_prefix('_').filter(|_| digits > 0) else { return false };
+    let letters = rest.bytes().take_while(u8::is_ascii_uppercase).count();
+    letters > 0 && matches!(&rest[letters..], "" | "_PROTO" | "_PORT" | "_ADDR")
 }
 
 /// Go's `net.JoinHostPort`: brackets when the host contains a colon (IPv6).
@@ -172,8 +206,12 @@ where
 /// [`visible_services`] plus Services of `extra_namespaces` (a policy's cross-namespace export;
 /// not a kubelet feature). Extra-namespace Services follow the same `enable_service_links` rule as
 /// the pod's own, but rank below both the pod's namespace and the master Service on a name clash
-/// (so they can never shadow `KUBERNETES_*` or a same-named local Service); between two extra
-/// namespaces the one named first in `extra_namespaces` wins. Each hidden Service gives a warning.
+/// (so they can never shadow a same-named local Service); between two extra namespaces the one
+/// named first in `extra_namespaces` wins. Each hidden Service gives a warning.
+///
+/// An extra namespace's `kubernetes` Service is never visible (warning), master Service among the
+/// candidates or not: as with the kubelet, `KUBERNETES_*` come only from `default/kubernetes` or
+/// the pod namespace's own `kubernetes`.
 pub fn visible_services_in<'a, S, I>(
     pod_namespace: &str,
     extra_namespaces: &[String],
@@ -202,6 +240,7 @@ where
     };
     let mut by_name: BTreeMap<&'a str, ((u8, usize), &'a Service)> = BTreeMap::new();
     let mut hidden: Vec<(&'a Service, &'a Service)> = Vec::new();
+    let mut foreign_masters: Vec<&'a Service> = Vec::new();
     for s in services {
         let s: &'a Service = s.borrow();
         if !is_service_ip_set(s) {
@@ -209,6 +248,10 @@ where
         }
         let Some(r) = rank(s) else { continue };
         let name = svc_name(s);
+        if r.0 == 1 && name == MASTER_NAME {
+            foreign_masters.push(s);
+            continue;
+        }
         match by_name.get(name) {
             // Same rank: the last one wins (the kubelet's map), except between extra namespaces,
             // whose position is part of the rank.
@@ -229,6 +272,12 @@ where
         }
     }
     let mut warnings = Vec::new();
+    for s in foreign_masters {
+        warnings.push(warning(format!(
+            "service {} not injected: only {MASTER_NAMESPACE}/{MASTER_NAME} or the pod's own sets KUBERNETES_*",
+            display(s)
+        )));
+    }
     for (gone, kept) in hidden {
         warnings.push(warning(format!("service {} hidden by {} of the same name", display(gone), display(kept))));
     }
@@ -241,6 +290,16 @@ where
         )));
     }
     Selection { services: by_name.into_values().map(|(_, s)| s).collect(), warnings }
+}
+
+/// Whether `service`, a candidate for a pod of `pod_namespace`, is visible ([`visible_services_in`])
+/// only with `enableServiceLinks`: a Service of the pod's namespace or of an extra namespace,
+/// other than the master Service.
+pub(crate) fn needs_links(service: &Service, pod_namespace: &str, extra_namespaces: &[String]) -> bool {
+    let (ns, name) = (svc_namespace(service), svc_name(service));
+    is_service_ip_set(service)
+        && !(ns == MASTER_NAMESPACE && name == MASTER_NAME)
+        && (ns == pod_namespace || (name != MASTER_NAME && extra_namespaces.iter().any(|e| e == ns)))
 }
 
 /// Whether `service` is a namespace's own `kubernetes` Service that would shadow the master
@@ -330,6 +389,13 @@ fn display(s: &Service) -> String {
 /// produce a name keeps it. Every dropped variable gives a [`Collision`] and a warning. Services
 /// without a ClusterIP are ignored silently (as in the kubelet); Services without ports or with
 /// names that cannot form plain variable names are skipped with a warning.
+///
+/// Names of the API server's variables ([`is_master_var`]) are kept only from a Service named
+/// `kubernetes`; from any other Service they are dropped, each with a [`Reserved`] and a warning,
+/// whether or not the `kubernetes` Service is among `services` (a `Selected` pick does not include
+/// it: the kubelet adds it, and an injected `env` entry of the same name would beat it). Which
+/// `kubernetes` Service may be among `services` is [`visible_services_in`]'s business: only
+/// `default/kubernetes` or the pod namespace's own.
 pub fn generate<S: Borrow<Service>>(services: &[S]) -> Generated {
     let mut sorted: Vec<&Service> = services.iter().map(Borrow::borrow).collect();
     sorted.sort_by(|a, b| (svc_name(a), svc_namespace(a)).cmp(&(svc_name(b), svc_namespace(b))));
@@ -348,6 +414,7 @@ pub fn generate<S: Borrow<Service>>(services: &[S]) -> Generated {
             out.warnings.push(warning(format!("service {} skipped: invalid env var name {}", display(s), bad.name)));
             continue;
         }
+        let is_master = svc_name(s) == MASTER_NAME;
         for v in vars {
             match owner.get(&v.name) {
                 Some(first) => {
@@ -357,6 +424,14 @@ pub fn generate<S: Borrow<Service>>(services: &[S]) -> Generated {
                         collision.name, collision.dropped, collision.kept
                     )));
                     out.collisions.push(collision);
+                }
+                None if !is_master && is_master_var(&v.name) => {
+                    let reserved = Reserved { name: v.name, dropped: display(s) };
+                    out.warnings.push(warning(format!(
+                        "env {} of service {} dropped: reserved for the API server",
+                        reserved.name, reserved.dropped
+                    )));
+                    out.reserved.push(reserved);
                 }
                 None => {
                     owner.insert(v.name.clone(), s);

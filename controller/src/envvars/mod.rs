@@ -46,6 +46,17 @@
 //!   sets would mix (`KUBERNETES_PORT_443_TCP` next to `KUBERNETES_PORT_8443_TCP`).
 //! * Values are frozen at admission; the variables go *before* the user's `env` entries, so they
 //!   beat `envFrom` keys of the same name (the kubelet lets `envFrom` win). A warning says so.
+//! * An `env` entry counts as declared whatever its source: an optional `configMapKeyRef` or
+//!   `secretKeyRef` of a Service variable's name keeps that variable out, where the kubelet would
+//!   use the Service's value if the ConfigMap, Secret or key is missing at container start
+//!   (unknowable at admission; the pod's author declared the name).
+//! * The API server's names (`KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT[_<name>]`,
+//!   `KUBERNETES_PORT[_<n>_<P>…]`: [`is_master_var`]) come only from a `kubernetes` Service, and
+//!   only `default/kubernetes` or the pod namespace's own is ever visible. Another Service's
+//!   variable of such a name (`kubernetes-service` makes `KUBERNETES_SERVICE_PORT=tcp://…`) is
+//!   dropped with a warning, even when the master is not among the candidates (`Selected`): an
+//!   injected `env` entry beats the kubelet's own value, so it would redirect the pod's API
+//!   client. The kubelet has the same collision and picks a random winner.
 
 mod generate;
 mod patch;
@@ -55,8 +66,8 @@ mod review;
 mod tests;
 
 pub use generate::{
-    Collision, Generated, Mode, Selection, ServiceEnvVar, from_services, generate, is_service_ip_set, select_named,
-    select_services, visible_services, visible_services_in,
+    Collision, Generated, Mode, Reserved, Selection, ServiceEnvVar, from_services, generate, is_master_var,
+    is_service_ip_set, select_named, select_services, visible_services, visible_services_in,
 };
 pub use patch::{
     DEFAULT_MAX_ADDED_BYTES, GenerationMemo, MARKER_ANNOTATION, Marker, Mutation, PatchOptions, PodObject, Prepared,

@@ -29,7 +29,7 @@ use json_patch::jsonptr::PointerBuf;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use serde_json::{Map, Value};
 
-use super::generate::{Mode, ServiceEnvVar, generate, shadows_master, visible_services_in};
+use super::generate::{Mode, ServiceEnvVar, generate, needs_links, shadows_master, visible_services_in};
 use super::warning;
 
 /// Annotation recording what was injected.
@@ -544,6 +544,9 @@ pub fn plan_prepared(pod: &PodObject<'_>, mode: Mode, prepared: &Prepared, optio
 /// With `disable_kubelet_service_links`, a `kubernetes` Service in the pod's own namespace is not
 /// injected (warning): the kubelet would still add the real master Service's variables, and the
 /// two sets would mix. The master Service, if among `services`, is used instead.
+///
+/// A pod that sets `enableServiceLinks: false` itself gets only what the kubelet would show it
+/// (the master Service); under `Mode::Selected` a warning says the pick was not injected.
 pub fn mutate<S: Borrow<Service>>(
     pod: &Pod,
     namespace: &str,
@@ -596,6 +599,8 @@ pub struct Generation {
     prepared: Prepared,
     /// Visibility and generation warnings.
     warnings: Vec<String>,
+    /// Links are off and some candidates are not visible because of it.
+    unlinked: bool,
 }
 
 impl Generation {
@@ -616,7 +621,8 @@ impl Generation {
                 (generate(&visible.services), visible.warnings)
             };
         warnings.append(&mut generated.warnings);
-        Self { prepared: Prepared::new(generated.vars), warnings }
+        let unlinked = !links && services.iter().any(|s| needs_links(s.borrow(), namespace, extra));
+        Self { prepared: Prepared::new(generated.vars), warnings, unlinked }
     }
 }
 
@@ -643,6 +649,11 @@ fn mutate_with(
     }
     let mut m = plan_prepared(pod, mode, &generation.prepared, options);
     let mut warnings = generation.warnings.clone();
+    if mode == Mode::Selected && generation.unlinked {
+        // The pod's own opt-out is kept, as the kubelet would keep it; a policy's explicit pick
+        // vanishing without a word would look like a webhook bug.
+        warnings.push(warning("services picked by the policy not injected: the pod sets enableServiceLinks: false"));
+    }
     warnings.append(&mut m.warnings);
     m.warnings = warnings;
     m

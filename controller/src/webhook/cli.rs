@@ -12,6 +12,15 @@ use crate::envvars::{DEFAULT_MAX_ADDED_BYTES, DEFAULT_MAX_BODY_BYTES, PatchOptio
 use super::certs::{CertSpec, SelfManaged};
 use super::{Options, TlsSource, WebhookMetrics};
 
+/// A duration flag that must not be zero: [`parse_duration`], refusing `0` (and `0s`, `0ms`, …).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be greater than zero"));
+    }
+    Ok(d)
+}
+
 /// Default mode for pods no policy or namespace label covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DefaultModeArg {
@@ -46,7 +55,7 @@ pub struct WebhookArgs {
     pub tls_key: Option<PathBuf>,
 
     /// How often the certificate files are checked for changes.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub tls_poll_interval: Duration,
 
     /// Manage the certificates: a CA and a leaf kept in a Secret, `caBundle` published into
@@ -75,11 +84,11 @@ pub struct WebhookArgs {
     pub webhook_config_name: String,
 
     /// Lifetime of the serving certificate (self-signed mode); renewed with a third left.
-    #[arg(long, default_value = "720h", value_parser = parse_duration)]
+    #[arg(long, default_value = "720h", value_parser = positive_duration)]
     pub cert_validity: Duration,
 
     /// Lifetime of the CA (self-signed mode); rolled over with a third left.
-    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    #[arg(long, default_value = "8760h", value_parser = positive_duration)]
     pub ca_validity: Duration,
 
     /// Mode for pods that no ServiceEnvPolicy and no `epslice.io/service-env` namespace label cover.
@@ -264,5 +273,23 @@ mod tests {
         assert_eq!(cfg.spec.ip_addresses, vec!["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]);
         assert!(parse(&["--self-signed", "--cert-validity", "10m"]).unwrap_err().contains("--cert-validity"));
         assert!(parse(&["--self-signed", "--max-body-bytes", "10"]).unwrap_err().contains("--max-body-bytes"));
+    }
+
+    /// A zero duration is refused for every duration flag (a zero `--tls-poll-interval` would make
+    /// the certificate watcher re-read the files in a busy loop), whatever the certificate source.
+    #[test]
+    fn zero_durations_are_refused() {
+        for flag in ["--tls-poll-interval", "--cert-validity", "--ca-validity"] {
+            for zero in ["0", "0s", "0ms", "0.0h"] {
+                for source in [&["--tls-cert", "c", "--tls-key", "k"][..], &["--self-signed"][..]] {
+                    let mut args = source.to_vec();
+                    args.extend([flag, zero]);
+                    let err = parse(&args).unwrap_err();
+                    assert!(err.contains(flag) && err.contains("greater than zero"), "{args:?}: {err}");
+                }
+            }
+        }
+        let (o, _) = parse(&["--tls-cert", "c", "--tls-key", "k", "--tls-poll-interval", "1s"]).unwrap();
+        assert!(matches!(o.tls, TlsSource::Files { poll, .. } if poll == Duration::from_secs(1)));
     }
 }

@@ -399,3 +399,50 @@ fn generation_memo_is_transparent_and_bounded() {
     let _ = mutate_object_memo(&view, "ns", Mode::All, &cached, &links_off(), &tiny);
     assert_eq!(tiny.len(), 1, "23 variables each: only the newest is kept");
 }
+
+/// An `env` entry whose `valueFrom` is an optional ConfigMap or Secret key counts as declared: the
+/// Service variable of that name is not injected, even though the kubelet would fall back to the
+/// Service's value when the source is missing (documented difference: at admission the source's
+/// existence at container start is unknown, and the pod's author declared the name).
+#[test]
+fn optional_value_from_entry_named_like_a_service_variable_is_declared() {
+    use k8s_openapi::api::core::v1::{ConfigMapKeySelector, EnvVar, EnvVarSource, SecretKeySelector};
+    let from_config_map = EnvVar {
+        name: "DB_SERVICE_HOST".to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: "cm".to_owned(),
+                key: "host".to_owned(),
+                optional: Some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+    };
+    let from_secret = EnvVar {
+        name: "WEB_SERVICE_PORT".to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: "s".to_owned(),
+                key: "port".to_owned(),
+                optional: Some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+    };
+    let own = vec![from_config_map, from_secret];
+    let p = pod("ns", Some(true), vec![container("c", Some(own.clone()))]);
+    let m = mutate(&p, "ns", Mode::All, &services(), &PatchOptions::default());
+    let env = env0(&apply(&p, m.patch.as_ref().unwrap()));
+    for e in &own {
+        assert_eq!(
+            env.iter().filter(|x| x.name == e.name).collect::<Vec<_>>(),
+            [e],
+            "{}: only the pod's entry",
+            e.name
+        );
+    }
+    // The Services' other variables are injected.
+    assert!(env.iter().any(|e| e.name == "DB_SERVICE_PORT") && env.iter().any(|e| e.name == "WEB_SERVICE_HOST"));
+}

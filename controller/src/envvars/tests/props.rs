@@ -10,16 +10,25 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::super::{
-    Decision, MARKER_ANNOTATION, MAX_WARNING_CHARS, Mode, Outcome, PatchOptions, ReviewConfig, generate, mutate,
-    review, visible_services,
+    Decision, MARKER_ANNOTATION, MAX_WARNING_CHARS, Mode, Outcome, PatchOptions, ReviewConfig, from_services, generate,
+    is_master_var, mutate, review, visible_services,
 };
-use super::{kubelet_env, svc, unbase64};
+use super::{apply, container, env0, kubelet_env, svc, unbase64};
 
 // ---------- strategies ----------
 
 fn arb_service() -> impl Strategy<Value = Service> {
-    let name =
-        prop::sample::select(vec!["foo", "foo-port-80-tcp", "redis", "redis-service", "kubernetes", "a", "a-b", "web"]);
+    let name = prop::sample::select(vec![
+        "foo",
+        "foo-port-80-tcp",
+        "redis",
+        "redis-service",
+        "kubernetes",
+        "kubernetes-service",
+        "a",
+        "a-b",
+        "web",
+    ]);
     let ns = prop::sample::select(vec!["default", "ns1", "ns1", "ns2"]);
     let ip = prop::sample::select(vec!["10.0.0.1", "10.0.0.2", "fd00::1", "None", ""]);
     let port = (
@@ -389,13 +398,14 @@ proptest! {
 
         // With the kubelet's links disabled by us and no collisions, the final runtime env of
         // every regular container is what the kubelet alone would have produced.
-        let collisions = generate(&visible_services(&ns, true, &services).services).collisions;
+        let linked = generate(&visible_services(&ns, true, &services).services);
+        let collisions = [linked.collisions.len(), linked.reserved.len()];
         let plain_values = pod.spec.as_ref().unwrap().containers.iter()
             .flat_map(|c| c.env.iter().flatten())
             .all(|e| !e.value.as_deref().unwrap_or("").contains('$'));
         // (A namespace's own `kubernetes` Service is the documented exception.)
         let shadow = links && services.iter().any(is_shadow);
-        if disable_links && collisions.is_empty() && plain_values && !shadow {
+        if disable_links && collisions == [0, 0] && plain_values && !shadow {
             let before_spec = pod.spec.as_ref().unwrap();
             let after_spec = patched.spec.as_ref().unwrap();
             for (b, a) in before_spec.containers.iter().zip(after_spec.containers.iter()) {
@@ -469,6 +479,51 @@ proptest! {
             let patched = apply_json(&object, &ops).map_err(TestCaseError::fail)?;
             let again = super::super::review_memo(&wrap(&patched), &cfg, &MEMO, decide);
             prop_assert_eq!(again, review(&wrap(&patched), &cfg, decide));
+        }
+    }
+
+    /// Every name a `kubernetes` Service can produce is one of the API server's, and whatever
+    /// such name a pod gets injected comes from `default/kubernetes` or the pod namespace's own
+    /// `kubernetes`: in either mode, links on or off, with exports (`default` among them).
+    #[test]
+    fn api_server_names_come_only_from_a_kubernetes_service_the_kubelet_shows(
+        services in prop::collection::vec(arb_service(), 0..8),
+        master in arb_service(),
+        links in any::<bool>(),
+        disable_links in any::<bool>(),
+        selected in any::<bool>(),
+    ) {
+        let mut master = master;
+        master.metadata.name = Some("kubernetes".to_owned());
+        for v in from_services(&[master]) {
+            prop_assert!(is_master_var(&v.name), "{}", v.name);
+        }
+        let ns = "ns1";
+        let mode = if selected { Mode::Selected } else { Mode::All };
+        let opts = PatchOptions {
+            disable_kubelet_service_links: disable_links,
+            extra_namespaces: vec!["ns2".to_owned(), "default".to_owned()],
+            ..PatchOptions::default()
+        };
+        let allowed: HashSet<(String, String)> = from_services(
+            &services
+                .iter()
+                .filter(|s| {
+                    s.metadata.name.as_deref() == Some("kubernetes")
+                        && matches!(s.metadata.namespace.as_deref(), Some("default" | "ns1"))
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_iter()
+        .map(|v| (v.name, v.value))
+        .collect();
+        let pod = super::pod(ns, Some(links), vec![container("c", None)]);
+        let m = mutate(&pod, ns, mode, &services, &opts);
+        if let Some(ops) = m.operations() {
+            for e in env0(&apply(&pod, &ops)) {
+                let pair = (e.name.clone(), e.value.clone().unwrap_or_default());
+                prop_assert!(!is_master_var(&e.name) || allowed.contains(&pair), "{:?} from {:?}", pair, m.warnings);
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use k8s_openapi::api::core::v1::Service;
 
 use super::super::{
-    MAX_WARNING_CHARS, from_services, generate, is_service_ip_set, select_services, visible_services,
+    MAX_WARNING_CHARS, from_services, generate, is_master_var, is_service_ip_set, select_services, visible_services,
     visible_services_in, warning,
 };
 use super::{svc, var};
@@ -262,4 +262,71 @@ fn extra_namespaces_rank_below_local_and_master() {
         names(&visible_services_in("app", &[], true, &all).services),
         names(&visible_services("app", true, &all).services)
     );
+}
+
+/// Only the `kubernetes` Service sets the API server's variables: another Service's variables of
+/// the same names (`kubernetes-service`'s `_PORT` link variable is `KUBERNETES_SERVICE_PORT`) are
+/// dropped with a warning naming the Service and the variable, the master among the input or not
+/// (a `Selected` pick leaves it to the kubelet). Their other variables stay.
+#[test]
+fn api_server_names_come_only_from_the_kubernetes_service() {
+    let master = svc("default", "kubernetes", "10.96.0.1", &[("https", 443, "")]);
+    let master_vars: std::collections::HashMap<String, String> =
+        from_services(&[&master]).into_iter().map(|v| (v.name, v.value)).collect();
+    let others = [
+        svc("app", "kubernetes-service", "10.0.0.9", &[("", 443, "")]),
+        svc("app", "kubernetes-port-443-tcp", "10.0.0.8", &[("", 80, "")]),
+        // `KUBERNETES_PORT_SERVICE_HOST` and the like: no `kubernetes` Service can produce them.
+        svc("app", "kubernetes-port", "10.0.0.7", &[("", 80, "")]),
+    ];
+    for with_master in [false, true] {
+        let mut input: Vec<&Service> = others.iter().collect();
+        if with_master {
+            input.push(&master);
+        }
+        let g = generate(&input);
+        for v in &g.vars {
+            match master_vars.get(&v.name) {
+                Some(want) => assert!(with_master && v.value == *want, "{} = {} ({with_master})", v.name, v.value),
+                None => assert!(!v.value.contains("10.96.0.1"), "{v:?}"),
+            }
+        }
+        for other in &others {
+            let who = format!("app/{}", other.metadata.name.as_deref().unwrap());
+            let ip = other.spec.as_ref().unwrap().cluster_ip.clone().unwrap();
+            for v in from_services(&[other]) {
+                if master_vars.contains_key(&v.name) {
+                    assert!(
+                        g.warnings.iter().any(|w| w.contains(&v.name) && w.contains(&who)),
+                        "{}: {:?}",
+                        v.name,
+                        g.warnings
+                    );
+                }
+            }
+            assert!(g.vars.iter().any(|v| v.value.contains(&ip)), "{who}'s other variables stay: {:?}", g.vars);
+        }
+        assert!(g.vars.iter().any(|v| v.name == "KUBERNETES_PORT_SERVICE_HOST"), "{:?}", g.vars);
+    }
+    assert!(!is_master_var("KUBERNETES_PORT_SERVICE_HOST") && !is_master_var("KUBERNETES_SERVICE_SERVICE_HOST"));
+}
+
+/// An exported namespace's `kubernetes` Service is never visible, whether the master is among the
+/// candidates or not (a `Selected` pick has no master): the kubelet never shows it.
+#[test]
+fn an_exported_kubernetes_service_is_never_visible() {
+    let master = svc("default", "kubernetes", "10.96.0.1", &[("https", 443, "")]);
+    let foreign = svc("shared", "kubernetes", "10.0.0.5", &[("https", 443, "")]);
+    let db = svc("shared", "db", "10.0.0.6", &[("", 5432, "")]);
+    let extra = vec!["shared".to_owned()];
+    for with_master in [false, true] {
+        let mut all = vec![foreign.clone(), db.clone()];
+        if with_master {
+            all.push(master.clone());
+        }
+        let sel = visible_services_in("app", &extra, true, &all);
+        let want: &[&str] = if with_master { &["shared/db", "default/kubernetes"] } else { &["shared/db"] };
+        assert_eq!(names(&sel.services), want);
+        assert!(sel.warnings.iter().any(|w| w.contains("shared/kubernetes not injected")), "{:?}", sel.warnings);
+    }
 }
