@@ -195,3 +195,108 @@ async fn verify_checks_mirrored_slices() {
     let (_, text) = kubectl_epslice(&["-n", &ns, "ext", "--mirroring=false", "-o", "json"]);
     assert!(!text.contains(KIND), "{text}");
 }
+
+fn rows_of(json: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(json)
+        .unwrap_or_else(|e| panic!("{e}: {json}"))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn row_of<'a>(rows: &'a [serde_json::Value], service: &str, kind: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["service"] == service && r["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} row for {service}: {rows:#?}"))
+}
+
+fn labelled_slice(name: &str, service: &str, managed_by: &str) -> EndpointSlice {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/service-name": service,
+            "endpointslice.kubernetes.io/managed-by": managed_by,
+        }},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["192.0.2.20"]}],
+    }))
+    .unwrap()
+}
+
+/// What the loop over Services never saw: slices of another manager (WARNING, exit 0), mirrored
+/// slices of a Service with a selector, and objects whose Service is gone (EXTRA, exit 1); and
+/// Services with nothing to check (exit 0, not "not found").
+#[tokio::test]
+async fn verify_reports_leftovers_and_services_with_nothing_to_check() {
+    const MIRRORING: &str = "endpointslicemirroring-controller.k8s.io";
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "verify-leftover").await.unwrap();
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let slices_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let endpoints_api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams::default();
+    let ctl = start(&client, &ns, |o| o.controllers = vec![ControllerName::EndpointSlice]).await;
+    svcs.create(&pp, &service("x", "x", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
+    wait_slices(&client, &ns, "x", "placeholder", |s| s.len() == 1).await;
+    ctl.stop().await;
+
+    // Nothing to check: exit 0 with a row saying why.
+    for (name, spec) in [
+        ("ext", serde_json::json!({"type": "ExternalName", "externalName": "example.com"})),
+        ("bare", serde_json::json!({"ports": [{"port": 80}]})),
+    ] {
+        let svc: Service =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+        svcs.create(&pp, &svc).await.unwrap();
+        let (code, text) = kubectl_epslice(&["-n", &ns, name, "-o", "json"]);
+        assert_eq!(code, 0, "{text}");
+        let rows = rows_of(&text);
+        assert_eq!(rows.len(), 1, "{text}");
+        assert_eq!(rows[0]["status"], "OK", "{text}");
+        assert!(rows[0]["detail"].as_str().unwrap().contains("nothing to check"), "{text}");
+    }
+
+    // A slice of another manager: a warning, not a difference.
+    slices_api.create(&pp, &labelled_slice("x-by-hand", "x", "someone.example.com")).await.unwrap();
+    let (code, text) = kubectl_epslice(&["-n", &ns, "x", "--endpoints=false", "-o", "json"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(status_of(&text, "EndpointSlice"), "OK", "{text}");
+    assert_eq!(status_of(&text, "EndpointSlice (other manager)"), "WARNING", "{text}");
+    let (_, table) = kubectl_epslice(&["-n", &ns, "x", "--endpoints=false"]);
+    assert!(table.lines().any(|l| l.contains(" WARNING ") && l.contains("x-by-hand")), "{table}");
+
+    // A mirrored slice left over for a Service with a selector.
+    slices_api.create(&pp, &labelled_slice("x-mirrored", "x", MIRRORING)).await.unwrap();
+    let (code, text) = kubectl_epslice(&["-n", &ns, "x", "--endpoints=false", "-o", "json"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(status_of(&text, "EndpointSlice (mirrored)"), "EXTRA", "{text}");
+
+    // Objects of a Service that does not exist (a leader-election record excepted).
+    let eps = |name: &str, annotations: serde_json::Value| -> Endpoints {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": annotations},
+            "subsets": [{"addresses": [{"ip": "192.0.2.30"}], "ports": [{"port": 8080}]}],
+        }))
+        .unwrap()
+    };
+    endpoints_api.create(&pp, &eps("gone", serde_json::json!({}))).await.unwrap();
+    let leader = serde_json::json!({"control-plane.alpha.kubernetes.io/leader": "{}"});
+    endpoints_api.create(&pp, &eps("leader", leader)).await.unwrap();
+    slices_api.create(&pp, &labelled_slice("gone-mirrored", "gone", MIRRORING)).await.unwrap();
+    slices_api.create(&pp, &labelled_slice("gone-ours", "gone", "endpointslice-controller.k8s.io")).await.unwrap();
+    let (code, text) = kubectl_epslice(&["-n", &ns, "gone", "-o", "json"]);
+    assert_eq!(code, 1, "{text}");
+    let rows = rows_of(&text);
+    assert_eq!(rows.len(), 3, "{text}");
+    for kind in ["Endpoints", "EndpointSlice", "EndpointSlice (mirrored)"] {
+        assert_eq!(row_of(&rows, "gone", kind)["status"], "EXTRA", "{text}");
+    }
+    assert!(row_of(&rows, "gone", "EndpointSlice")["detail"].as_str().unwrap().contains("gone-ours"), "{text}");
+    let (code, text) = kubectl_epslice(&["-n", &ns, "-o", "json"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(rows_of(&text).iter().all(|r| r["service"] != "leader"), "{text}");
+    // A Service that does not exist and left nothing behind is still "could not check".
+    let (code, text) = kubectl_epslice(&["-n", &ns, "nope"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("not found"), "{text}");
+}

@@ -74,7 +74,23 @@ pub enum Status {
     Missing,
     /// Something exists that should not.
     Extra,
+    /// Worth a look, but not a difference (exit status 0): another manager's slices.
+    Warning,
 }
+
+impl Status {
+    /// Whether the row is a difference (exit status 1).
+    pub fn is_difference(self) -> bool {
+        matches!(self, Status::Drift | Status::Missing | Status::Extra)
+    }
+}
+
+/// Kind of the rows about the slices the mirroring controller writes.
+pub const KIND_MIRRORED: &str = "EndpointSlice (mirrored)";
+/// Kind of the rows about slices of a Service written by neither controller.
+pub const KIND_OTHER_MANAGER: &str = "EndpointSlice (other manager)";
+/// Kind of the rows about a Service with nothing to check.
+pub const KIND_SERVICE: &str = "Service";
 
 /// One row of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -83,7 +99,8 @@ pub struct Row {
     pub namespace: String,
     /// Service name.
     pub service: String,
-    /// `EndpointSlice` or `Endpoints`.
+    /// `EndpointSlice`, `Endpoints`, [`KIND_MIRRORED`], [`KIND_OTHER_MANAGER`] or
+    /// [`KIND_SERVICE`].
     pub kind: &'static str,
     /// Verdict.
     pub status: Status,
@@ -126,13 +143,22 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
             continue;
         }
         let spec = svc.spec.clone().unwrap_or_default();
-        if spec.type_.as_deref() == Some("ExternalName") {
+        if spec.selector.is_none() {
+            // The mirroring controller does not look at the type (upstream `syncEndpoints`): the
+            // custom Endpoints of a selector-less ExternalName Service are mirrored too.
+            rows.push(if args.mirroring {
+                compare_mirrored(state, svc, args)
+            } else {
+                nothing_to_check(&ns, &name, "no selector, and --mirroring=false")
+            });
             continue;
         }
-        if spec.selector.is_none() {
-            if args.mirroring {
-                rows.extend(compare_mirrored(state, svc, args));
-            }
+        if args.mirroring {
+            rows.extend(stray_mirrored(state, &ns, &name, args));
+        }
+        if spec.type_.as_deref() == Some("ExternalName") {
+            // Issue #105986: neither the EndpointSlice nor the Endpoints controller touches it.
+            rows.push(nothing_to_check(&ns, &name, "ExternalName: no EndpointSlices or Endpoints are computed for it"));
             continue;
         }
         let pods: Vec<&CachedPod> =
@@ -178,6 +204,7 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
             if plan.delete.len() > plan.create.len() { (Status::Extra, d) } else { (Status::Drift, d) }
         };
         rows.push(Row { namespace: ns.clone(), service: name.clone(), kind: "EndpointSlice", status, detail });
+        rows.extend(other_managers(&slices, &ns, &name, args));
 
         if args.endpoints {
             let existing =
@@ -197,7 +224,147 @@ pub fn compare(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
             rows.push(Row { namespace: ns, service: name, kind: "Endpoints", status, detail });
         }
     }
+    rows.extend(orphans(state, args));
     rows.sort_by(|a, b| (&a.namespace, &a.service, a.kind).cmp(&(&b.namespace, &b.service, b.kind)));
+    rows
+}
+
+/// The OK row of a Service for which nothing is computed.
+fn nothing_to_check(ns: &str, name: &str, why: &str) -> Row {
+    Row {
+        namespace: ns.to_string(),
+        service: name.to_string(),
+        kind: KIND_SERVICE,
+        status: Status::Ok,
+        detail: format!("{why}: nothing to check"),
+    }
+}
+
+/// Whether the slice is labelled for `ns/name`, managed by `managed_by` (`None`: any manager),
+/// and not pending deletion.
+fn live_slice_of(s: &EndpointSlice, ns: &str, name: &str, managed_by: Option<&str>) -> bool {
+    let label = |k: &str| s.labels().get(k).map(String::as_str);
+    s.metadata.deletion_timestamp.is_none()
+        && s.namespace().as_deref() == Some(ns)
+        && label(es_core::labels::LABEL_SERVICE_NAME) == Some(name)
+        && managed_by.is_none_or(|m| label(es_core::labels::LABEL_MANAGED_BY) == Some(m))
+}
+
+/// The EXTRA row for the mirrored slices of a Service with a selector: the mirroring
+/// controller deletes them (upstream `syncEndpoints`), and until then kube-proxy routes to them
+/// as to any slice labelled with the Service's name.
+fn stray_mirrored(state: &ClusterState, ns: &str, name: &str, args: &VerifyArgs) -> Option<Row> {
+    let stray: Vec<EndpointSlice> =
+        state.slices.iter().filter(|s| live_slice_of(s, ns, name, Some(&args.mirroring_managed_by))).cloned().collect();
+    (!stray.is_empty()).then(|| Row {
+        namespace: ns.to_string(),
+        service: name.to_string(),
+        kind: KIND_MIRRORED,
+        status: Status::Extra,
+        detail: format!(
+            "would delete {}: the Service has a selector, mirrored slices are left over (kube-proxy still routes to them)",
+            names(&stray)
+        ),
+    })
+}
+
+/// The WARNING row for the slices of a Service with a selector managed by neither the
+/// EndpointSlice controller checked nor the mirroring controller: a second writer, whose
+/// endpoints kube-proxy routes to as well. Not a difference: custom slices are allowed.
+fn other_managers(slices: &[&EndpointSlice], ns: &str, name: &str, args: &VerifyArgs) -> Option<Row> {
+    let others: Vec<String> = slices
+        .iter()
+        .filter(|s| live_slice_of(s, ns, name, None))
+        .filter_map(|s| match s.labels().get(es_core::labels::LABEL_MANAGED_BY) {
+            Some(m) if *m == args.managed_by || *m == args.mirroring_managed_by => None,
+            Some(m) => Some(format!("{} (managed by {m})", s.name_any())),
+            None => Some(format!("{} (no managed-by label)", s.name_any())),
+        })
+        .collect();
+    (!others.is_empty()).then(|| Row {
+        namespace: ns.to_string(),
+        service: name.to_string(),
+        kind: KIND_OTHER_MANAGER,
+        status: Status::Warning,
+        detail: format!("another writer: {} (kube-proxy routes to these too)", others.join(", ")),
+    })
+}
+
+/// The EXTRA rows for objects whose Service does not exist: Endpoints (the Endpoints
+/// controller deletes them, except leader-election records), mirrored slices (the mirroring
+/// controller deletes them; the garbage collector does not, their owner is the Endpoints) and
+/// slices managed by the EndpointSlice controller checked (the garbage collector deletes those
+/// the Service owned).
+fn orphans(state: &ClusterState, args: &VerifyArgs) -> Vec<Row> {
+    let has_service = |ns: &str, name: &str| {
+        state.services.iter().any(|s| s.namespace().as_deref() == Some(ns) && s.name_any() == name)
+    };
+    let wanted = |name: &str| args.service.as_deref().is_none_or(|s| s == name);
+    let mut rows = Vec::new();
+    if args.endpoints {
+        for e in &state.endpoints {
+            let (ns, name) = (e.namespace().unwrap_or_default(), e.name_any());
+            if !wanted(&name)
+                || has_service(&ns, &name)
+                || e.metadata.deletion_timestamp.is_some()
+                || e.annotations().contains_key(mirror_core::ANNOTATION_LEADER_ELECTION)
+            {
+                continue;
+            }
+            let (r, nr) = count_addresses(e);
+            rows.push(Row {
+                namespace: ns,
+                service: name,
+                kind: "Endpoints",
+                status: Status::Extra,
+                detail: format!("no Service: the Endpoints controller would delete it ({r} ready, {nr} not ready)"),
+            });
+        }
+    }
+    // By (namespace, service name): (ours, mirrored).
+    let mut slices: BTreeMap<(String, String), (Vec<EndpointSlice>, Vec<EndpointSlice>)> = BTreeMap::new();
+    for s in &state.slices {
+        let (Some(ns), Some(name)) = (s.namespace(), s.labels().get(es_core::labels::LABEL_SERVICE_NAME)) else {
+            continue;
+        };
+        if !wanted(name) || has_service(&ns, name) || s.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let key = (ns.clone(), name.clone());
+        match s.labels().get(es_core::labels::LABEL_MANAGED_BY) {
+            Some(m) if *m == args.managed_by => slices.entry(key).or_default().0.push(s.clone()),
+            Some(m) if *m == args.mirroring_managed_by && args.mirroring => {
+                slices.entry(key).or_default().1.push(s.clone());
+            }
+            _ => {}
+        }
+    }
+    for ((ns, name), (ours, mirrored)) in slices {
+        if !ours.is_empty() {
+            rows.push(Row {
+                namespace: ns.clone(),
+                service: name.clone(),
+                kind: "EndpointSlice",
+                status: Status::Extra,
+                detail: format!(
+                    "no Service: orphaned {} (the garbage collector deletes those the Service owned)",
+                    names(&ours)
+                ),
+            });
+        }
+        if !mirrored.is_empty() {
+            rows.push(Row {
+                namespace: ns,
+                service: name,
+                kind: KIND_MIRRORED,
+                status: Status::Extra,
+                detail: format!(
+                    "no Service: would delete {} (the mirroring controller deletes them)",
+                    names(&mirrored)
+                ),
+            });
+        }
+    }
     rows
 }
 
@@ -227,9 +394,9 @@ fn rewrites_nothing(existing: &EndpointSlice, update: &EndpointSlice) -> bool {
         && existing.ports == update.ports
 }
 
-/// The row for the mirrored slices of a selector-less Service (`None`: nothing to mirror and
-/// nothing mirrored, e.g. a Service whose Endpoints nobody wrote).
-fn compare_mirrored(state: &ClusterState, svc: &Service, args: &VerifyArgs) -> Option<Row> {
+/// The row for the mirrored slices of a selector-less Service (OK, nothing to check, when it has
+/// no Endpoints and no mirrored slices, e.g. a Service whose Endpoints nobody wrote).
+fn compare_mirrored(state: &ClusterState, svc: &Service, args: &VerifyArgs) -> Row {
     let ns = svc.namespace().unwrap_or_default();
     let name = svc.name_any();
     let cfg = mirror_core::Config {
@@ -254,7 +421,12 @@ fn compare_mirrored(state: &ClusterState, svc: &Service, args: &VerifyArgs) -> O
             &mirror_core::Input { endpoints: e, service: Some(svc), existing_slices: &labelled },
             &cfg,
         ),
-        None if ours == 0 => return None,
+        None if ours == 0 => {
+            return Row {
+                kind: KIND_MIRRORED,
+                ..nothing_to_check(&ns, &name, "no selector and no Endpoints to mirror")
+            };
+        }
         None => mirror_core::plan_delete_all(&ns, &name, &labelled, &cfg),
     };
     let (status, detail) = if plan.is_noop() {
@@ -289,7 +461,7 @@ fn compare_mirrored(state: &ClusterState, svc: &Service, args: &VerifyArgs) -> O
         let status = if plan.delete.len() > plan.create.len() { Status::Extra } else { Status::Drift };
         (status, parts.join("; "))
     };
-    Some(Row { namespace: ns, service: name, kind: "EndpointSlice (mirrored)", status, detail })
+    Row { namespace: ns, service: name, kind: KIND_MIRRORED, status, detail }
 }
 
 fn count_addresses(e: &Endpoints) -> (usize, usize) {
@@ -370,7 +542,8 @@ pub fn render(rows: &[Row], output: Output) -> String {
     }
 }
 
-/// `epslice verify`: prints the report; returns whether everything is OK.
+/// `epslice verify`: prints the report; returns whether there is no difference (`WARNING`
+/// rows are not differences).
 pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
     if args.service.is_some() && args.namespace.is_none() {
         anyhow::bail!("a Service name needs --namespace");
@@ -386,16 +559,15 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<bool> {
     let client = kube::Client::try_from(config)?;
     let state = read(&client, &args).await?;
     let rows = compare(&state, &args);
+    // Every Service checked has a row (`Service` when there is nothing to check); a named
+    // Service without one does not exist and left nothing behind.
     if let Some(svc) = &args.service
         && rows.is_empty()
     {
-        anyhow::bail!(
-            "Service {}/{svc} not found, or it has no selector",
-            args.namespace.as_deref().unwrap_or_default()
-        );
+        anyhow::bail!("Service {}/{svc} not found", args.namespace.as_deref().unwrap_or_default());
     }
     print!("{}", render(&rows, args.output));
-    Ok(rows.iter().all(|r| r.status == Status::Ok))
+    Ok(rows.iter().all(|r| !r.status.is_difference()))
 }
 
 #[cfg(test)]
@@ -563,5 +735,178 @@ mod tests {
         let args = slices_only_args();
         rows = compare(&state, &args);
         assert_eq!(rows[0].status, Status::Drift, "{rows:?}");
+    }
+
+    fn selectorless(name: &str, type_: Option<&str>) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                uid: Some(format!("{name}-uid")),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: type_.map(Into::into),
+                external_name: (type_ == Some("ExternalName")).then(|| "example.com".to_string()),
+                ports: Some(vec![ServicePort { name: Some("http".into()), port: 80, ..Default::default() }]),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn custom_endpoints(name: &str) -> Endpoints {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns"},
+            "subsets": [{"addresses": [{"ip": "192.0.2.10"}], "ports": [{"name": "http", "port": 8080}]}],
+        }))
+        .unwrap()
+    }
+
+    fn slice(name: &str, service: &str, managed_by: Option<&str>) -> EndpointSlice {
+        let mut labels = BTreeMap::from([(es_core::labels::LABEL_SERVICE_NAME.to_string(), service.to_string())]);
+        if let Some(m) = managed_by {
+            labels.insert(es_core::labels::LABEL_MANAGED_BY.to_string(), m.to_string());
+        }
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: Some(vec![]),
+            ports: None,
+        }
+    }
+
+    /// Every check on (EndpointSlices, Endpoints, mirrored slices).
+    fn all_args() -> VerifyArgs {
+        VerifyArgs { endpoints: true, mirroring: true, ..slices_only_args() }
+    }
+
+    fn row<'a>(rows: &'a [Row], service: &str, kind: &str) -> &'a Row {
+        rows.iter()
+            .find(|r| r.service == service && r.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind} row for {service}: {rows:#?}"))
+    }
+
+    /// Finding 1: objects whose Service is gone were never looked at ("all OK").
+    #[test]
+    fn objects_of_a_deleted_service_are_extra() {
+        let mut leader = custom_endpoints("kube-scheduler");
+        leader.metadata.annotations =
+            Some([(mirror_core::ANNOTATION_LEADER_ELECTION.to_string(), "{}".to_string())].into());
+        let state = ClusterState {
+            endpoints: vec![custom_endpoints("gone"), leader],
+            slices: vec![
+                slice("gone-m", "gone", Some(mirror_core::DEFAULT_MANAGED_BY)),
+                slice("old-a", "old", Some(es_core::DEFAULT_MANAGED_BY)),
+                slice("old-b", "old", Some(es_core::DEFAULT_MANAGED_BY)),
+                slice("custom", "other", Some("someone.example.com")),
+            ],
+            ..Default::default()
+        };
+        let rows = compare(&state, &all_args());
+        let r = row(&rows, "gone", "Endpoints");
+        assert_eq!(r.status, Status::Extra, "{rows:#?}");
+        assert!(r.detail.contains("no Service"), "{r:?}");
+        let r = row(&rows, "gone", KIND_MIRRORED);
+        assert_eq!(r.status, Status::Extra, "{rows:#?}");
+        assert!(r.detail.contains("gone-m"), "{r:?}");
+        let r = row(&rows, "old", "EndpointSlice");
+        assert_eq!(r.status, Status::Extra, "{rows:#?}");
+        assert!(r.detail.contains("old-a,old-b"), "{r:?}");
+        // A leader-election record is not an orphan; another manager's slice is not ours to judge.
+        assert!(rows.iter().all(|r| r.service != "kube-scheduler" && r.service != "other"), "{rows:#?}");
+        assert_eq!(rows.len(), 3, "{rows:#?}");
+
+        // Each check stays behind its flag, and a named Service limits the orphans too.
+        let rows = compare(&state, &VerifyArgs { endpoints: false, mirroring: false, ..all_args() });
+        assert_eq!(rows.iter().map(|r| r.kind).collect::<Vec<_>>(), ["EndpointSlice"], "{rows:#?}");
+        let rows = compare(&state, &VerifyArgs { service: Some("gone".into()), ..all_args() });
+        assert_eq!(rows.len(), 2, "{rows:#?}");
+    }
+
+    /// Finding 2: mirrored slices left over after a selector was added are EXTRA; a slice of
+    /// another manager is a warning.
+    #[test]
+    fn stray_mirrored_slices_are_extra_and_other_managers_are_a_warning() {
+        let nodes = vec![node("n-a", "zone-a", "8")];
+        let pods = vec![pod(0, "n-a")];
+        let nodes_map: BTreeMap<String, Node> = nodes.into_iter().map(|n| (n.name_any(), n)).collect();
+        let svc = service(false);
+        let refs: Vec<&CachedPod> = pods.iter().collect();
+        let mut ours = es_core::plan(&es_core::Input::new(&svc, &refs, &nodes_map, &[]), &es_core::Config::default())
+            .create
+            .remove(0);
+        ours.metadata.namespace = Some("ns".into());
+        let mut state = ClusterState {
+            services: vec![svc],
+            pods,
+            nodes: nodes_map,
+            slices: vec![ours, slice("svc-mirrored", "svc", Some(mirror_core::DEFAULT_MANAGED_BY))],
+            endpoints: vec![],
+        };
+        let rows = compare(&state, &VerifyArgs { mirroring: true, ..slices_only_args() });
+        assert_eq!(row(&rows, "svc", "EndpointSlice").status, Status::Ok, "{rows:#?}");
+        let r = row(&rows, "svc", KIND_MIRRORED);
+        assert_eq!(r.status, Status::Extra, "{rows:#?}");
+        assert!(r.detail.contains("svc-mirrored") && r.detail.contains("selector"), "{r:?}");
+        // Not without --mirroring.
+        let rows = compare(&state, &slices_only_args());
+        assert!(rows.iter().all(|r| r.kind != KIND_MIRRORED), "{rows:#?}");
+
+        state.slices.pop();
+        state.slices.push(slice("svc-by-hand", "svc", Some("someone.example.com")));
+        state.slices.push(slice("svc-unlabelled", "svc", None));
+        let rows = compare(&state, &slices_only_args());
+        assert_eq!(row(&rows, "svc", "EndpointSlice").status, Status::Ok, "{rows:#?}");
+        let r = row(&rows, "svc", KIND_OTHER_MANAGER);
+        assert_eq!(r.status, Status::Warning, "{rows:#?}");
+        assert!(r.detail.contains("svc-by-hand") && r.detail.contains("someone.example.com"), "{r:?}");
+        assert!(r.detail.contains("svc-unlabelled"), "{r:?}");
+        assert!(rows.iter().all(|r| !r.status.is_difference()), "a warning is not a difference: {rows:#?}");
+    }
+
+    /// Finding 3: the mirroring controller mirrors the custom Endpoints of a selector-less
+    /// ExternalName Service (upstream `syncEndpoints` never looks at the type).
+    #[test]
+    fn mirrored_slices_of_a_selectorless_external_name_service_are_checked() {
+        let state = ClusterState {
+            services: vec![selectorless("ext", Some("ExternalName"))],
+            endpoints: vec![custom_endpoints("ext")],
+            ..Default::default()
+        };
+        let rows = compare(&state, &all_args());
+        let r = row(&rows, "ext", KIND_MIRRORED);
+        assert_eq!(r.status, Status::Missing, "{rows:#?}");
+    }
+
+    /// Finding 4: an ExternalName Service, or a selector-less one with no Endpoints, has
+    /// nothing to check: an OK row that says why, not an empty report.
+    #[test]
+    fn services_with_nothing_to_check_get_an_ok_row() {
+        let state = ClusterState {
+            services: vec![selectorless("ext", Some("ExternalName")), selectorless("bare", None)],
+            ..Default::default()
+        };
+        for service in ["ext", "bare"] {
+            let rows = compare(&state, &VerifyArgs { service: Some(service.into()), ..all_args() });
+            assert_eq!(rows.len(), 1, "{rows:#?}");
+            assert_eq!(rows[0].status, Status::Ok, "{rows:#?}");
+            assert!(rows[0].detail.contains("nothing to check"), "{rows:#?}");
+        }
+        let mut external_with_selector = service(false);
+        external_with_selector.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
+        let state = ClusterState { services: vec![external_with_selector], ..Default::default() };
+        let rows = compare(&state, &all_args());
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        assert_eq!((rows[0].kind, rows[0].status), (KIND_SERVICE, Status::Ok), "{rows:#?}");
+        assert!(rows[0].detail.contains("ExternalName"), "{rows:#?}");
+        // A Service that does not exist still has no rows (`run` reports it as not found).
+        let rows = compare(&state, &VerifyArgs { service: Some("nope".into()), ..all_args() });
+        assert!(rows.is_empty(), "{rows:#?}");
     }
 }
