@@ -442,6 +442,10 @@ async fn stale_cache_cannot_create_a_duplicate() {
         assert!(t0.elapsed() < CONVERGE, "not converged: {}", describe(&all));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let stale = |r: &Running| r.metric("endpoint_slice_controller_syncs_total{result=\"stale\"}");
+    // The race happened: writes refused for a lagging cache (creates on a held name, updates on
+    // an old resourceVersion), each retried instead of writing a second object.
+    assert!(stale(&a) + stale(&b) >= 1.0, "the two controllers never raced");
     let creates = a.writes().0 + b.writes().0;
     assert_eq!(creates, n as f64, "one create per Service between the two");
     a.stop().await;

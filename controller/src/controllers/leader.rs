@@ -4,8 +4,9 @@
 //! Every replica runs the watches (so a new leader starts with warm caches); only the holder of
 //! the Lease syncs and writes. The gate opens when kube-lease-manager reports that we hold the
 //! Lease, and closes when it reports otherwise **or** when our own check of the Lease object
-//! (every second) finds another holder, an expired renewal, or has not succeeded for longer than
-//! the lease duration minus the grace period — so a replica cut off from the apiserver stops
+//! (every second, each read bounded in time) finds another holder, or cannot confirm a renewal
+//! recent enough: the gate closes half a grace period before our last renewal seen would expire,
+//! so a replica cut off from the apiserver (even by a link that hangs without a reset) stops
 //! writing before another one can take over. On shutdown the Lease is released, so the next
 //! replica takes over at once instead of waiting for expiry.
 
@@ -85,8 +86,14 @@ pub async fn run(
         _ = stop.wait_for(|s| *s) => return Ok(()),
     };
     let leases: Api<Lease> = Api::namespaced(client.clone(), &le.namespace);
-    let valid_for = le.lease_duration.saturating_sub(le.grace);
-    let mut last_ok = tokio::time::Instant::now();
+    let margin_ms = i64::try_from(le.grace.as_millis() / 2).unwrap_or(i64::MAX);
+    let now_ms = || k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    // Until when (wall clock, ms) we may write: the renewTime of our Lease as last read, plus its
+    // duration, less half the grace period. kube-lease-manager renews `grace` before expiry, so
+    // a working renewal always lands before this; followers take over at renewTime + duration,
+    // so a replica that stopped renewing stops writing `grace / 2` before anyone else can
+    // start. (renewTime is written by the holder, so by this replica's own clock.)
+    let mut valid_until: Option<i64> = None;
     let mut held = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -104,17 +111,20 @@ pub async fn run(
             },
             _ = tick.tick() => {}
         }
-        // Our own view of the Lease, so a replica that cannot renew stops in time.
-        // Bounded by what is left of the lease's validity, so the gate closes in time even when
-        // the call hangs.
-        let left = valid_for.saturating_sub(last_ok.elapsed()).clamp(Duration::from_millis(100), CALL_TIMEOUT);
-        let read = match tokio::time::timeout(left, leases.get_opt(&le.name)).await {
+        // Our own view of the Lease, so a replica that cannot renew stops in time. While we write,
+        // the read is bounded by what is left of our validity, so the gate closes in time even
+        // when the call hangs; otherwise by `CALL_TIMEOUT`.
+        let budget = match valid_until.filter(|_| *gate.borrow()) {
+            Some(until) => Duration::from_millis(u64::try_from(until - now_ms()).unwrap_or(0))
+                .clamp(Duration::from_millis(100), CALL_TIMEOUT),
+            None => CALL_TIMEOUT,
+        };
+        let read = match tokio::time::timeout(budget, leases.get_opt(&le.name)).await {
             Ok(r) => r.map_err(anyhow::Error::from),
-            Err(_) => Err(anyhow::anyhow!("no answer within {left:?}")),
+            Err(_) => Err(anyhow::anyhow!("no answer within {budget:?}")),
         };
         let mine = match read {
             Ok(lease) => {
-                last_ok = tokio::time::Instant::now();
                 let released = lease.as_ref().and_then(|l| l.spec.as_ref()).is_none_or(|s| s.holder_identity.is_none());
                 if released && !held {
                     // kube-lease-manager re-reads a held Lease only after its old expiry; a fresh
@@ -124,21 +134,20 @@ pub async fn run(
                         Err(e) => tracing::warn!(error = %e, "leader election: cannot rebuild the Lease manager"),
                     }
                 }
-                lease.and_then(|l| l.spec).is_some_and(|spec| {
+                valid_until = lease.and_then(|l| l.spec).and_then(|spec| {
                     let holder = spec.holder_identity.as_deref() == Some(le.identity.as_str());
-                    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-                    let now = k8s_openapi::jiff::Timestamp::now().as_second();
-                    let fresh = spec.renew_time.is_some_and(|r| now < r.0.as_second() + duration);
-                    holder && fresh
-                })
+                    let duration_ms = i64::from(spec.lease_duration_seconds.unwrap_or(0)) * 1000;
+                    let renewed = spec.renew_time?.0.as_millisecond();
+                    holder.then_some(renewed + duration_ms - margin_ms)
+                });
+                valid_until.is_some_and(|until| now_ms() < until)
             }
             Err(e) => {
-                if last_ok.elapsed() >= valid_for {
-                    tracing::warn!(error = %e, "cannot read the Lease for longer than the lease duration; not writing");
-                    false
-                } else {
-                    *gate.borrow()
+                let valid = valid_until.is_some_and(|until| now_ms() < until);
+                if *gate.borrow() && !valid {
+                    tracing::warn!(error = %e, "cannot read the Lease, and our last renewal is about to expire; not writing");
                 }
+                *gate.borrow() && valid
             }
         };
         let leading = held && mine;

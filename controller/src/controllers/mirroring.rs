@@ -4,7 +4,7 @@
 //! [`crate::mirroring::plan`] and applied here.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -118,9 +118,9 @@ impl Controller {
     }
 }
 
-/// Queues a key after the batch period.
+/// Queues a key at once (Service and Endpoints events, as upstream).
 fn enqueue(s: &Shared, key: Key) {
-    s.queue.enqueue(key, s.settings.batch_period);
+    s.queue.enqueue(key, Duration::ZERO);
 }
 
 struct ServiceEvents(Arc<Shared>);
@@ -176,8 +176,10 @@ impl SliceEvents {
             // plans nothing (see the overlay), which costs one plan and no write.
             SliceUpdate::UnlessOwnWrite(key) => vec![key],
         };
+        // Only EndpointSlice events wait for the batch period (upstream's
+        // `--mirroring-endpointslice-updates-batch-period`).
         for k in keys.iter().filter_map(|k| parse_key(k)) {
-            enqueue(&self.0, k);
+            self.0.queue.enqueue(k, self.0.settings.batch_period);
         }
     }
 }
@@ -236,10 +238,14 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
         m.endpoints_desired.set(t.endpoints_desired as i64);
         m.num_endpoint_slices.set(t.num_endpoint_slices as i64);
         m.desired_endpoint_slices.set(t.desired_endpoint_slices as i64);
-        m.endpoints_added_per_sync.observe(plan.stats.endpoints_added as f64);
-        m.endpoints_updated_per_sync.observe(plan.stats.endpoints_updated as f64);
-        m.endpoints_removed_per_sync.observe(plan.stats.endpoints_removed as f64);
-        m.addresses_skipped_per_sync.observe(plan.stats.addresses_skipped as f64);
+        // Upstream observes these in its reconcile, which Endpoints that are not mirrored (a
+        // Service with a selector, the skip label) never reach.
+        if plan.not_mirrored.is_none() {
+            m.endpoints_added_per_sync.observe(plan.stats.endpoints_added as f64);
+            m.endpoints_updated_per_sync.observe(plan.stats.endpoints_updated as f64);
+            m.endpoints_removed_per_sync.observe(plan.stats.endpoints_removed as f64);
+            m.addresses_skipped_per_sync.observe(plan.stats.addresses_skipped as f64);
+        }
     }
     if let Some(ep) = endpoints.as_deref() {
         let reference = ObjectReference {

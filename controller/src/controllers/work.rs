@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::informers::{Key, LABEL_SERVICE_NAME};
 use super::leader::Gate;
 use super::overlay::RecentWrites;
-use crate::endpointslice::labels::LABEL_MANAGED_BY;
+use crate::endpointslice::labels::{self, LABEL_MANAGED_BY};
 use crate::endpointslice::naming;
 use crate::runtime::cache::Cache;
 use prometheus_client::metrics::counter::Counter;
@@ -95,11 +95,13 @@ impl SyncError {
     }
 }
 
-/// How long one sync may take before it is abandoned and retried with backoff: twice the API
-/// server's own request timeout (60 s), so only a request stuck on a dead connection hits it.
-/// An abandoned write may or may not have landed; the retry plans from the cache, and
+/// How long one sync may take before it is abandoned and retried with backoff. kube's client
+/// has no read timeout, so without this a request stuck on a connection that died without a
+/// reset would hold its key for good. A healthy sync writes one object at a time; the largest
+/// (a Service of 10,000 endpoints: 100 slices) takes seconds, so only a stuck request comes near
+/// this. An abandoned write may or may not have landed; the retry plans from the cache, and
 /// resourceVersions and deterministic names keep it from writing twice.
-pub const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A controller's queue with its upstream name and the process metrics.
 pub struct Queue {
@@ -282,9 +284,7 @@ pub fn update_body(slice: &EndpointSlice) -> Cow<'_, EndpointSlice> {
     if slice.metadata.managed_fields.is_none() {
         return Cow::Borrowed(slice);
     }
-    let mut body = slice.clone();
-    body.metadata.managed_fields = None;
-    Cow::Owned(body)
+    Cow::Owned(crate::controllers::prune::managed_fields(slice.clone()))
 }
 
 /// Whether two slices belong to one group: the same Service (`kubernetes.io/service-name`) and
@@ -292,7 +292,7 @@ pub fn update_body(slice: &EndpointSlice) -> Cow<'_, EndpointSlice> {
 /// of its own group holds the name means our cache lags behind our own earlier write.
 pub fn same_group(a: &EndpointSlice, b: &EndpointSlice) -> bool {
     let key =
-        |s: &EndpointSlice| (s.labels().get(LABEL_SERVICE_NAME).cloned(), s.labels().get(LABEL_MANAGED_BY).cloned());
+        |s: &EndpointSlice| (s.labels().get(LABEL_SERVICE_NAME).cloned(), labels::managed_by(s).map(str::to_owned));
     key(a) == key(b)
 }
 
@@ -320,9 +320,15 @@ pub async fn apply_slices(
     let overlay = || written.lock().unwrap_or_else(|e| e.into_inner());
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
     let pp = PostParams { field_manager: Some(field_manager.to_string()), ..Default::default() };
+    // Names a fallback must not take: every slice of the namespace we know of, our own recent
+    // creates the cache has not shown yet, and this plan's other creates.
+    let taken = || -> BTreeSet<String> {
+        let known = overlay().overlay(ns, cache.store.in_namespace(ns), |_| true);
+        known.iter().map(|s| s.name_any()).chain(plan.create.iter().map(|s| s.name_any())).collect()
+    };
     for slice in plan.create {
         leading()?;
-        let Some(done) = create_slice(&api, &pp, slice, cache).await? else {
+        let Some(done) = create_slice(&api, &pp, slice, &taken).await? else {
             tracing::debug!(namespace = %ns, "namespace is terminating; not creating EndpointSlices");
             return Ok(());
         };
@@ -374,14 +380,12 @@ async fn create_slice(
     api: &Api<EndpointSlice>,
     pp: &PostParams,
     slice: &EndpointSlice,
-    cache: &Cache<EndpointSlice>,
+    taken: &(dyn Fn() -> BTreeSet<String> + Sync),
 ) -> Result<Option<EndpointSlice>, SyncError> {
     let ns = slice.metadata.namespace.as_deref().or(api.namespace()).unwrap_or("");
     let service = slice.labels().get(LABEL_SERVICE_NAME).map(String::as_str).unwrap_or_default();
     let owner = slice.owner_references().first().map(|o| o.uid.as_str()).unwrap_or_default();
-    let planned = slice.name_any();
-    let mut alternatives = naming::slice_names(service, owner, &slice.address_type)
-        .filter(|n| *n != planned && cache.get(Some(ns), n).is_none());
+    let mut alternatives: Option<Box<dyn Iterator<Item = String> + Send>> = None;
     let mut body = Cow::Borrowed(slice);
     for _ in 0..NAME_ATTEMPTS {
         let name = body.name_any();
@@ -390,7 +394,16 @@ async fn create_slice(
             Err(e) if is_namespace_terminating(&e) => return Ok(None),
             Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&name).await? {
                 Some(held) if !same_group(&held, slice) => {
-                    let Some(next) = alternatives.next() else { break };
+                    let next = alternatives
+                        .get_or_insert_with(|| {
+                            let taken = taken();
+                            Box::new(
+                                naming::slice_names(service, owner, &slice.address_type)
+                                    .filter(move |n| !taken.contains(n)),
+                            )
+                        })
+                        .next();
+                    let Some(next) = next else { break };
                     tracing::warn!(
                         namespace = %ns,
                         name = %name,

@@ -294,21 +294,28 @@ impl<S: Cached> Cache<S> {
     }
 }
 
-/// How long a watch must stay quiet after an error to count as healthy again. kube's watcher
-/// resumes a broken watch without an event, so a quiet kind (say, Services) would otherwise
-/// stay unhealthy until its next change. A watch that is still failing reports an error at
-/// least this often: kube's backoff waits at most 30 s plus up to as much again of jitter, and
-/// a connection attempt gives up after 30 s.
-pub const WATCH_RECOVERY: Duration = Duration::from_secs(100);
+/// How long a watch must stay quiet after an error before [`next_or_recovered`] checks whether
+/// the API server answers again. kube's watcher resumes a broken watch without an event, so a
+/// quiet kind (say, Services) would otherwise stay unhealthy until its next change.
+pub const WATCH_RECOVERY: Duration = Duration::from_secs(15);
+
+/// How long that check may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The next item of `stream`. While `health` is false (the last item was an error), waits at
-/// most `recovery` for it: a stream quiet that long has re-established its watch, and `health`
-/// turns true again.
-async fn next_or_recovered<T>(
+/// most `recovery` for it; if the stream stays quiet that long, `probe` asks the API server
+/// directly (a list of one object, bounded in time), and only its answer turns `health` true
+/// again. A quiet period alone proves nothing: a request on a dead connection never errs.
+async fn next_or_recovered<T, P, F>(
     stream: &mut (impl futures::Stream<Item = T> + Unpin),
     health: &AtomicBool,
     recovery: Duration,
-) -> Option<T> {
+    mut probe: P,
+) -> Option<T>
+where
+    P: FnMut() -> F,
+    F: std::future::Future<Output = bool>,
+{
     loop {
         if health.load(Ordering::Relaxed) {
             return stream.next().await;
@@ -316,8 +323,10 @@ async fn next_or_recovered<T>(
         match tokio::time::timeout(recovery, stream.next()).await {
             Ok(item) => return item,
             Err(_) => {
-                tracing::info!(quiet = ?recovery, "no watch error since the last one: the watch is back");
-                health.store(true, Ordering::Relaxed);
+                if probe().await {
+                    tracing::info!("the API server answers again after a watch error: the watch counts as healthy");
+                    health.store(true, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -355,8 +364,18 @@ where
     let health = watching.clone();
     let fut = async move {
         let mut stream = watcher::watcher(api.clone(), config.clone()).default_backoff().boxed();
-        while let Some(ev) = next_or_recovered(&mut stream, &health, WATCH_RECOVERY).await {
+        let probe_api = api.clone();
+        let probe = move || {
+            let api = probe_api.clone();
+            async move {
+                let params = kube::api::ListParams::default().limit(1);
+                matches!(tokio::time::timeout(PROBE_TIMEOUT, api.list_metadata(&params)).await, Ok(Ok(_)))
+            }
+        };
+        while let Some(ev) = next_or_recovered(&mut stream, &health, WATCH_RECOVERY, probe.clone()).await {
             let ev = match ev {
+                // kube's watcher emits `Init` before it sends the list request: no sign of health.
+                Ok(Event::Init) => Event::Init,
                 Ok(ev) => {
                     if !health.swap(true, Ordering::Relaxed) {
                         tracing::debug!(kind = %K::kind(&Default::default()), "watch is up");
@@ -621,37 +640,39 @@ mod tests {
     }
 
     /// Found in review: kube's watcher resumes a broken watch without an event, so a quiet
-    /// watch stayed unhealthy (and the replica not ready) until its next change.
+    /// watch stayed unhealthy (and the replica not ready) until its next change. Then: a quiet
+    /// period alone must not count (a request on a dead connection never errs); the probe's
+    /// answer does.
     #[tokio::test(start_paused = true)]
-    async fn a_watch_quiet_after_an_error_is_healthy_again() {
-        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<u32, &str>>();
-        let mut stream = rx;
-        let health = AtomicBool::new(true);
-        let recovery = Duration::from_secs(100);
-        tx.unbounded_send(Err("watch failed")).unwrap();
-        assert_eq!(next_or_recovered(&mut stream, &health, recovery).await, Some(Err("watch failed")));
-        health.store(false, Ordering::Relaxed);
-        // Errors keep coming more often than `recovery`: still unhealthy.
-        let feeder = {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                tx.unbounded_send(Err("again")).unwrap();
-            })
+    async fn a_quiet_watch_is_healthy_again_once_the_api_server_answers() {
+        use std::sync::atomic::AtomicUsize;
+        let (tx, mut stream) = futures::channel::mpsc::unbounded::<Result<u32, &str>>();
+        let health = Arc::new(AtomicBool::new(false));
+        let recovery = Duration::from_secs(15);
+        let answers = Arc::new(AtomicBool::new(false));
+        let probes = Arc::new(AtomicUsize::new(0));
+        let probe = {
+            let (answers, probes) = (answers.clone(), probes.clone());
+            move || {
+                probes.fetch_add(1, Ordering::Relaxed);
+                let ok = answers.load(Ordering::Relaxed);
+                async move { ok }
+            }
         };
-        assert_eq!(next_or_recovered(&mut stream, &health, recovery).await, Some(Err("again")));
+        let next = {
+            let health = health.clone();
+            tokio::spawn(async move { next_or_recovered(&mut stream, &health, recovery, probe).await })
+        };
+        // Quiet, but the API server does not answer: still unhealthy, probed every `recovery`.
+        tokio::time::sleep(Duration::from_secs(50)).await;
         assert!(!health.load(Ordering::Relaxed));
-        feeder.await.unwrap();
-        // Then quiet: healthy after `recovery`, while still waiting for the next item.
-        let t0 = tokio::time::Instant::now();
-        let next = tokio::spawn(async move {
-            let health = AtomicBool::new(false);
-            let item = next_or_recovered(&mut stream, &health, recovery).await;
-            (item, health.load(Ordering::Relaxed))
-        });
-        tokio::time::sleep(Duration::from_secs(150)).await;
+        assert_eq!(probes.load(Ordering::Relaxed), 3);
+        // It answers: healthy at the next probe, while still waiting for the next item.
+        answers.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert!(health.load(Ordering::Relaxed));
         tx.unbounded_send(Ok(7)).unwrap();
-        assert_eq!(next.await.unwrap(), (Some(Ok(7)), true));
-        assert!(t0.elapsed() >= Duration::from_secs(150));
+        assert_eq!(next.await.unwrap(), Some(Ok(7)));
+        assert_eq!(probes.load(Ordering::Relaxed), 4, "no probing while healthy");
     }
 }
