@@ -147,11 +147,56 @@ fn deploy_kustomization_is_accepted_by_the_api_server() {
     }
 }
 
+/// The controller's readiness must never take the webhook out of its Service (one Pod, one
+/// readiness): the controller container has a startupProbe on /readyz and a livenessProbe on
+/// /healthz but no readinessProbe; the webhook container keeps its readinessProbe.
+#[test]
+fn only_the_webhook_container_decides_the_pods_readiness() {
+    let out = kubectl_ok(&["create", "-f", "deploy/base/deployment.yaml", "--dry-run=client", "-o", "json"]);
+    // One JSON object per manifest document, one after the other.
+    let objects: Vec<serde_json::Value> =
+        serde_json::Deserializer::from_str(&out).into_iter().collect::<Result<_, _>>().unwrap();
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").expect("a Deployment");
+    let containers = deployment["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    let container = |name: &str| containers.iter().find(|c| c["name"] == name).unwrap().clone();
+    let path = |c: &serde_json::Value, probe: &str| c[probe]["httpGet"]["path"].as_str().map(str::to_owned);
+
+    let controller = container("controller");
+    assert!(controller.get("readinessProbe").is_none(), "controller readinessProbe: {controller}");
+    assert_eq!(path(&controller, "startupProbe").as_deref(), Some("/readyz"));
+    assert_eq!(path(&controller, "livenessProbe").as_deref(), Some("/healthz"));
+    // Generous for the first cache sync of a large cluster: at least 5 minutes.
+    let startup = &controller["startupProbe"];
+    let budget = startup["periodSeconds"].as_u64().unwrap_or(10) * startup["failureThreshold"].as_u64().unwrap_or(3);
+    assert!(budget >= 300, "startupProbe allows only {budget}s");
+
+    let webhook = container("webhook");
+    assert_eq!(path(&webhook, "readinessProbe").as_deref(), Some("/readyz"));
+    assert_eq!(path(&webhook, "livenessProbe").as_deref(), Some("/healthz"));
+}
+
 #[test]
 fn cert_manager_overlay_builds_on_the_base() {
     install_rbac();
     let rendered = kubectl_ok(&["kustomize", "deploy/overlays/cert-manager"]);
-    assert!(rendered.contains("cert-manager.io/inject-ca-from: epslice-system/epslice-webhook"));
+    // A CA chain: self-signed Issuer → CA Certificate → CA Issuer → serving Certificate, and
+    // caBundle from the CA, so that a renewal of the serving certificate leaves caBundle alone.
+    let docs: Vec<&str> = rendered.split("\n---\n").collect();
+    let doc = |kind: &str, name: &str| -> &str {
+        let found = docs.iter().find(|d| {
+            d.lines().any(|l| l == format!("kind: {kind}")) && d.lines().any(|l| l == format!("  name: {name}"))
+        });
+        found.unwrap_or_else(|| panic!("no {kind} {name} in the overlay:\n{rendered}"))
+    };
+    assert!(doc("Issuer", "epslice-selfsigned").contains("selfSigned: {}"));
+    let ca = doc("Certificate", "epslice-webhook-ca");
+    assert!(ca.contains("isCA: true") && ca.contains("name: epslice-selfsigned"), "{ca}");
+    assert!(doc("Issuer", "epslice-ca").contains("secretName: epslice-webhook-ca"));
+    let serving = doc("Certificate", "epslice-webhook");
+    assert!(!serving.contains("isCA: true") && serving.contains("name: epslice-ca"), "{serving}");
+    assert!(serving.contains("secretName: epslice-webhook-cert"), "{serving}");
+    let inject: Vec<&str> = rendered.lines().filter(|l| l.contains("cert-manager.io/inject-ca-from:")).collect();
+    assert_eq!(inject, ["    cert-manager.io/inject-ca-from: epslice-system/epslice-webhook-ca"]);
     assert!(rendered.contains("--tls-cert=/etc/epslice/tls/tls.crt"));
     for gone in ["--self-signed", "epslice-webhook-certs", "epslice-webhook-cabundle", "secrets"] {
         assert!(!rendered.contains(gone), "{gone} should be gone in the cert-manager overlay");
@@ -280,6 +325,50 @@ async fn the_service_account_has_exactly_the_documented_permissions() {
     assert!(secrets.iter().all(|(_, n, v)| v == "create" || n == "epslice-webhook-tls"), "{secrets:?}");
 }
 
+/// deploy/base/rbac.yaml grants every permission the start-up check asks for with the
+/// Deployment's flags (`controllers::preflight::required`): the two lists cannot drift apart.
+#[test]
+fn rbac_yaml_grants_everything_the_start_up_check_requires() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Run {
+        #[command(flatten)]
+        run: epslice::cli::RunArgs,
+    }
+    install_rbac();
+    // deploy/base/deployment.yaml's `controller` container ($(POD_NAMESPACE) = epslice-system).
+    let args = Run::try_parse_from([
+        "run",
+        "--controllers=*",
+        "--leader-elect=true",
+        "--leader-elect-resource-namespace=epslice-system",
+        "--leader-elect-resource-name=epslice",
+    ])
+    .unwrap();
+    let options = args.run.options().unwrap();
+    let required = epslice::controllers::preflight::required(&options);
+    assert!(required.iter().any(|p| p.verb == "get" && p.resource == "endpointslices"), "{required:?}");
+    let mut refused = Vec::new();
+    for p in &required {
+        let resource = match &p.name {
+            Some(name) => format!("{}/{name}", p.qualified_resource()),
+            None => p.qualified_resource(),
+        };
+        let scope = match &p.namespace {
+            Some(ns) => vec!["-n".to_owned(), ns.clone()],
+            None => vec!["--all-namespaces".to_owned()],
+        };
+        let mut cmd = vec!["auth".to_owned(), "can-i".into(), p.verb.into(), resource, format!("--as={SA}")];
+        cmd.extend(scope);
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let (_, out, _) = kubectl(&cmd);
+        if out.trim() != "yes" {
+            refused.push(p.to_string());
+        }
+    }
+    assert!(refused.is_empty(), "required by preflight but not granted by deploy/base/rbac.yaml: {refused:?}");
+}
+
 async fn wait_exit(c: &mut envtest::Component, within: Duration) -> std::process::ExitStatus {
     let t0 = Instant::now();
     loop {
@@ -311,18 +400,19 @@ async fn missing_rbac_stops_epslice_run_with_one_line_per_permission() {
     let log = p.log_tail(20_000);
     assert_eq!(status.code(), Some(1), "exit code; log:\n{log}");
     let missing = missing_lines(&log);
-    assert_eq!(missing.len(), 21, "one line per permission:\n{log}");
+    assert_eq!(missing.len(), 22, "one line per permission:\n{log}");
     for want in [
         format!("list pods in namespace {ns}"),
         "watch nodes (cluster-wide)".to_owned(),
         format!("create endpointslices.discovery.k8s.io in namespace {ns}"),
+        format!("get endpointslices.discovery.k8s.io in namespace {ns}"),
         format!("delete endpoints in namespace {ns}"),
         format!("create events.events.k8s.io in namespace {ns}"),
         format!("patch leases.coordination.k8s.io \"epslice\" in namespace {ns}"),
     ] {
         assert!(missing.contains(&want), "{want:?} not reported:\n{log}");
     }
-    assert!(log.contains(&format!("21 permission(s) missing for {user}")), "{log}");
+    assert!(log.contains(&format!("22 permission(s) missing for {user}")), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 
     // The controllers' ClusterRole bound in this namespace only: what is left is exactly the

@@ -74,8 +74,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub streaming_lists: bool,
 
-    /// Elect a leader among replicas through a Lease; only the leader writes.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Elect a leader among replicas through a Lease; only the leader writes. `--leader-elect`
+    /// alone means true, as in kube-controller-manager.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: bool,
 
     /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else kube-system).
@@ -370,6 +371,24 @@ mod tests {
         assert_eq!(o.endpointslice.core.managed_by, "endpointslice-controller.k8s.io");
         // A deliberate difference: client-go streams since 1.35; over JSON pages are cheaper.
         assert!(!o.streaming_lists);
+    }
+
+    #[test]
+    fn leader_elect_bare_or_with_a_value_as_in_kube_controller_manager() {
+        let elect = |args: &[&str]| {
+            let t = T::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
+            t.run.leader_elect
+        };
+        assert!(elect(&[]));
+        assert!(elect(&["--leader-elect"]));
+        assert!(elect(&["--leader-elect=true"]));
+        assert!(!elect(&["--leader-elect=false"]));
+        // A bare flag does not swallow the next flag.
+        let t = T::try_parse_from(["x", "--leader-elect", "--leader-elect-resource-name", "other"]).unwrap();
+        assert!(t.run.leader_elect);
+        assert_eq!(t.run.leader_elect_resource_name, "other");
+        let err = T::try_parse_from(["x", "--leader-elect=maybe"]).unwrap_err().to_string();
+        assert!(err.contains("--leader-elect"), "{err}");
     }
 
     #[test]

@@ -60,15 +60,18 @@ impl fmt::Display for Permission {
 ///
 /// * The shared watches (pods, Services, Endpoints, EndpointSlices in `--namespace` or all
 ///   namespaces; Nodes cluster-wide) run whatever controllers are enabled: `list` and `watch`.
-/// * EndpointSlice and mirroring controllers write slices; the Endpoints controller writes
-///   Endpoints: `create`, `update` (PUT with the resourceVersion read), `delete`.
+/// * EndpointSlice and mirroring controllers write slices: `create`, `get` (the slice holding a
+///   name after a create answered 409), `update` (PUT with the resourceVersion read), `delete`.
+/// * The Endpoints controller writes Endpoints: `create`, `update`, `delete`.
 /// * Every controller records Events (kube-runtime's recorder: events.k8s.io, `create` and
 ///   `patch`).
 /// * Leader election: `get` and `patch` on the Lease by name, `create` in its namespace
 ///   (kube-lease-manager creates it when missing).
 ///
 /// Not checked: `update services/finalizers`, which only clusters with the
-/// OwnerReferencesPermissionEnforcement admission plugin require (deploy/base/rbac.yaml grants it).
+/// OwnerReferencesPermissionEnforcement admission plugin require, and `create endpoints/restricted`,
+/// which only OpenShift's restricted-endpoints admission requires (deploy/base/rbac.yaml grants
+/// both, as kube-controller-manager's roles do).
 pub fn required(options: &Options) -> Vec<Permission> {
     let ns = options.namespace.as_deref();
     let mut out = Vec::new();
@@ -83,7 +86,7 @@ pub fn required(options: &Options) -> Vec<Permission> {
     }
     let enabled = |c: ControllerName| options.controllers.contains(&c);
     if enabled(ControllerName::EndpointSlice) || enabled(ControllerName::EndpointSliceMirroring) {
-        for verb in ["create", "update", "delete"] {
+        for verb in ["create", "get", "update", "delete"] {
             out.push(Permission::new(verb, "discovery.k8s.io", "endpointslices", ns));
         }
     }
@@ -216,6 +219,7 @@ mod tests {
                 "list nodes (cluster-wide)",
                 "watch nodes (cluster-wide)",
                 "create endpointslices.discovery.k8s.io (cluster-wide)",
+                "get endpointslices.discovery.k8s.io (cluster-wide)",
                 "update endpointslices.discovery.k8s.io (cluster-wide)",
                 "delete endpointslices.discovery.k8s.io (cluster-wide)",
                 "create endpoints (cluster-wide)",
@@ -245,6 +249,9 @@ mod tests {
         assert!(got.contains(&"create endpoints in namespace team-a".to_owned()), "{got:?}");
         // No slice writes without the EndpointSlice or mirroring controller, no Lease without election.
         assert!(!got.iter().any(|p| p.starts_with("create endpointslices")), "{got:?}");
+        assert!(!got.iter().any(|p| p.starts_with("get endpointslices")), "{got:?}");
+        // `get` only where the code reads one object: not on Endpoints, Pods, Services, Nodes.
+        assert!(!got.iter().any(|p| p.starts_with("get ") && !p.contains("leases")), "{got:?}");
         assert!(!got.iter().any(|p| p.contains("leases")), "{got:?}");
         assert!(got.contains(&"create events.events.k8s.io in namespace team-a".to_owned()), "{got:?}");
     }
@@ -254,6 +261,8 @@ mod tests {
         let mirroring = Options { controllers: vec![ControllerName::EndpointSliceMirroring], ..Options::default() };
         let got = strings(&required(&mirroring));
         assert!(got.contains(&"update endpointslices.discovery.k8s.io (cluster-wide)".to_owned()), "{got:?}");
+        // After a create answered 409 the slice holding the name is read.
+        assert!(got.contains(&"get endpointslices.discovery.k8s.io (cluster-wide)".to_owned()), "{got:?}");
         assert!(!got.iter().any(|p| p.starts_with("create endpoints ")), "{got:?}");
         let none = Options { controllers: vec![], ..Options::default() };
         let got = required(&none);
