@@ -20,15 +20,27 @@ struct Replica {
 }
 
 impl Replica {
+    /// `epslice run` for `ns`, electing a leader on a Lease in `ns` (lease 10 s, grace 3 s).
     fn start(cp: &envtest::ControlPlane, ns: &str, name: &str) -> Replica {
+        Replica::start_with(cp, ns, name, cp.kubeconfig_path(), ns)
+    }
+
+    /// The same through `kubeconfig`, with the Lease in `lease_ns`.
+    fn start_with(
+        cp: &envtest::ControlPlane,
+        ns: &str,
+        name: &str,
+        kubeconfig: &std::path::Path,
+        lease_ns: &str,
+    ) -> Replica {
         let admin = envtest::free_port().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_epslice-cli"));
         cmd.arg("run")
             .env_remove("KUBECONFIG")
             .env("POD_NAME", name)
             .arg("--kubeconfig")
-            .arg(cp.kubeconfig_path())
-            .args(["--namespace", ns, "--leader-elect-resource-namespace", ns])
+            .arg(kubeconfig)
+            .args(["--namespace", ns, "--leader-elect-resource-namespace", lease_ns])
             .args(["--leader-elect-lease-duration", "10s", "--leader-elect-renew-grace", "3s"])
             .args(["--admin-bind-address", &format!("127.0.0.1:{admin}")])
             .args(["--field-manager", &format!("epslice-{name}"), "--log-level", "info"]);
@@ -283,17 +295,7 @@ async fn a_leader_whose_link_goes_silent_stops_leading_before_its_lease_expires(
     let (cut_tx, cut) = tokio::sync::watch::channel(false);
     let _link = forward_until_silent(link, target, cut);
 
-    let admin = envtest::free_port().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_epslice-cli"));
-    cmd.arg("run")
-        .env_remove("KUBECONFIG")
-        .env("POD_NAME", "s")
-        .arg("--kubeconfig")
-        .arg(&path)
-        .args(["--namespace", &ns, "--leader-elect-resource-namespace", &ns])
-        .args(["--leader-elect-lease-duration", "10s", "--leader-elect-renew-grace", "3s"])
-        .args(["--admin-bind-address", &format!("127.0.0.1:{admin}")]);
-    let s = Replica { name: "s".into(), proc: cp.spawn_in_group("epslice-silent", cmd).unwrap(), admin };
+    let s = Replica::start_with(cp, &ns, "s", &path, &ns);
     s.wait_ready().await;
     wait_holder(&leases, "s", CONVERGE).await;
     let t0 = Instant::now();
@@ -341,17 +343,7 @@ async fn a_lease_that_cannot_be_set_up_at_start_is_retried() {
     let client = cp.client().await.unwrap();
     let ns = envtest::create_namespace(&client, "late-lease").await.unwrap();
     let lease_ns = format!("{ns}-leases");
-    let admin = envtest::free_port().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_epslice-cli"));
-    cmd.arg("run")
-        .env_remove("KUBECONFIG")
-        .env("POD_NAME", "late")
-        .arg("--kubeconfig")
-        .arg(cp.kubeconfig_path())
-        .args(["--namespace", &ns, "--leader-elect-resource-namespace", &lease_ns])
-        .args(["--leader-elect-lease-duration", "10s", "--leader-elect-renew-grace", "3s"])
-        .args(["--admin-bind-address", &format!("127.0.0.1:{admin}")]);
-    let r = Replica { name: "late".into(), proc: cp.spawn_in_group("epslice-late-lease", cmd).unwrap(), admin };
+    let r = Replica::start_with(cp, &ns, "late", cp.kubeconfig_path(), &lease_ns);
     r.wait_ready().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(leader_gauge(&r).await, Some(0.0), "no Lease, no writes");

@@ -48,7 +48,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub mirroring_max_endpoints_per_subset: u16,
 
-    /// Delay of mirroring syncs (Go duration).
+    /// Delay of a mirroring sync caused by an EndpointSlice change; Service and Endpoints changes
+    /// sync at once, as upstream (Go duration).
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub mirroring_endpointslice_updates_batch_period: Duration,
 
