@@ -28,7 +28,7 @@ pub fn key_of<K: Resource>(o: &K) -> Key {
 /// The label naming the Service of a slice.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 
-/// A pod's name, allocated once and shared by the pod cache and the maps of [`MembershipState`].
+/// A pod's name, allocated once and shared by the pod cache and the maps of the membership index.
 pub type PodName = Arc<str>;
 
 /// The Services selecting one pod, sorted.

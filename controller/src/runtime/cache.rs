@@ -294,7 +294,7 @@ impl<S: Cached> Cache<S> {
     }
 }
 
-/// How long a watch must stay quiet after an error before [`next_or_recovered`] checks whether
+/// How long a watch must stay quiet after an error before the cache checks whether
 /// the API server answers again. kube's watcher resumes a broken watch without an event, so a
 /// quiet kind (say, Services) would otherwise stay unhealthy until its next change.
 pub const WATCH_RECOVERY: Duration = Duration::from_secs(15);
