@@ -1,19 +1,28 @@
 //! Differential test: kube-controller-manager and epslice on the same random workload.
 //!
 //! For each seed, a workload from `workload::generate` (Services of every flavour, Pods in
-//! every state, custom Endpoints) is created in a fresh namespace while kube-controller-manager
-//! runs `endpointslice-controller,endpoints-controller,endpointslice-mirroring-controller` and
-//! epslice's EndpointSlice controller runs in-process with its own managed-by value, so both
-//! write EndpointSlices side by side. Once nothing changes for 3 s:
+//! every state, custom Endpoints with their edge cases) is created in a fresh namespace while
+//! kube-controller-manager runs
+//! `endpointslice-controller,endpoints-controller,endpointslice-mirroring-controller` and
+//! epslice's EndpointSlice and mirroring controllers run in-process, each with its own
+//! managed-by value, so both write EndpointSlices and mirrored slices side by side. (epslice's
+//! Endpoints controller cannot run alongside kcm's: both would write the very same Endpoints
+//! objects, so it is checked by its core's desired state against kcm's Endpoints, step 2.)
+//! Once nothing changes for 3 s:
 //!
 //! 1. per Service, address type and port set, the multisets of endpoints of kcm's slices and
 //!    epslice's slices must be equal (see `differential` for what is compared and the one
-//!    normalisation, for topology-mode Auto hints), and so must the slices' labels apart from
-//!    managed-by;
+//!    normalisation, for topology-mode Auto hints), and so must the slices' metadata: labels
+//!    apart from managed-by, annotations (the trigger time's presence), owner references;
 //! 2. `epslice::verify::compare` must be OK for every row: epslice's Endpoints core agrees with
 //!    the Endpoints kcm wrote, and its EndpointSlice core would write nothing to kcm's slices
 //!    nor to its own;
-//! 3. epslice's mirroring core would write nothing to the slices kcm mirrored.
+//! 3. per Endpoints, address type and port set, kcm's mirrored slices and epslice's live
+//!    mirrored slices must have the same multisets of endpoints and the same metadata (for the
+//!    documented `appProtocol` regrouping: the same multiset of (address type, endpoint, port)
+//!    pairs); nobody mirrors an Endpoints without a selector-less Service;
+//! 4. epslice's mirroring core would write nothing to the slices kcm mirrored, nor to its own;
+//! 5. every slice of the namespace is managed by one of the four controllers.
 //!
 //! Any difference fails with a reproduction: seed, Service, the pods it selects and the
 //! differing entries side by side.
@@ -23,11 +32,12 @@
 //! every namespace, so it must not share a control plane with other tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use envtest::kwok;
+use epslice::controllers::ControllerName;
 use epslice::endpoints as ep_core;
 use epslice::endpointslice as es_core;
 use epslice::mirroring as mirror_core;
@@ -45,6 +55,10 @@ use kube::api::{Api, ListParams, PostParams};
 const KCM: &str = "endpointslice-controller.k8s.io";
 /// epslice's, for this test.
 const OURS: &str = "epslice-diff.example.com";
+/// kube-controller-manager's mirroring managed-by value.
+const KCM_MIRROR: &str = mirror_core::DEFAULT_MANAGED_BY;
+/// epslice's mirroring managed-by value, for this test.
+const OURS_MIRROR: &str = "epslice-mirroring-diff.example.com";
 /// The seed of the default run (part of the normal suite).
 const DEFAULT_SEED: u64 = 1;
 /// How long convergence may take before the comparison runs anyway.
@@ -66,9 +80,17 @@ async fn kube_controller_manager_and_epslice_agree_on_random_workloads() {
     let first = env_u64("EPSLICE_DIFF_SEED", DEFAULT_SEED);
     let count = env_u64("EPSLICE_DIFF_COUNT", 1).max(1);
     let nodes = workload::nodes();
-    let cp = envtest::ControlPlane::start(envtest::Options { nodes: nodes.clone(), ..Default::default() })
-        .await
-        .expect("control plane");
+    // Without StrictIPCIDRValidation (beta, on by default since 1.36) the apiserver accepts
+    // Endpoints addresses with leading zeros and IPv4-mapped IPv6, as a cluster does that still
+    // holds objects stored before the gate: the mirroring controllers must parse them leniently
+    // (see `workload::custom_endpoints`). A truly unparseable IP cannot be stored at all.
+    let cp = envtest::ControlPlane::start(envtest::Options {
+        nodes: nodes.clone(),
+        apiserver_args: vec!["--feature-gates=StrictIPCIDRValidation=false".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("control plane");
     let client = cp.client().await.unwrap();
     let controllers =
         ["endpointslice-controller", "endpoints-controller", "endpointslice-mirroring-controller"].map(String::from);
@@ -102,7 +124,9 @@ async fn run_seed(client: &kube::Client, seed: u64, nodes: &[kwok::NodeSpec]) ->
     let w = workload::generate(seed, nodes, &config);
     let ns = envtest::create_namespace(client, &format!("diff-{seed}")).await.unwrap();
     let ctl = start(client, &ns, |o| {
+        o.controllers = vec![ControllerName::EndpointSlice, ControllerName::EndpointSliceMirroring];
         o.endpointslice.core.managed_by = OURS.into();
+        o.mirroring.core.managed_by = OURS_MIRROR.into();
         o.field_manager = "epslice-diff".into();
     })
     .await;
@@ -112,21 +136,35 @@ async fn run_seed(client: &kube::Client, seed: u64, nodes: &[kwok::NodeSpec]) ->
     // that stay unchanged depend on the sync history).
     create_pods(client, &ns, &w).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let eps: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+    // Custom Endpoints of Services with a selector exist before their Service (afterwards the
+    // Endpoints controller creates them itself).
+    for e in &w.early_endpoints {
+        eps.create(&PostParams::default(), e).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
     let mut selecting = Vec::new();
+    let mut created_services = Vec::new();
     for s in &w.services {
         let created = svcs.create(&PostParams::default(), s).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let spec = created.spec.clone().unwrap_or_default();
         if spec.selector.is_some() && spec.type_.as_deref() != Some("ExternalName") {
             selecting.push(created.name_any());
         }
+        created_services.push(created);
     }
-    let eps: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+    // Endpoints both mirroring controllers must write slices for (wait for them below).
+    let mut mirrored = Vec::new();
     for e in &w.endpoints {
-        eps.create(&PostParams::default(), e).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let created = eps.create(&PostParams::default(), e).await.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let service = created_services.iter().find(|s| s.metadata.name == created.metadata.name);
+        let input = mirror_core::Input { endpoints: &created, service, existing_slices: &[] };
+        if !mirror_core::plan(&input, &mirror_core::Config::default()).create.is_empty() {
+            mirrored.push(created.name_any());
+        }
     }
 
-    let converged = wait_converged(client, &ns, &selecting).await;
+    let converged = wait_converged(client, &ns, &selecting, &mirrored).await;
     let quiet = wait_quiet(client, &ns).await;
     let args = |managed_by: &str, endpoints: bool| VerifyArgs {
         kubeconfig: None,
@@ -151,19 +189,24 @@ async fn run_seed(client: &kube::Client, seed: u64, nodes: &[kwok::NodeSpec]) ->
     if let Err(e) = quiet {
         problems.push(format!("=== seed {seed} (namespace {ns}): still changing after {CONVERGE:?}: {e}"));
     }
-    let ctx = Ctx { seed, ns: &ns, state: &state, cpu_by_zone: cpu_by_zone(nodes), normalised: Default::default() };
+    let ctx = Ctx { seed, ns: &ns, state: &state, cpu_by_zone: cpu_by_zone(nodes) };
+    check_managers(&ctx, &mut problems);
     let compared = compare_slices(&ctx, &mut problems);
-    check_verify(&ctx, &verify::compare(&state, &args(KCM, true)), KCM, &mut problems);
-    check_verify(&ctx, &verify::compare(&state, &args(OURS, false)), OURS, &mut problems);
-    let mirrored = check_mirroring(&ctx, &mut problems);
+    check_verify(&ctx, &w, &verify::compare(&state, &args(KCM, true)), KCM, &mut problems);
+    check_verify(&ctx, &w, &verify::compare(&state, &args(OURS, false)), OURS, &mut problems);
+    let mirrored = compare_mirrored(&ctx, &mut problems);
+    check_mirroring(&ctx, KCM_MIRROR, &mut problems);
+    check_mirroring(&ctx, OURS_MIRROR, &mut problems);
     if problems.is_empty() {
         Ok(format!(
-            "{} Services, {} pods; {compared}; {} Endpoints; {mirrored} mirrored slices ({} regrouped by \
-             appProtocol)",
+            "{} Services, {} pods; {compared}; {} Endpoints ({} custom: {}); {mirrored}",
             w.services.len(),
             w.pods.len(),
             state.endpoints.len(),
-            ctx.normalised.borrow()
+            w.endpoints.len() + w.early_endpoints.len(),
+            Some(workload::edge_cases(&w).join(", "))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "no edge case".into()),
         ))
     } else {
         Err(problems.join("\n\n"))
@@ -204,8 +247,14 @@ async fn list_slices(client: &kube::Client, ns: &str) -> Vec<EndpointSlice> {
     Api::<EndpointSlice>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap().items
 }
 
-/// Every selecting Service has a slice from each controller and an Endpoints object.
-async fn wait_converged(client: &kube::Client, ns: &str, selecting: &[String]) -> Result<(), String> {
+/// Every selecting Service has a slice from each controller and an Endpoints object; every
+/// Endpoints in `mirrored` a slice from each mirroring controller.
+async fn wait_converged(
+    client: &kube::Client,
+    ns: &str,
+    selecting: &[String],
+    mirrored: &[String],
+) -> Result<(), String> {
     let t0 = Instant::now();
     loop {
         let slices = list_slices(client, ns).await;
@@ -224,7 +273,7 @@ async fn wait_converged(client: &kube::Client, ns: &str, selecting: &[String]) -
                     && l.get(d::LABEL_MANAGED_BY).map(String::as_str) == Some(by)
             })
         };
-        let missing: Vec<String> = selecting
+        let mut missing: Vec<String> = selecting
             .iter()
             .flat_map(|s| {
                 let mut m = Vec::new();
@@ -240,6 +289,13 @@ async fn wait_converged(client: &kube::Client, ns: &str, selecting: &[String]) -
                 m
             })
             .collect();
+        for e in mirrored {
+            for (by, who) in [(KCM_MIRROR, "kcm"), (OURS_MIRROR, "epslice")] {
+                if !has(e, by) {
+                    missing.push(format!("{e}: no slice mirrored by {who}"));
+                }
+            }
+        }
         if missing.is_empty() {
             return Ok(());
         }
@@ -288,8 +344,6 @@ struct Ctx<'a> {
     ns: &'a str,
     state: &'a ClusterState,
     cpu_by_zone: BTreeMap<String, u64>,
-    /// Mirrored Services that differ only by the documented appProtocol regrouping.
-    normalised: std::cell::RefCell<usize>,
 }
 
 impl Ctx<'_> {
@@ -299,6 +353,14 @@ impl Ctx<'_> {
 
     fn service(&self, name: &str) -> Option<&Service> {
         self.state.services.iter().find(|s| s.name_any() == name)
+    }
+
+    /// The reproduction block of an object without Service: seed, what, the differences.
+    fn reproduction_without_service(&self, what: &str, name: &str, diff: &str) -> String {
+        format!(
+            "=== seed {} (namespace {}): {what} for {name} (no Service)\nreproduce: just diff-test {} 1\n{diff}",
+            self.seed, self.ns, self.seed
+        )
     }
 
     /// The reproduction block: seed, Service, the pods it selects (`*`: named in `diff`), and
@@ -383,9 +445,10 @@ fn compare_slices(ctx: &Ctx<'_>, problems: &mut Vec<String>) -> String {
         } else {
             blocks.extend(d::diff_groups(&gk, &go, "kcm", "epslice"));
         }
-        let (lk, lo) = (d::labels_by_key(&kcm), d::labels_by_key(&ours));
-        if lk != lo {
-            blocks.push(format!("  slice labels (without managed-by):\n    kcm:     {lk:?}\n    epslice: {lo:?}"));
+        let meta = d::diff_meta(&d::meta_by_key(&kcm), &d::meta_by_key(&ours), "kcm", "epslice");
+        if !meta.is_empty() {
+            blocks.extend(meta);
+            blocks.push(history(&kcm, &ours));
         }
         if !blocks.is_empty() {
             let diff = format!("Endpoints that differ (kcm | epslice):\n{}", blocks.join("\n"));
@@ -429,11 +492,43 @@ fn slice_plan_diff(ctx: &Ctx<'_>, svc: &Service, managed_by: &str) -> String {
     out
 }
 
-/// Every `verify` row must be OK.
-fn check_verify(ctx: &Ctx<'_>, rows: &[verify::Row], managed_by: &str, problems: &mut Vec<String>) {
+/// Every slice of the namespace is managed by one of the four controllers of the test.
+fn check_managers(ctx: &Ctx<'_>, problems: &mut Vec<String>) {
+    for s in &ctx.state.slices {
+        let by = s.labels().get(d::LABEL_MANAGED_BY).map(String::as_str);
+        if !by.is_some_and(|b| [KCM, OURS, KCM_MIRROR, OURS_MIRROR].contains(&b)) {
+            problems.push(format!(
+                "=== seed {} (namespace {}): slice {} managed by {by:?}, none of the test's controllers",
+                ctx.seed,
+                ctx.ns,
+                s.name_any()
+            ));
+        }
+    }
+}
+
+/// Every `verify` row must be OK, but for two kinds of row that are no difference between kcm
+/// and epslice (anything else is a problem, a row of an object without Service included).
+fn check_verify(ctx: &Ctx<'_>, w: &Workload, rows: &[verify::Row], managed_by: &str, problems: &mut Vec<String>) {
     for row in rows.iter().filter(|r| r.status != Status::Ok) {
-        let Some(svc) = ctx.service(&row.service) else { continue };
+        // Both controllers write slices for every selecting Service by construction: the other
+        // one's are a WARNING row. That no slice has another manager is `check_managers`.
+        if row.kind == verify::KIND_OTHER_MANAGER && row.status == Status::Warning {
+            continue;
+        }
         let what = format!("verify {} {:?} ({}; slices managed by {managed_by})", row.kind, row.status, row.detail);
+        let Some(svc) = ctx.service(&row.service) else {
+            // The workload's custom Endpoints without a Service: `verify` reports it EXTRA because
+            // the Endpoints controller deletes such objects when it starts (upstream
+            // `checkLeftoverEndpoints`; epslice the same, docs/behaviour.md "Start-up cleanup").
+            // While running, neither deletes it (both react to Service events and Endpoints
+            // deletions only), so kcm leaving it is upstream's behaviour, not a difference.
+            let generated = w.endpoints.iter().any(|e| e.metadata.name.as_deref() == Some(row.service.as_str()));
+            if !(row.kind == "Endpoints" && row.status == Status::Extra && generated) {
+                problems.push(ctx.reproduction_without_service(&what, &row.service, ""));
+            }
+            continue;
+        };
         let diff = if row.kind == "Endpoints" {
             let pods = ctx.pods();
             let existing = ctx.state.endpoints.iter().find(|e| e.name_any() == row.service);
@@ -453,11 +548,131 @@ fn check_verify(ctx: &Ctx<'_>, rows: &[verify::Row], managed_by: &str, problems:
     }
 }
 
-/// epslice's mirroring core must want no write on kcm's mirrored slices; returns how many
-/// mirrored slices there are.
-fn check_mirroring(ctx: &Ctx<'_>, problems: &mut Vec<String>) -> usize {
-    let cfg = mirror_core::Config::default();
-    let mut count = 0;
+/// The write history of both controllers' slices (see `differential::write_history`).
+fn history(kcm: &[&EndpointSlice], ours: &[&EndpointSlice]) -> String {
+    let lines = |v: &[&EndpointSlice]| d::write_history(v).join("\n      ");
+    format!("  slices as written:\n    kcm:\n      {}\n    epslice:\n      {}", lines(kcm), lines(ours))
+}
+
+/// An Endpoints as JSON, cut for the reproduction when it is huge (the big subset).
+fn endpoints_text(e: Option<&Endpoints>) -> String {
+    let Some(e) = e else { return "none".into() };
+    let json = d::endpoints_json(e);
+    if json.len() <= 4000 {
+        return json;
+    }
+    let subsets: Vec<String> = e
+        .subsets
+        .iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{{{} addresses, {} not ready, ports {}}}",
+                s.addresses.as_ref().map_or(0, Vec::len),
+                s.not_ready_addresses.as_ref().map_or(0, Vec::len),
+                serde_json::to_string(&s.ports).unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        "{}… ({} characters; subsets: {})",
+        json.chars().take(4000).collect::<String>(),
+        json.len(),
+        subsets.join(", ")
+    )
+}
+
+/// kcm's mirrored slices vs epslice's live ones, per Endpoints: returns a summary.
+///
+/// For an Endpoints that lists one port with an `appProtocol` in several subsets the two
+/// controllers group addresses into different port sets (docs/behaviour.md, mirroring table,
+/// "Repacking ports with an appProtocol"; mirroring core DIFFERENCES 7): there the slices are
+/// compared as the multiset of (address type, endpoint, port) pairs, which regrouping keeps,
+/// and their metadata regardless of port set.
+fn compare_mirrored(ctx: &Ctx<'_>, problems: &mut Vec<String>) -> String {
+    let mut names: BTreeSet<String> = ctx.state.endpoints.iter().map(ResourceExt::name_any).collect();
+    names.extend(
+        ctx.state
+            .services
+            .iter()
+            .filter(|s| s.spec.as_ref().is_some_and(|s| s.selector.is_none()))
+            .map(ResourceExt::name_any),
+    );
+    names.extend(
+        ctx.state
+            .slices
+            .iter()
+            .filter(|s| {
+                [KCM_MIRROR, OURS_MIRROR].map(Some).contains(&s.labels().get(d::LABEL_MANAGED_BY).map(String::as_str))
+            })
+            .filter_map(|s| s.labels().get(d::LABEL_SERVICE_NAME).cloned()),
+    );
+    let (mut compared, mut slices_kcm, mut slices_ours, mut endpoints, mut normalised) = (0, 0, 0, 0, 0);
+    for name in &names {
+        let svc = ctx.service(name);
+        let kcm = d::slices_named(&ctx.state.slices, ctx.ns, name, KCM_MIRROR);
+        let ours = d::slices_named(&ctx.state.slices, ctx.ns, name, OURS_MIRROR);
+        let e = ctx.state.endpoints.iter().find(|e| e.name_any() == *name);
+        let Some(svc) = svc.filter(|s| s.spec.as_ref().is_some_and(|s| s.selector.is_none())) else {
+            // No Service, or one with a selector: neither mirroring controller may write slices.
+            let stray: Vec<String> = kcm.iter().chain(&ours).map(|s| s.name_any()).collect();
+            if !stray.is_empty() {
+                let diff = format!("  mirrored slices: {stray:?}\nEndpoints: {}", endpoints_text(e));
+                problems.push(match svc {
+                    Some(svc) => ctx.reproduction("mirrored slices for a Service with a selector", svc, &diff),
+                    None => ctx.reproduction_without_service("mirrored slices", name, &diff),
+                });
+            }
+            continue;
+        };
+        compared += 1;
+        slices_kcm += kcm.len();
+        slices_ours += ours.len();
+        endpoints += kcm.iter().map(|s| s.endpoints.as_ref().map_or(0, Vec::len)).sum::<usize>();
+        let blocks = if e.is_some_and(d::app_protocol_port_in_several_subsets) {
+            let meta = |v: &[&EndpointSlice]| v.iter().map(|s| d::SliceMeta::of(s)).collect::<BTreeSet<_>>();
+            let mut blocks =
+                d::diff_pairs(&d::address_port_pairs(&kcm), &d::address_port_pairs(&ours), "kcm", "epslice");
+            if meta(&kcm) != meta(&ours) {
+                blocks.push(format!(
+                    "  slice metadata (labels without managed-by, annotations, ownerReferences):\n    kcm:     {:?}\n    \
+                     epslice: {:?}",
+                    meta(&kcm),
+                    meta(&ours)
+                ));
+            }
+            if blocks.is_empty() && d::group(&kcm) != d::group(&ours) {
+                normalised += 1;
+            }
+            blocks
+        } else {
+            let mut blocks = d::diff_groups(&d::group(&kcm), &d::group(&ours), "kcm mirrored", "epslice mirrored");
+            let meta = d::diff_meta(&d::meta_by_key(&kcm), &d::meta_by_key(&ours), "kcm", "epslice");
+            if !meta.is_empty() {
+                blocks.extend(meta);
+                blocks.push(history(&kcm, &ours));
+            }
+            blocks
+        };
+        if !blocks.is_empty() {
+            let diff = format!(
+                "Endpoints: {}\nMirrored slices that differ (kcm | epslice):\n{}",
+                endpoints_text(e),
+                blocks.join("\n")
+            );
+            problems.push(ctx.reproduction("mirrored slices differ", svc, &diff));
+        }
+    }
+    format!(
+        "{compared} mirrorable Endpoints: {slices_kcm} kcm / {slices_ours} epslice mirrored slices, {endpoints} \
+         endpoints compared ({normalised} regrouped by appProtocol)"
+    )
+}
+
+/// epslice's mirroring core, configured as the controller managing `managed_by`, must want no
+/// write on that controller's mirrored slices.
+fn check_mirroring(ctx: &Ctx<'_>, managed_by: &str, problems: &mut Vec<String>) {
+    let cfg = mirror_core::Config { managed_by: managed_by.to_string(), ..Default::default() };
     for svc in &ctx.state.services {
         if svc.spec.as_ref().is_some_and(|s| s.selector.is_some()) {
             continue;
@@ -465,8 +680,7 @@ fn check_mirroring(ctx: &Ctx<'_>, problems: &mut Vec<String>) -> usize {
         let name = svc.name_any();
         let labelled: Vec<&EndpointSlice> =
             ctx.state.slices.iter().filter(|s| s.labels().get(d::LABEL_SERVICE_NAME) == Some(&name)).collect();
-        let mirrored = d::slices_of(&ctx.state.slices, svc, mirror_core::DEFAULT_MANAGED_BY);
-        count += mirrored.len();
+        let mirrored = d::slices_of(&ctx.state.slices, svc, managed_by);
         let plan = match ctx.state.endpoints.iter().find(|e| e.name_any() == name) {
             Some(e) => mirror_core::plan(
                 &mirror_core::Input { endpoints: e, service: Some(svc), existing_slices: &labelled },
@@ -484,19 +698,18 @@ fn check_mirroring(ctx: &Ctx<'_>, problems: &mut Vec<String>) -> usize {
         // appProtocol"; mirroring core DIFFERENCES 7): upstream never merges a port with an
         // appProtocol across subsets, epslice merges ports by value. Only for such Endpoints,
         // and only if the plan touches nothing but endpoints and ports, the slices are compared
-        // as the set of (address type, endpoint, port) pairs, which regrouping preserves.
+        // as the multiset of (address type, endpoint, port) pairs, which regrouping preserves.
         if endpoints.is_some_and(d::app_protocol_port_in_several_subsets)
             && plan.update.iter().all(|u| mirrored.iter().any(|m| d::same_metadata(m, u)))
             && plan.create.iter().all(|c| mirrored.iter().any(|m| d::same_metadata(m, c)))
             && d::address_port_pairs(&mirrored) == d::address_port_pairs(&after)
         {
-            *ctx.normalised.borrow_mut() += 1;
             continue;
         }
-        let blocks = d::diff_groups(&d::group(&mirrored), &d::group(&after), "kcm mirrored", "epslice core wants");
-        let diff = format!(
-            "Endpoints: {}\nplan: {} create, {} update, {} delete\n{}",
-            endpoints.map(d::endpoints_json).unwrap_or_else(|| "none".into()),
+        let blocks = d::diff_groups(&d::group(&mirrored), &d::group(&after), "as mirrored", "epslice core wants");
+        let mut diff = format!(
+            "Endpoints: {}\nplan: {} create, {} update, {} delete (slices mirrored by {managed_by})\n{}",
+            endpoints_text(endpoints),
             plan.create.len(),
             plan.update.len(),
             plan.delete.len(),
@@ -506,7 +719,15 @@ fn check_mirroring(ctx: &Ctx<'_>, problems: &mut Vec<String>) -> usize {
                 blocks.join("\n")
             }
         );
-        problems.push(ctx.reproduction("mirrored slices differ", svc, &diff));
+        for u in &plan.update {
+            if let Some(old) = mirrored.iter().find(|s| s.metadata.name == u.metadata.name) {
+                let _ = write!(diff, "\n  update of {}: {}", u.name_any(), d::slice_changes(old, u));
+            }
+        }
+        problems.push(ctx.reproduction(
+            &format!("mirrored slices ({managed_by}) are not what the core wants"),
+            svc,
+            &diff,
+        ));
     }
-    count
 }

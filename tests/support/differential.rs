@@ -19,6 +19,10 @@
 //! has a hint is compared. The test's Nodes are chosen so that ties need ≥ 31 ready endpoints.
 //! (The test normalises one more documented difference, for mirrored slices: see
 //! [`app_protocol_port_in_several_subsets`].)
+//!
+//! Besides the endpoints, the slices' metadata is compared per (address type, port set)
+//! ([`SliceMeta`]): labels without managed-by, annotations (the trigger time's presence, not its
+//! value) and owner references.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -167,13 +171,29 @@ pub fn slice_key(s: &EndpointSlice) -> SliceKey {
 /// Slices of `service` (same namespace, service-name label) managed by `managed_by`, not being
 /// deleted.
 pub fn slices_of<'a>(slices: &'a [EndpointSlice], service: &Service, managed_by: &str) -> Vec<&'a EndpointSlice> {
+    slices_named(
+        slices,
+        service.metadata.namespace.as_deref().unwrap_or_default(),
+        service.metadata.name.as_deref().unwrap_or_default(),
+        managed_by,
+    )
+}
+
+/// Slices labelled with service name `name` in `namespace` (whether or not such a Service
+/// exists), managed by `managed_by`, not being deleted.
+pub fn slices_named<'a>(
+    slices: &'a [EndpointSlice],
+    namespace: &str,
+    name: &str,
+    managed_by: &str,
+) -> Vec<&'a EndpointSlice> {
     slices
         .iter()
         .filter(|s| {
             let l = s.metadata.labels.as_ref();
-            s.metadata.namespace == service.metadata.namespace
+            s.metadata.namespace.as_deref() == Some(namespace)
                 && s.metadata.deletion_timestamp.is_none()
-                && l.and_then(|l| l.get(LABEL_SERVICE_NAME)) == service.metadata.name.as_ref()
+                && l.and_then(|l| l.get(LABEL_SERVICE_NAME)).map(String::as_str) == Some(name)
                 && l.and_then(|l| l.get(LABEL_MANAGED_BY)).map(String::as_str) == Some(managed_by)
         })
         .collect()
@@ -192,22 +212,97 @@ pub fn group(slices: &[&EndpointSlice]) -> BTreeMap<SliceKey, Multiset<Ep>> {
     out
 }
 
-/// The labels of the slices per (address type, port set), without the managed-by label (which
-/// differs by construction): each controller derives them from the Service.
-pub fn labels_by_key(slices: &[&EndpointSlice]) -> BTreeMap<SliceKey, BTreeSet<Vec<(String, String)>>> {
-    let mut out: BTreeMap<SliceKey, BTreeSet<Vec<(String, String)>>> = BTreeMap::new();
-    for s in slices {
-        let labels = s
-            .metadata
-            .labels
+/// An owner reference: apiVersion, kind, name, uid, controller, blockOwnerDeletion.
+pub type Owner = (String, String, String, String, Option<bool>, Option<bool>);
+
+/// The metadata of a slice that both controllers derive from the same source (the Service, or
+/// the mirrored Endpoints), in a comparable form.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SliceMeta {
+    /// Labels without managed-by (which differs by construction).
+    pub labels: Vec<(String, String)>,
+    /// Annotations; the value of the trigger-time annotation is masked (`…`): only its presence
+    /// is compared (its value is the time of the change each controller's tracker saw).
+    pub annotations: Vec<(String, String)>,
+    /// Owner references: apiVersion, kind, name, uid, controller, blockOwnerDeletion (both
+    /// controllers own their slices by the same Service or Endpoints, so all of it is equal).
+    pub owners: Vec<Owner>,
+}
+
+/// `endpoints.kubernetes.io/last-change-trigger-time`.
+pub const ANNOTATION_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+impl SliceMeta {
+    /// The comparable metadata of a slice.
+    pub fn of(s: &EndpointSlice) -> Self {
+        let m = &s.metadata;
+        let mut owners: Vec<_> = m
+            .owner_references
             .iter()
             .flatten()
-            .filter(|(k, _)| k.as_str() != LABEL_MANAGED_BY)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|o| {
+                (
+                    o.api_version.clone(),
+                    o.kind.clone(),
+                    o.name.clone(),
+                    o.uid.clone(),
+                    o.controller,
+                    o.block_owner_deletion,
+                )
+            })
             .collect();
-        out.entry(slice_key(s)).or_default().insert(labels);
+        owners.sort();
+        SliceMeta {
+            labels: m
+                .labels
+                .iter()
+                .flatten()
+                .filter(|(k, _)| k.as_str() != LABEL_MANAGED_BY)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            annotations: m
+                .annotations
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), if k == ANNOTATION_TRIGGER_TIME { "…".to_string() } else { v.clone() }))
+                .collect(),
+            owners,
+        }
+    }
+}
+
+/// The distinct [`SliceMeta`] of the slices per (address type, port set) (a set: how many slices
+/// a key is packed into is compared through the endpoints, not here).
+pub fn meta_by_key(slices: &[&EndpointSlice]) -> BTreeMap<SliceKey, BTreeSet<SliceMeta>> {
+    let mut out: BTreeMap<SliceKey, BTreeSet<SliceMeta>> = BTreeMap::new();
+    for s in slices {
+        out.entry(slice_key(s)).or_default().insert(SliceMeta::of(s));
     }
     out
+}
+
+/// The differences between two [`meta_by_key`] results, one line per differing key.
+pub fn diff_meta(
+    left: &BTreeMap<SliceKey, BTreeSet<SliceMeta>>,
+    right: &BTreeMap<SliceKey, BTreeSet<SliceMeta>>,
+    left_name: &str,
+    right_name: &str,
+) -> Vec<String> {
+    let keys: BTreeSet<&SliceKey> = left.keys().chain(right.keys()).collect();
+    let w = left_name.len().max(right_name.len());
+    keys.into_iter()
+        .filter(|k| left.get(*k) != right.get(*k))
+        .map(|k| {
+            format!(
+                "  slice metadata (labels without managed-by, annotations, ownerReferences) of {} ports=[{}]:\n    \
+                 {left_name:w$}: {:?}\n    {right_name:w$}: {:?}",
+                k.0,
+                k.1.join(", "),
+                left.get(k),
+                right.get(k)
+            )
+        })
+        .collect()
 }
 
 /// Whether the Service asks for topology-aware hints (upstream `hintsEnabled`).
@@ -437,6 +532,37 @@ pub fn slice_changes(old: &EndpointSlice, new: &EndpointSlice) -> String {
     if out.is_empty() { "nothing visible".to_string() } else { out.join("; ") }
 }
 
+/// One line per slice: name, resourceVersion, generation and its managedFields entries
+/// (manager, operation, time): which writes made the slice as it is.
+pub fn write_history(slices: &[&EndpointSlice]) -> Vec<String> {
+    slices
+        .iter()
+        .map(|s| {
+            let m = &s.metadata;
+            let writes: Vec<String> = m
+                .managed_fields
+                .iter()
+                .flatten()
+                .map(|f| {
+                    format!(
+                        "{} {} {}",
+                        f.manager.as_deref().unwrap_or("?"),
+                        f.operation.as_deref().unwrap_or("?"),
+                        f.time.as_ref().map(|t| t.0.to_string()).unwrap_or_default()
+                    )
+                })
+                .collect();
+            format!(
+                "{} rv={} generation={} writes=[{}]",
+                m.name.as_deref().unwrap_or(""),
+                m.resource_version.as_deref().unwrap_or(""),
+                m.generation.unwrap_or(0),
+                writes.join("; ")
+            )
+        })
+        .collect()
+}
+
 /// Whether a port with an `appProtocol` appears (by value) in more than one subset of the
 /// Endpoints: the case where upstream's repacking (ports keyed by pointer) and epslice's (by
 /// value) group the mirrored slices differently (docs/behaviour.md, mirroring table).
@@ -457,21 +583,45 @@ pub fn app_protocol_port_in_several_subsets(e: &Endpoints) -> bool {
     seen.values().any(|n| *n > 1)
 }
 
-/// The (address type, endpoint, port) pairs of slices, whatever their grouping.
-pub fn address_port_pairs(slices: &[&EndpointSlice]) -> BTreeSet<(String, Ep, String)> {
-    let mut out = BTreeSet::new();
+/// The (address type, endpoint, port) pairs of slices, whatever their grouping, as a multiset:
+/// an endpoint listed twice for a port (in one slice or in two) counts twice.
+pub fn address_port_pairs(slices: &[&EndpointSlice]) -> Multiset<(String, Ep, String)> {
+    let mut out = Multiset::new();
     for s in slices {
         let (address_type, ports) = slice_key(s);
         for e in s.endpoints.iter().flatten() {
             if ports.is_empty() {
-                out.insert((address_type.clone(), Ep::of(e), "<no ports>".to_string()));
+                *out.entry((address_type.clone(), Ep::of(e), "<no ports>".to_string())).or_default() += 1;
             }
             for p in &ports {
-                out.insert((address_type.clone(), Ep::of(e), p.clone()));
+                *out.entry((address_type.clone(), Ep::of(e), p.clone())).or_default() += 1;
             }
         }
     }
     out
+}
+
+/// The differences between two [`address_port_pairs`] multisets, one line per differing pair.
+pub fn diff_pairs(
+    left: &Multiset<(String, Ep, String)>,
+    right: &Multiset<(String, Ep, String)>,
+    left_name: &str,
+    right_name: &str,
+) -> Vec<String> {
+    let keys: BTreeSet<&(String, Ep, String)> = left.keys().chain(right.keys()).collect();
+    keys.into_iter()
+        .filter(|k| left.get(*k) != right.get(*k))
+        .map(|k| {
+            format!(
+                "  {} {} port {}: {left_name} {}×, {right_name} {}×",
+                k.0,
+                k.1.render(),
+                k.2,
+                left.get(k).copied().unwrap_or(0),
+                right.get(k).copied().unwrap_or(0)
+            )
+        })
+        .collect()
 }
 
 /// Whether a planned slice keeps the labels, annotations and owner references of `existing`
@@ -631,6 +781,38 @@ mod tests {
         let b2 = slice("b2", &[("y", 2)], vec![ep("10.0.0.2", "z", true, None)]);
         assert_eq!(address_port_pairs(&[&a1, &a2]), address_port_pairs(&[&b1, &b2]));
         assert_ne!(address_port_pairs(&[&a1, &a2]), address_port_pairs(&[&b1]));
+        // A duplicate is a difference (a multiset, not a set).
+        let dup = slice("d", &[("x", 1)], vec![ep("10.0.0.1", "z", true, None), ep("10.0.0.2", "z", true, None)]);
+        assert_ne!(address_port_pairs(&[&a1, &a2, &dup]), address_port_pairs(&[&b1, &b2]));
+        let d = diff_pairs(&address_port_pairs(&[&a1, &a2, &dup]), &address_port_pairs(&[&b1, &b2]), "kcm", "epslice");
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().all(|l| l.contains("kcm 2×, epslice 1×")), "{d:?}");
+    }
+
+    #[test]
+    fn slice_metadata_masks_only_the_trigger_time_value() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let mut a = slice("a", &[("x", 1)], vec![]);
+        a.metadata.labels = Some([(LABEL_MANAGED_BY.to_string(), "kcm".to_string())].into());
+        a.metadata.annotations = Some([(ANNOTATION_TRIGGER_TIME.to_string(), "t1".to_string())].into());
+        a.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "Service".into(),
+            name: "s".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
+        let mut b = a.clone();
+        b.metadata.name = Some("b".into());
+        b.metadata.labels = Some([(LABEL_MANAGED_BY.to_string(), "epslice".to_string())].into());
+        b.metadata.annotations = Some([(ANNOTATION_TRIGGER_TIME.to_string(), "t2".to_string())].into());
+        assert!(diff_meta(&meta_by_key(&[&a]), &meta_by_key(&[&b]), "kcm", "epslice").is_empty());
+        b.metadata.annotations = None;
+        assert_eq!(diff_meta(&meta_by_key(&[&a]), &meta_by_key(&[&b]), "kcm", "epslice").len(), 1);
+        b.metadata.annotations = a.metadata.annotations.clone();
+        b.metadata.owner_references.as_mut().unwrap()[0].block_owner_deletion = None;
+        assert_eq!(diff_meta(&meta_by_key(&[&a]), &meta_by_key(&[&b]), "kcm", "epslice").len(), 1);
     }
 
     #[test]

@@ -15,6 +15,14 @@
 //!   `Succeeded`), terminating (finalizer + delete; serving or not), bound to a Node that does
 //!   not exist. Named container ports resolve to different numbers on different pods, some with
 //!   UDP, some only on a sidecar (restartable init container); hostnames and subdomains.
+//! - Custom Endpoints, each edge case at low probability: IPs the apiserver accepts only
+//!   without `StrictIPCIDRValidation` (IPv4 with leading zeros, `::ffff:`-mapped IPv4; the test
+//!   turns the gate off, as on a cluster holding objects from before it) and non-canonical IPv6
+//!   (upper case, zeros written out), a port without protocol (defaulted to TCP by the
+//!   apiserver), the same address in two subsets, `skip-mirror`, the leader-election annotation,
+//!   a subset of more than 1000 addresses (at most one per workload), Endpoints of a Service
+//!   that has a selector (created before the Service: not mirrored, then overwritten by the
+//!   Endpoints controller) and Endpoints without a Service.
 
 use std::collections::BTreeMap;
 
@@ -182,9 +190,23 @@ pub struct Workload {
     pub services: Vec<Service>,
     /// Pods.
     pub pods: Vec<PodPlan>,
-    /// Custom Endpoints (for selector-less Services).
+    /// Custom Endpoints, created after the Services: of selector-less Services (mirrored
+    /// unless skipped) and of no Service at all.
     pub endpoints: Vec<Endpoints>,
+    /// Custom Endpoints of Services that have a selector, created *before* the Services (once a
+    /// Service selects pods, the Endpoints controller creates its Endpoints itself). Never
+    /// mirrored; the Endpoints controller takes them over.
+    pub early_endpoints: Vec<Endpoints>,
 }
+
+/// The leader-election record annotation: Endpoints carrying it are never mirrored.
+pub const ANNOTATION_LEADER: &str = "control-plane.alpha.kubernetes.io/leader";
+
+/// Addresses in the one big subset a workload may have (more than the 1000 mirrored per subset).
+pub const BIG_SUBSET: usize = 1003;
+
+/// Chance (percent) that a workload has a subset of [`BIG_SUBSET`] addresses.
+const BIG_SUBSET_CHANCE: usize = 10;
 
 /// A Node name no Node has (pods bound to it hit the "Node not found" path).
 pub const MISSING_NODE: &str = "kwok-gone-0";
@@ -222,9 +244,100 @@ pub fn generate(seed: u64, nodes: &[NodeSpec], config: &Config) -> Workload {
         services.push(svc);
         endpoints.extend(eps);
     }
+    // Workload-wide Endpoints edge cases, each at low probability.
+    let mut early_endpoints = Vec::new();
+    if rng.chance(BIG_SUBSET_CHANCE)
+        && let Some(e) = endpoints.iter_mut().find(|e| !is_skipped(e))
+    {
+        big_subset(&mut rng, e);
+    }
+    if rng.chance(30) {
+        let selecting: Vec<&Service> =
+            services.iter().filter(|s| s.spec.as_ref().is_some_and(|s| s.selector.is_some())).collect();
+        let name = rng.pick(&selecting).metadata.name.clone().unwrap_or_default();
+        early_endpoints.push(custom_endpoints(&mut rng, &name));
+    }
+    if rng.chance(30) {
+        endpoints.push(custom_endpoints(&mut rng, "orphan"));
+    }
     let service_names: Vec<String> = services.iter().filter_map(|s| s.metadata.name.clone()).collect();
     let pods = (0..config.pods).map(|i| pod(&mut rng, i, nodes, &service_names)).collect();
-    Workload { seed, services, pods, endpoints }
+    Workload { seed, services, pods, endpoints, early_endpoints }
+}
+
+/// The Endpoints edge cases present in a workload, for the test's summary line.
+pub fn edge_cases(w: &Workload) -> Vec<String> {
+    let all: Vec<&Endpoints> = w.endpoints.iter().chain(&w.early_endpoints).collect();
+    let addresses = || {
+        all.iter()
+            .flat_map(|e| e.subsets.iter().flatten())
+            .flat_map(|s| s.addresses.iter().flatten().chain(s.not_ready_addresses.iter().flatten()))
+    };
+    let mut out = Vec::new();
+    let mut note = |present: bool, what: &str| {
+        if present {
+            out.push(what.to_string());
+        }
+    };
+    note(addresses().any(|a| a.ip.split('.').any(|o| o.len() > 1 && o.starts_with('0'))), "leading-zero IPv4");
+    note(addresses().any(|a| a.ip.starts_with("::ffff:")), "IPv4-mapped IPv6");
+    note(addresses().any(|a| a.ip.contains("DB8") || a.ip.contains("0db8")), "non-canonical IPv6");
+    note(
+        all.iter().flat_map(|e| e.subsets.iter().flatten()).any(|s| {
+            s.addresses.as_ref().map_or(0, Vec::len) + s.not_ready_addresses.as_ref().map_or(0, Vec::len) > 1000
+        }),
+        "subset over 1000",
+    );
+    note(
+        all.iter()
+            .flat_map(|e| e.subsets.iter().flatten())
+            .flat_map(|s| s.ports.iter().flatten())
+            .any(|p| p.protocol.is_none()),
+        "port without protocol",
+    );
+    note(
+        all.iter().any(|e| e.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANNOTATION_LEADER))),
+        "leader record",
+    );
+    note(
+        all.iter().any(|e| {
+            e.metadata.labels.as_ref().is_some_and(|l| l.contains_key("endpointslice.kubernetes.io/skip-mirror"))
+        }),
+        "skip-mirror",
+    );
+    note(!w.early_endpoints.is_empty(), "Endpoints of a selecting Service");
+    note(w.endpoints.iter().any(|e| e.metadata.name.as_deref() == Some("orphan")), "Endpoints without Service");
+    out
+}
+
+/// Whether the Endpoints is marked not to be mirrored (skip-mirror label or leader record).
+fn is_skipped(e: &Endpoints) -> bool {
+    e.metadata.labels.as_ref().is_some_and(|l| l.contains_key("endpointslice.kubernetes.io/skip-mirror"))
+        || e.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ANNOTATION_LEADER))
+}
+
+/// Adds a subset of [`BIG_SUBSET`] addresses (about a tenth not ready, in an order that is
+/// neither numeric nor textual) to `e`: more than the 1000 per subset the mirroring controllers
+/// mirror, so which ones they keep is compared.
+fn big_subset(rng: &mut Rng, e: &mut Endpoints) {
+    let mut ready = Vec::new();
+    let mut not_ready = Vec::new();
+    for k in 0..BIG_SUBSET {
+        // A permutation of 0..BIG_SUBSET (7 is coprime with it), in 198.18.0.0/15.
+        let i = (k * 7) % BIG_SUBSET;
+        let address = EndpointAddress { ip: format!("198.18.{}.{}", i / 200, i % 200 + 1), ..Default::default() };
+        if rng.chance(10) { not_ready.push(address) } else { ready.push(address) }
+    }
+    e.subsets.get_or_insert_with(Vec::new).push(EndpointSubset {
+        addresses: Some(ready),
+        not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
+        ports: Some(vec![EndpointPort {
+            name: Some("bulk".into()),
+            port: 9000,
+            protocol: Some("TCP".into()),
+            app_protocol: None,
+        }]),
+    });
 }
 
 fn selector(rng: &mut Rng) -> BTreeMap<String, String> {
@@ -365,7 +478,17 @@ fn custom_endpoints(rng: &mut Rng, name: &str) -> Endpoints {
     let mut next = 1 + rng.below(50) as u32;
     let mut address = |rng: &mut Rng, nodes: bool| {
         next += 1;
-        let ip = if rng.chance(75) { format!("192.0.2.{next}") } else { format!("2001:db8::{next:x}") };
+        let ip = match rng.below(100) {
+            // Accepted by the apiserver only without StrictIPCIDRValidation (the test turns it
+            // off); both mirroring controllers parse them leniently and write them canonically.
+            0..3 => format!("192.0.2.{next:03}"),
+            3..6 => format!("::ffff:192.0.2.{next}"),
+            // Non-canonical IPv6 (valid in Endpoints, not in EndpointSlices).
+            6..9 => format!("2001:DB8::{next:X}"),
+            9..11 => format!("2001:0db8:0:0:0:0:0:{next:04x}"),
+            11..75 => format!("192.0.2.{next}"),
+            _ => format!("2001:db8::{next:x}"),
+        };
         EndpointAddress {
             ip,
             hostname: rng.chance(25).then(|| format!("h{next}")),
@@ -391,7 +514,8 @@ fn custom_endpoints(rng: &mut Rng, name: &str) -> Endpoints {
             .map(|j| EndpointPort {
                 name: Some(["pg", "admin"][j].to_string()),
                 port: *rng.pick(&[5432, 6432, 8080]) + j as i32,
-                protocol: Some(rng.pick(&["TCP", "TCP", "UDP"]).to_string()),
+                // No protocol: the apiserver defaults it to TCP.
+                protocol: (!rng.chance(8)).then(|| rng.pick(&["TCP", "TCP", "UDP"]).to_string()),
                 app_protocol: rng.chance(15).then(|| "postgresql".to_string()),
             })
             .collect();
@@ -408,11 +532,18 @@ fn custom_endpoints(rng: &mut Rng, name: &str) -> Endpoints {
     if rng.chance(30) {
         meta_labels.insert("team".to_string(), "green".to_string());
     }
+    let mut annotations = BTreeMap::new();
+    if rng.chance(20) {
+        annotations.insert("example.com/owner".to_string(), "dba".to_string());
+    }
+    if rng.chance(8) {
+        annotations.insert(ANNOTATION_LEADER.to_string(), r#"{"holderIdentity":"elsewhere"}"#.to_string());
+    }
     Endpoints {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             labels: (!meta_labels.is_empty()).then_some(meta_labels),
-            annotations: rng.chance(20).then(|| labels(&[("example.com/owner", "dba")])),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             ..Default::default()
         },
         subsets: Some(subsets),
@@ -585,6 +716,41 @@ mod tests {
         ips.sort();
         ips.dedup();
         assert_eq!(ips.len(), before);
+    }
+
+    #[test]
+    fn endpoints_edge_cases_are_rare_but_all_appear() {
+        let n = nodes();
+        let mut seen = BTreeMap::<String, usize>::new();
+        for seed in 1..=200 {
+            let w = generate(seed, &n, &Config::default());
+            let big = w
+                .endpoints
+                .iter()
+                .flat_map(|e| e.subsets.iter().flatten())
+                .filter(|s| {
+                    s.addresses.as_ref().map_or(0, Vec::len) + s.not_ready_addresses.as_ref().map_or(0, Vec::len) > 1000
+                })
+                .count();
+            assert!(big <= 1, "seed {seed}: at most one big subset");
+            for c in edge_cases(&w) {
+                *seen.entry(c).or_default() += 1;
+            }
+        }
+        for c in [
+            "leading-zero IPv4",
+            "IPv4-mapped IPv6",
+            "non-canonical IPv6",
+            "subset over 1000",
+            "port without protocol",
+            "leader record",
+            "skip-mirror",
+            "Endpoints of a selecting Service",
+            "Endpoints without Service",
+        ] {
+            assert!(seen.get(c).is_some_and(|n| *n > 0), "{c} never generated: {seen:?}");
+        }
+        assert!(seen["subset over 1000"] < 40, "{seen:?}");
     }
 
     #[test]
