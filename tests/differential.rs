@@ -445,7 +445,13 @@ fn compare_slices(ctx: &Ctx<'_>, problems: &mut Vec<String>) -> String {
         } else {
             blocks.extend(d::diff_groups(&gk, &go, "kcm", "epslice"));
         }
-        let meta = d::diff_meta(&d::meta_by_key(&kcm), &d::meta_by_key(&ours), "kcm", "epslice");
+        let (mut mk, mut mo) = (d::meta_by_key(&kcm), d::meta_by_key(&ours));
+        let unhinted =
+            |slices: &[&EndpointSlice]| slices.iter().all(|s| s.endpoints.iter().flatten().all(|e| e.hints.is_none()));
+        if d::topology_auto(svc) && unhinted(&kcm) && unhinted(&ours) {
+            (mk, mo) = (d::without_trigger_time(mk), d::without_trigger_time(mo));
+        }
+        let meta = d::diff_meta(&mk, &mo, "kcm", "epslice");
         if !meta.is_empty() {
             blocks.extend(meta);
             blocks.push(history(&kcm, &ours));

@@ -281,6 +281,26 @@ pub fn meta_by_key(slices: &[&EndpointSlice]) -> BTreeMap<SliceKey, BTreeSet<Sli
     out
 }
 
+/// [`meta_by_key`] results without the trigger-time annotation, for a topology-mode Auto Service
+/// whose hints could not be allocated: upstream rewrites such a Service's slices on every sync,
+/// each rewrite dropping the annotation, and epslice does not (docs/behaviour.md, "Hints that
+/// cannot be allocated"), so whether kcm's last write carried it depends on when kcm synced.
+pub fn without_trigger_time(metas: BTreeMap<SliceKey, BTreeSet<SliceMeta>>) -> BTreeMap<SliceKey, BTreeSet<SliceMeta>> {
+    metas
+        .into_iter()
+        .map(|(k, set)| {
+            let set = set
+                .into_iter()
+                .map(|mut m| {
+                    m.annotations.retain(|(k, _)| k != ANNOTATION_TRIGGER_TIME);
+                    m
+                })
+                .collect();
+            (k, set)
+        })
+        .collect()
+}
+
 /// The differences between two [`meta_by_key`] results, one line per differing key.
 pub fn diff_meta(
     left: &BTreeMap<SliceKey, BTreeSet<SliceMeta>>,

@@ -427,12 +427,19 @@ fn get_hints_by_zone(
 
 /// Upstream `SliceInfo.getAllocatedHintsByZone`: sums the hints of the unchanged slices that
 /// can be kept, and moves the others to `to_update`.
-fn get_allocated_hints_by_zone(si: &mut SliceInfo<'_>, allocations: &BTreeMap<String, Allocation>) -> EndpointZoneInfo {
+fn get_allocated_hints_by_zone<'a>(
+    si: &mut SliceInfo<'a>,
+    allocations: &BTreeMap<String, Allocation>,
+) -> (EndpointZoneInfo, Vec<&'a EndpointSlice>) {
     let mut allocated = EndpointZoneInfo::new();
+    let mut moved = Vec::new();
     let unchanged = std::mem::take(&mut si.unchanged);
     for slice in unchanged {
         match get_hints_by_zone(slice, &allocated, allocations) {
-            None => si.to_update.push(slice.clone()),
+            None => {
+                si.to_update.push(slice.clone());
+                moved.push(slice);
+            }
             Some(hints_by_zone) => {
                 for (zone, n) in hints_by_zone {
                     *allocated.entry(zone).or_default() += n;
@@ -441,7 +448,26 @@ fn get_allocated_hints_by_zone(si: &mut SliceInfo<'_>, allocations: &BTreeMap<St
             }
         }
     }
-    allocated
+    (allocated, moved)
+}
+
+/// Puts back into `unchanged` the slices [`get_allocated_hints_by_zone`] moved to the end of
+/// `to_update` (`moved`, their originals in order) when hints are given up after all and a slice
+/// had none to begin with: rewriting it would change nothing but drop its trigger-time
+/// annotation. **Deliberate difference:** upstream leaves them in `ToUpdate`, so a Service whose
+/// hints cannot be allocated (a ready endpoint without zone, say) has every such slice
+/// rewritten on every sync (found by the differential test, which syncs at other moments than
+/// kube-controller-manager).
+fn restore_unhinted<'a>(mut si: SliceInfo<'a>, moved: Vec<&'a EndpointSlice>) -> SliceInfo<'a> {
+    let tail = si.to_update.split_off(si.to_update.len().saturating_sub(moved.len()));
+    for (copy, original) in tail.into_iter().zip(moved) {
+        if original.endpoints.iter().flatten().any(|e| e.hints.is_some()) {
+            si.to_update.push(copy);
+        } else {
+            si.unchanged.push(original);
+        }
+    }
+    si
 }
 
 /// Upstream `getMost`: the zone with the greatest strictly positive value; ties go to the
@@ -603,7 +629,7 @@ pub fn add_hints<'a>(mut si: SliceInfo<'a>, ratios: &CpuRatios, state: &ServiceH
         Err(message) => return disable_hints(si, state, &message),
     };
 
-    let mut allocated = get_allocated_hints_by_zone(&mut si, &allocations);
+    let (mut allocated, moved) = get_allocated_hints_by_zone(&mut si, &allocations);
 
     // Step 1: same-zone hints for every ready endpoint as a starting point.
     let mut missing_zone = false;
@@ -621,7 +647,7 @@ pub fn add_hints<'a>(mut si: SliceInfo<'a>, ratios: &CpuRatios, state: &ServiceH
         }
     }
     if missing_zone {
-        return disable_hints(si, state, NO_ZONE_SPECIFIED);
+        return disable_hints(restore_unhinted(si, moved), state, NO_ZONE_SPECIFIED);
     }
 
     // Step 2: which zones give endpoints and which need more.
@@ -634,7 +660,7 @@ pub fn add_hints<'a>(mut si: SliceInfo<'a>, ratios: &CpuRatios, state: &ServiceH
     }
 
     if allocated.is_empty() {
-        return disable_hints(si, state, NO_ALLOCATED_HINTS_FOR_ZONES);
+        return disable_hints(restore_unhinted(si, moved), state, NO_ALLOCATED_HINTS_FOR_ZONES);
     }
 
     let mut events = Vec::new();

@@ -1109,3 +1109,32 @@ fn trigger_time_format_matches_go_rfc3339nano() {
     assert_eq!(format_rfc3339_nano(&trigger(1_700_000_000, 1)), "2023-11-14T22:13:20.000000001Z");
     assert_eq!(format_rfc3339_nano(&trigger(0, 120_000)), "1970-01-01T00:00:00.00012Z");
 }
+
+// Found by the differential test (seed 401): topology Auto, publishNotReadyAddresses, one ready
+// pod on a Node that is not cached (its endpoint has no zone, so hints are disabled). The second
+// plan over what the first wrote must be empty, as upstream's is.
+#[test]
+fn a_hinted_service_with_a_zoneless_endpoint_plans_nothing_the_second_time() {
+    let ns = "ns1";
+    let (mut svc, _) = new_service_and_endpoint_meta("foo", ns);
+    svc.metadata.annotations = Some(labels(&[("service.kubernetes.io/topology-mode", "Auto")]));
+    svc.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
+    let all_nodes: Vec<Node> =
+        (0..3u8).map(|i| ready_node(&format!("node-{i}"), &format!("zone-{}", char::from(b'a' + i)))).collect();
+    let pods: Vec<Pod> = (0..13)
+        .map(|i| {
+            let mut pod = new_pod(i, ns, true, 1, false);
+            pod.spec.as_mut().unwrap().node_name =
+                Some(if i == 12 { "gone".into() } else { format!("node-{}", i % 3) });
+            pod
+        })
+        .collect();
+    let ratios = CpuRatios::from_nodes(&all_nodes);
+    let cfg = config(100);
+    let mut cluster = Cluster::default();
+    let first = cluster.reconcile_with_topology(&svc, &pods, &all_nodes, &cfg, Some(&ratios), None);
+    assert_eq!(first.create.len(), 1);
+    assert_eq!(first.events[0].message, "One or more endpoints do not have a zone specified, addressType: IPv4");
+    let again = cluster.reconcile_with_topology(&svc, &pods, &all_nodes, &cfg, Some(&ratios), Some(&first.hints_state));
+    assert!(again.create.is_empty() && again.update.is_empty() && again.delete.is_empty(), "{again:#?}");
+}
