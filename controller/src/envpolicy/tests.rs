@@ -395,6 +395,21 @@ fn picked_services_never_set_the_api_servers_variables() {
     }
 }
 
+/// Policy `app/p`: Selected, `db` of its own namespace and `mail` of the exported `shared`.
+fn pick_db_and_shared_mail(disable_kubelet_service_links: bool) -> Arc<ServiceEnvPolicy> {
+    policy(
+        "app",
+        "p",
+        ServiceEnvPolicySpec {
+            mode: PolicyMode::Selected,
+            namespaces: vec!["shared".into()],
+            services: selected(&["db", "shared/mail"], None),
+            disable_kubelet_service_links,
+            ..Default::default()
+        },
+    )
+}
+
 /// A pod that sets `enableServiceLinks: false` itself keeps its opt-out under a `Selected` policy
 /// (nothing of the pick is injected, as the kubelet would show it nothing), and the response says
 /// so instead of injecting nothing silently.
@@ -407,17 +422,7 @@ fn selected_pick_into_a_pod_that_opts_out_of_links_warns() {
     };
     for disable in [false, true] {
         let mut v = cluster();
-        v.policies = vec![policy(
-            "app",
-            "p",
-            ServiceEnvPolicySpec {
-                mode: PolicyMode::Selected,
-                namespaces: vec!["shared".into()],
-                services: selected(&["db", "shared/mail"], None),
-                disable_kubelet_service_links: disable,
-                ..Default::default()
-            },
-        )];
+        v.policies = vec![pick_db_and_shared_mail(disable)];
         let (vars, warnings) = injected(&v, &opted_out, "app");
         assert!(vars.is_empty(), "disable={disable}: {vars:?}");
         assert!(says_so(&warnings), "disable={disable}: {warnings:?}");
@@ -451,17 +456,7 @@ fn selected_pick_into_a_pod_that_opts_out_of_links_warns() {
 #[test]
 fn selected_policy_through_review_injects_only_the_pick_and_cross_namespace_vars() {
     let mut v = cluster();
-    v.policies = vec![policy(
-        "app",
-        "p",
-        ServiceEnvPolicySpec {
-            mode: PolicyMode::Selected,
-            namespaces: vec!["shared".into()],
-            services: selected(&["db", "shared/mail"], None),
-            disable_kubelet_service_links: true,
-            ..Default::default()
-        },
-    )];
+    v.policies = vec![pick_db_and_shared_mail(true)];
     let body = admission_body(&pod(&[]), "app");
     let r = review(&body, &ReviewConfig::default(), |req| decide(req.namespace, req.labels, &v, DefaultMode::Off).0);
     let ops = patch_ops(&r.body);
