@@ -93,8 +93,22 @@ pub struct RunArgs {
     pub leader_elect_lease_duration: Duration,
 
     /// How long before expiry the leader renews (Go duration, ≥ 1s, < the lease duration).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration, conflicts_with = "leader_elect_renew_deadline")]
     pub leader_elect_renew_grace: Duration,
+
+    /// kube-controller-manager's flag, accepted for drop-in use: the leader renews this long
+    /// after its last renewal, i.e. --leader-elect-renew-grace = lease duration − this (Go duration).
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Option<Duration>,
+
+    /// kube-controller-manager's flag, accepted for drop-in use and ignored: the leader checks its
+    /// Lease every second (Go duration).
+    #[arg(long, value_parser = parse_duration)]
+    pub leader_elect_retry_period: Option<Duration>,
+
+    /// kube-controller-manager's flag, accepted for drop-in use; one value only, its default.
+    #[arg(long, default_value = "leases", value_parser = ["leases"])]
+    pub leader_elect_resource_lock: String,
 
     /// Field manager name of every write.
     #[arg(long, default_value = "epslice")]
@@ -140,7 +154,16 @@ impl RunArgs {
             prefer_same_traffic_distribution: self.prefer_same_traffic_distribution,
         };
         let leader_election = if self.leader_elect {
-            let (d, g) = (self.leader_elect_lease_duration, self.leader_elect_renew_grace);
+            let d = self.leader_elect_lease_duration;
+            let g = match self.leader_elect_renew_deadline {
+                Some(deadline) if deadline >= d => {
+                    return Err(format!(
+                        "--leader-elect-renew-deadline ({deadline:?}) must be shorter than --leader-elect-lease-duration ({d:?})"
+                    ));
+                }
+                Some(deadline) => d - deadline,
+                None => self.leader_elect_renew_grace,
+            };
             if d < Duration::from_secs(2) || g < Duration::from_secs(1) || g >= d {
                 return Err(format!(
                     "--leader-elect-lease-duration ({d:?}) must be ≥ 2s and --leader-elect-renew-grace ({g:?}) ≥ 1s and shorter"
@@ -384,6 +407,24 @@ mod tests {
         assert!(elect(&["--leader-elect"]));
         assert!(elect(&["--leader-elect=true"]));
         assert!(!elect(&["--leader-elect=false"]));
+        // kube-controller-manager's other leader-election flags, as its manifests pass them.
+        let t = T::try_parse_from([
+            "x",
+            "--leader-elect",
+            "--leader-elect-lease-duration=15s",
+            "--leader-elect-renew-deadline=10s",
+            "--leader-elect-retry-period=2s",
+            "--leader-elect-resource-lock=leases",
+        ])
+        .unwrap();
+        let le = t.run.options().unwrap().leader_election.unwrap();
+        assert_eq!((le.lease_duration, le.grace), (Duration::from_secs(15), Duration::from_secs(5)));
+        assert!(T::try_parse_from(["x", "--leader-elect-resource-lock=endpointsleases"]).is_err());
+        assert!(
+            T::try_parse_from(["x", "--leader-elect-renew-deadline=10s", "--leader-elect-renew-grace=5s"]).is_err()
+        );
+        let t = T::try_parse_from(["x", "--leader-elect-renew-deadline=15s"]).unwrap();
+        assert!(t.run.options().is_err(), "a deadline as long as the lease");
         // A bare flag does not swallow the next flag.
         let t = T::try_parse_from(["x", "--leader-elect", "--leader-elect-resource-name", "other"]).unwrap();
         assert!(t.run.leader_elect);
