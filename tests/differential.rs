@@ -446,9 +446,14 @@ fn compare_slices(ctx: &Ctx<'_>, problems: &mut Vec<String>) -> String {
             blocks.extend(d::diff_groups(&gk, &go, "kcm", "epslice"));
         }
         let (mut mk, mut mo) = (d::meta_by_key(&kcm), d::meta_by_key(&ours));
-        let unhinted =
-            |slices: &[&EndpointSlice]| slices.iter().all(|s| s.endpoints.iter().flatten().all(|e| e.hints.is_none()));
-        if d::topology_auto(svc) && unhinted(&kcm) && unhinted(&ours) {
+        // Only where epslice's planner differs on purpose: hints given up for a ready endpoint
+        // without zone (docs/behaviour.md, "Hints that cannot be allocated").
+        let zoneless_ready = |slices: &[&EndpointSlice]| {
+            slices.iter().flat_map(|s| s.endpoints.iter().flatten()).any(|e| {
+                e.conditions.as_ref().and_then(|c| c.ready) == Some(true) && e.zone.as_deref().is_none_or(str::is_empty)
+            })
+        };
+        if d::topology_auto(svc) && (zoneless_ready(&kcm) || zoneless_ready(&ours)) {
             (mk, mo) = (d::without_trigger_time(mk), d::without_trigger_time(mo));
         }
         let meta = d::diff_meta(&mk, &mo, "kcm", "epslice");

@@ -96,13 +96,14 @@ pub struct RunArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration, conflicts_with = "leader_elect_renew_deadline")]
     pub leader_elect_renew_grace: Duration,
 
-    /// kube-controller-manager's flag, accepted for drop-in use: the leader renews this long
-    /// after its last renewal, i.e. --leader-elect-renew-grace = lease duration − this (Go duration).
+    /// kube-controller-manager's flag, for drop-in use: the leader stops writing when this long has
+    /// passed since its last renewal; with it the leader renews every --leader-elect-retry-period
+    /// instead of --leader-elect-renew-grace before expiry (Go duration).
     #[arg(long, value_parser = parse_duration)]
     pub leader_elect_renew_deadline: Option<Duration>,
 
-    /// kube-controller-manager's flag, accepted for drop-in use and ignored: the leader checks its
-    /// Lease every second (Go duration).
+    /// kube-controller-manager's flag, for drop-in use: with --leader-elect-renew-deadline, how often
+    /// the leader renews (default 2s; Go duration).
     #[arg(long, value_parser = parse_duration)]
     pub leader_elect_retry_period: Option<Duration>,
 
@@ -154,21 +155,34 @@ impl RunArgs {
             prefer_same_traffic_distribution: self.prefer_same_traffic_distribution,
         };
         let leader_election = if self.leader_elect {
-            let d = self.leader_elect_lease_duration;
-            let g = match self.leader_elect_renew_deadline {
-                Some(deadline) if deadline >= d => {
-                    return Err(format!(
-                        "--leader-elect-renew-deadline ({deadline:?}) must be shorter than --leader-elect-lease-duration ({d:?})"
-                    ));
-                }
-                Some(deadline) => d - deadline,
-                None => self.leader_elect_renew_grace,
-            };
-            if d < Duration::from_secs(2) || g < Duration::from_secs(1) || g >= d {
-                return Err(format!(
-                    "--leader-elect-lease-duration ({d:?}) must be ≥ 2s and --leader-elect-renew-grace ({g:?}) ≥ 1s and shorter"
-                ));
+            // kube-lease-manager counts whole seconds.
+            let secs = |d: Duration| Duration::from_secs(d.as_secs());
+            let d = secs(self.leader_elect_lease_duration);
+            if d < Duration::from_secs(2) {
+                return Err(format!("--leader-elect-lease-duration ({d:?}) must be ≥ 2s"));
             }
+            // kube-controller-manager's flags: renew every retry period, stop writing once the
+            // renew deadline has passed without a renewal.
+            let (g, deadline) = match self.leader_elect_renew_deadline {
+                Some(deadline) => {
+                    let retry = secs(self.leader_elect_retry_period.unwrap_or(Duration::from_secs(2)));
+                    if retry < Duration::from_secs(1) || retry >= deadline || deadline >= d {
+                        return Err(format!(
+                            "--leader-elect-retry-period ({retry:?}, ≥ 1s) must be shorter than --leader-elect-renew-deadline ({deadline:?}), and that shorter than --leader-elect-lease-duration ({d:?})"
+                        ));
+                    }
+                    (d - retry, deadline)
+                }
+                None => {
+                    let g = secs(self.leader_elect_renew_grace);
+                    if g < Duration::from_secs(1) || g >= d {
+                        return Err(format!(
+                            "--leader-elect-renew-grace ({g:?}) must be ≥ 1s and shorter than --leader-elect-lease-duration ({d:?})"
+                        ));
+                    }
+                    (g, controllers::leader::LeaderElection::default_renew_deadline(d, g))
+                }
+            };
             let pod =
                 std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "epslice".into());
             let suffix = std::process::id();
@@ -178,6 +192,7 @@ impl RunArgs {
                 identity: format!("{pod}_{suffix}"),
                 lease_duration: d,
                 grace: g,
+                renew_deadline: deadline,
             })
         } else {
             None
@@ -418,7 +433,21 @@ mod tests {
         ])
         .unwrap();
         let le = t.run.options().unwrap().leader_election.unwrap();
-        assert_eq!((le.lease_duration, le.grace), (Duration::from_secs(15), Duration::from_secs(5)));
+        let s = Duration::from_secs;
+        assert_eq!((le.lease_duration, le.grace, le.renew_deadline), (s(15), s(13), s(10)), "renew every 2 s");
+        // A longer deadline tolerates a longer outage, as in kube-controller-manager (found in
+        // review: the first mapping made it shorter).
+        let t = T::try_parse_from(["x", "--leader-elect-lease-duration=137s", "--leader-elect-renew-deadline=107s"])
+            .unwrap();
+        let le = t.run.options().unwrap().leader_election.unwrap();
+        assert_eq!((le.grace, le.renew_deadline), (s(135), s(107)));
+        // Without kcm's flags: renew 5 s before expiry, stop writing 2.5 s before it.
+        let le = T::try_parse_from(["x"]).unwrap().run.options().unwrap().leader_election.unwrap();
+        assert_eq!((le.grace, le.renew_deadline), (s(5), Duration::from_millis(12_500)));
+        // Whole seconds, as the Lease counts them: 15.5 s with a 15.3 s grace is refused.
+        let t = T::try_parse_from(["x", "--leader-elect-lease-duration=15500ms", "--leader-elect-renew-grace=15300ms"])
+            .unwrap();
+        assert!(t.run.options().unwrap_err().contains("--leader-elect-renew-grace"));
         assert!(T::try_parse_from(["x", "--leader-elect-resource-lock=endpointsleases"]).is_err());
         assert!(
             T::try_parse_from(["x", "--leader-elect-renew-deadline=10s", "--leader-elect-renew-grace=5s"]).is_err()

@@ -5,7 +5,8 @@
 //! the Lease syncs and writes. The gate opens when kube-lease-manager reports that we hold the
 //! Lease, and closes when it reports otherwise **or** when our own check of the Lease object
 //! (every second, each read bounded in time) finds another holder, or cannot confirm a renewal
-//! recent enough: the gate closes half a grace period before our last renewal seen would expire,
+//! recent enough: the gate closes a renew deadline after our last renewal seen (by default half
+//! a grace period before that renewal would expire),
 //! so a replica cut off from the apiserver (even by a link that hangs without a reset) stops
 //! writing before another one can take over. On shutdown the Lease is released, so the next
 //! replica takes over at once instead of waiting for expiry.
@@ -31,6 +32,19 @@ pub struct LeaderElection {
     pub lease_duration: Duration,
     /// How long before expiry the holder renews.
     pub grace: Duration,
+    /// How long after its last renewal seen the holder keeps writing without another: half a
+    /// grace period before expiry by default ([`LeaderElection::default_renew_deadline`]), or
+    /// kube-controller-manager's `--leader-elect-renew-deadline`.
+    pub renew_deadline: Duration,
+}
+
+impl LeaderElection {
+    /// `lease_duration − grace / 2`: a working renewal (due `grace` before expiry) always lands
+    /// first, and a holder that stopped renewing stops writing `grace / 2` before anyone else
+    /// can take the Lease.
+    pub fn default_renew_deadline(lease_duration: Duration, grace: Duration) -> Duration {
+        lease_duration.saturating_sub(grace / 2)
+    }
 }
 
 /// The write gate: `true` while this replica may write.
@@ -86,13 +100,11 @@ pub async fn run(
         _ = stop.wait_for(|s| *s) => return Ok(()),
     };
     let leases: Api<Lease> = Api::namespaced(client.clone(), &le.namespace);
-    let margin_ms = i64::try_from(le.grace.as_millis() / 2).unwrap_or(i64::MAX);
+    let deadline_ms = i64::try_from(le.renew_deadline.as_millis()).unwrap_or(i64::MAX);
     let now_ms = || k8s_openapi::jiff::Timestamp::now().as_millisecond();
-    // Until when (wall clock, ms) we may write: the renewTime of our Lease as last read, plus its
-    // duration, less half the grace period. kube-lease-manager renews `grace` before expiry, so
-    // a working renewal always lands before this; followers take over at renewTime + duration,
-    // so a replica that stopped renewing stops writing `grace / 2` before anyone else can
-    // start. (renewTime is written by the holder, so by this replica's own clock.)
+    // Until when (wall clock, ms) we may write: the renewTime of our Lease as last read plus the
+    // renew deadline (shorter than the lease duration, after which followers take over).
+    // (renewTime is written by the holder, so by this replica's own clock.)
     let mut valid_until: Option<i64> = None;
     let mut held = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -136,9 +148,8 @@ pub async fn run(
                 }
                 valid_until = lease.and_then(|l| l.spec).and_then(|spec| {
                     let holder = spec.holder_identity.as_deref() == Some(le.identity.as_str());
-                    let duration_ms = i64::from(spec.lease_duration_seconds.unwrap_or(0)) * 1000;
                     let renewed = spec.renew_time?.0.as_millisecond();
-                    holder.then_some(renewed + duration_ms - margin_ms)
+                    holder.then_some(renewed.saturating_add(deadline_ms))
                 });
                 valid_until.is_some_and(|until| now_ms() < until)
             }

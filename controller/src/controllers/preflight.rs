@@ -202,6 +202,7 @@ mod tests {
                 identity: "a".into(),
                 lease_duration: std::time::Duration::from_secs(15),
                 grace: std::time::Duration::from_secs(5),
+                renew_deadline: std::time::Duration::from_millis(12_500),
             }),
             ..Options::default()
         };
