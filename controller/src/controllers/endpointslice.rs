@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
@@ -200,17 +201,19 @@ pub fn foreign_writes(
     ours: &str,
     since: DateTime<Utc>,
 ) -> Vec<String> {
-    let entries = |s: Option<&EndpointSlice>| s.and_then(|s| s.metadata.managed_fields.clone()).unwrap_or_default();
+    fn entries(s: Option<&EndpointSlice>) -> &[ManagedFieldsEntry] {
+        s.and_then(|s| s.metadata.managed_fields.as_deref()).unwrap_or_default()
+    }
     let before = entries(old);
     let mut writers: Vec<String> = Vec::new();
     for e in entries(Some(new)) {
-        let manager = e.manager.clone().unwrap_or_default();
+        let manager = e.manager.as_deref().unwrap_or_default();
         let recent = e.time.as_ref().is_some_and(|t| to_chrono(t.0) >= since - chrono::Duration::seconds(1));
         let seen = before.iter().any(|b| b.manager == e.manager && b.operation == e.operation && b.time == e.time);
-        if manager.is_empty() || manager == ours || !recent || seen || writers.contains(&manager) {
+        if manager.is_empty() || manager == ours || !recent || seen || writers.iter().any(|w| w == manager) {
             continue;
         }
-        writers.push(manager);
+        writers.push(manager.to_owned());
     }
     writers
 }
