@@ -82,6 +82,22 @@ fn kubeconfig_as(user: &str) -> PathBuf {
     path
 }
 
+/// The MutatingWebhookConfiguration `epslice-service-env` is cluster-scoped and shared by the
+/// tests of this binary. The webhook test registers it for real with a loopback `url`; a dry-run
+/// `kubectl apply` of deploy/ while it exists merges deploy's `service` into that `url`, and the
+/// API server refuses a client config with both. Tests that register it or dry-run it hold this.
+static WEBHOOK_CONFIGURATION: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Deletes the MutatingWebhookConfiguration `epslice-service-env` when dropped, so that a failed
+/// webhook test does not leave its loopback registration to the tests after it.
+struct DeleteWebhookConfiguration;
+
+impl Drop for DeleteWebhookConfiguration {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "mutatingwebhookconfiguration", "epslice-service-env", "--ignore-not-found"]);
+    }
+}
+
 fn epslice_run(name: &str, kubeconfig: &Path, args: &[&str]) -> envtest::Component {
     epslice("run", name, kubeconfig, args)
 }
@@ -112,7 +128,9 @@ fn deploy_kustomization_is_accepted_by_the_api_server() {
     // exist: the dry-run Namespace of the same apply is never stored. So the Namespace is applied
     // for real first (idempotent), then the whole kustomization as a dry run.
     install_rbac();
+    let held = WEBHOOK_CONFIGURATION.blocking_lock();
     let (ok, out, err) = kubectl(&["apply", "-k", "deploy/", "--dry-run=server"]);
+    drop(held);
     assert!(ok, "kubectl apply -k deploy/ --dry-run=server:\n{out}\n{err}");
     for object in [
         "namespace/epslice-system",
@@ -202,10 +220,10 @@ fn cert_manager_overlay_builds_on_the_base() {
         assert!(!rendered.contains(gone), "{gone} should be gone in the cert-manager overlay");
     }
     // This API server has no cert-manager: its two kinds are refused, everything else is accepted.
+    let held = WEBHOOK_CONFIGURATION.blocking_lock();
     let (_, out, err) = kubectl(&["apply", "-k", "deploy/overlays/cert-manager", "--dry-run=server"]);
-    // `Warning:` lines are kubectl's notes on objects that exist without its last-applied
-    // annotation (another test of this binary creates the MutatingWebhookConfiguration).
-    for line in err.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("Warning:")) {
+    drop(held);
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
             line.contains("no matches for kind \"Certificate\" in version \"cert-manager.io/v1\"")
                 || line.contains("no matches for kind \"Issuer\" in version \"cert-manager.io/v1\"")
@@ -580,6 +598,8 @@ async fn epslice_webhook_as_the_service_account_serves_admissions_without_a_forb
     let admin = envtest::free_port().unwrap();
     // deploy/base's registration, except that the API server calls the process on loopback and
     // only for this namespace. Registered without a caBundle: the webhook publishes it.
+    let _held = WEBHOOK_CONFIGURATION.lock().await;
+    let _delete = DeleteWebhookConfiguration;
     let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let mwc = epslice_integration_tests::webhookcfg::configuration("epslice-service-env", &ns, port, None, "Ignore");
     mwcs.create(&PostParams::default(), &mwc).await.unwrap();
@@ -665,7 +685,6 @@ async fn epslice_webhook_as_the_service_account_serves_admissions_without_a_forb
     p.stop_with(Duration::from_secs(10));
     let log = p.log_tail(200_000);
     assert!(!log.to_ascii_lowercase().contains("forbidden"), "a Forbidden as {SA}:\n{log}");
-    let _ = mwcs.delete("epslice-service-env", &Default::default()).await;
 }
 
 // ---------------------------------------------------------------------------------------------
