@@ -578,6 +578,20 @@ async fn epslice_run_as_the_service_account_works_without_a_forbidden() {
     assert_eq!(code, 200);
     assert!(metrics.contains("leader_election_master_status{name=\"epslice\"} 1"), "{metrics}");
     assert!(metrics.contains("endpoint_slice_controller_foreign_writes_total{manager=\"kube-controller-manager\"} 1"));
+    // client-go's workqueue latency metrics, for every queue (the mirroring one may be idle).
+    for name in ["endpoint_slice", "endpoint"] {
+        for family in ["queue_duration_seconds", "work_duration_seconds"] {
+            let count = format!("workqueue_{family}_count{{name=\"{name}\"}} ");
+            let n: u64 = metrics.lines().find_map(|l| l.strip_prefix(&count)).map_or(0, |v| v.parse().unwrap());
+            assert!(n > 0, "no {count} in\n{metrics}");
+        }
+    }
+    for name in ["endpoint_slice", "endpoint", "endpoint_slice_mirroring"] {
+        for gauge in ["unfinished_work_seconds", "longest_running_processor_seconds"] {
+            let series = format!("workqueue_{gauge}{{name=\"{name}\"}} ");
+            assert!(metrics.lines().any(|l| l.starts_with(&series)), "no {series} in\n{metrics}");
+        }
+    }
 
     // Graceful stop releases the Lease (patch): still no Forbidden anywhere.
     p.stop_with(Duration::from_secs(20));

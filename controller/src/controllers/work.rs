@@ -113,6 +113,7 @@ pub struct Queue {
 impl Queue {
     /// A queue named `name` (`workqueue_*{name}`).
     pub fn new(queue: WorkQueue<Key>, metrics: Arc<Metrics>) -> Self {
+        metrics.queue.in_flight.register(queue.name());
         Queue { queue, metrics }
     }
 
@@ -180,15 +181,21 @@ impl Queue {
                         _ = stop.wait_for(|v| *v) => break,
                         r = gate.wait_for(|leading| *leading) => if r.is_err() { break },
                     }
-                    let Some(key) = q.queue.get().await else { break };
+                    let Some((key, waited)) = q.queue.get_timed().await else { break };
                     q.record_depth();
-                    let t0 = std::time::Instant::now();
+                    let labels = q.labels();
+                    q.metrics.queue.queue_duration.get_or_create(&labels).observe(waited.as_secs_f64());
+                    let t0 = tokio::time::Instant::now();
+                    let running = q.metrics.queue.in_flight.start(q.queue.name());
                     // A write stuck on a dead connection must not hold its key for good.
                     let result = match tokio::time::timeout(SYNC_TIMEOUT, sync(key.clone(), gate.clone())).await {
                         Ok(r) => r,
                         Err(_) => Err(SyncError::Retry(format!("sync did not finish within {SYNC_TIMEOUT:?}"))),
                     };
-                    tracing::debug!(queue = q.queue.name(), namespace = %key.0, name = %key.1, elapsed = ?t0.elapsed(), ok = result.is_ok(), "synced");
+                    drop(running);
+                    let elapsed = t0.elapsed();
+                    q.metrics.queue.work_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+                    tracing::debug!(queue = q.queue.name(), namespace = %key.0, name = %key.1, ?elapsed, ok = result.is_ok(), "synced");
                     q.finish(&key, result);
                     q.queue.done(&key);
                     q.record_depth();
@@ -577,6 +584,66 @@ mod tests {
         }
         stop_tx.send(true).unwrap();
         run.await.unwrap();
+    }
+
+    /// client-go's `workqueue_queue_duration_seconds` and `workqueue_work_duration_seconds`: the
+    /// wait from the add to the take, and the sync's own time.
+    #[tokio::test(start_paused = true)]
+    async fn workers_record_the_wait_in_the_queue_and_the_time_spent_syncing() {
+        use prometheus_client::encoding::text::encode;
+        let q = queue();
+        q.enqueue(("ns".into(), "a".into()), Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (gate_tx, gate) = watch::channel(true);
+        let (stop_tx, stop) = watch::channel(false);
+        let synced = Arc::new(tokio::sync::Notify::new());
+        let done = synced.clone();
+        let run = tokio::spawn(q.clone().run_workers(1, gate, stop, move |_, _| {
+            let done = done.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                done.notify_one();
+                Ok(())
+            }
+        }));
+        let in_flight = &q.metrics.queue.in_flight;
+        assert_eq!(in_flight.snapshot()["test"], (0.0, 0.0), "an idle queue reports zeros");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (unfinished, longest) = in_flight.snapshot()["test"];
+        assert!((1.4..=1.5).contains(&unfinished) && unfinished == longest, "{unfinished} {longest}");
+        synced.notified().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        stop_tx.send(true).unwrap();
+        run.await.unwrap();
+        drop(gate_tx);
+
+        let mut text = String::new();
+        encode(&mut text, &q.metrics.registry).unwrap();
+        let line = |name: &str| -> String {
+            text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{text}")).to_owned()
+        };
+        // One observation each: 0.3 s waiting (bucket ≤ 1 s, not ≤ 0.1 s), 2 s syncing (≤ 10 s, not ≤ 1 s).
+        assert_eq!(
+            line("workqueue_queue_duration_seconds_count{name=\"test\"}"),
+            "workqueue_queue_duration_seconds_count{name=\"test\"} 1"
+        );
+        assert!(line("workqueue_queue_duration_seconds_bucket{le=\"0.1\",name=\"test\"}").ends_with(" 0"));
+        assert!(line("workqueue_queue_duration_seconds_bucket{le=\"1.0\",name=\"test\"}").ends_with(" 1"));
+        assert_eq!(
+            line("workqueue_work_duration_seconds_count{name=\"test\"}"),
+            "workqueue_work_duration_seconds_count{name=\"test\"} 1"
+        );
+        assert!(line("workqueue_work_duration_seconds_bucket{le=\"1.0\",name=\"test\"}").ends_with(" 0"));
+        assert!(line("workqueue_work_duration_seconds_bucket{le=\"10.0\",name=\"test\"}").ends_with(" 1"));
+        // Nothing running any more.
+        assert_eq!(
+            line("workqueue_unfinished_work_seconds{name=\"test\"}"),
+            "workqueue_unfinished_work_seconds{name=\"test\"} 0.0"
+        );
+        assert_eq!(
+            line("workqueue_longest_running_processor_seconds{name=\"test\"}"),
+            "workqueue_longest_running_processor_seconds{name=\"test\"} 0.0"
+        );
     }
 
     /// Found by `a_failed_write_is_reported_on_the_endpoints_object`: the note carried kube's

@@ -5,12 +5,18 @@
 //! `endpoint_slice_controller_changes_total` (the name upstream itself moves to in 1.38), and
 //! likewise `…_syncs` → `…_syncs_total`. Gauges and histograms keep their names exactly.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokio::time::Instant;
 
 /// `operation` label of `…_changes`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -246,7 +252,7 @@ impl MirroringMetrics {
 }
 
 /// Work queue metrics (`workqueue_*{name}`), as client-go exposes them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct QueueMetrics {
     /// Keys waiting.
     pub depth: Family<QueueLabels, Gauge>,
@@ -254,6 +260,122 @@ pub struct QueueMetrics {
     pub adds: Family<QueueLabels, Counter>,
     /// Retries (rate-limited re-adds).
     pub retries: Family<QueueLabels, Counter>,
+    /// How long a key waited before a worker took it (from its add, or the end of its delay).
+    pub queue_duration: Family<QueueLabels, Histogram>,
+    /// How long a worker spent on a key (the sync, its writes included).
+    pub work_duration: Family<QueueLabels, Histogram>,
+    /// Syncs in progress: `workqueue_unfinished_work_seconds` and
+    /// `workqueue_longest_running_processor_seconds`.
+    pub in_flight: InFlight,
+}
+
+/// The syncs in progress per queue, read at each scrape into client-go's
+/// `workqueue_unfinished_work_seconds{name}` (the seconds all running syncs have taken so far:
+/// its rate is the number of stuck workers) and `workqueue_longest_running_processor_seconds{name}`.
+/// client-go samples them every 500 ms; computing them at the scrape is exact.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Mutex<InFlightState>>);
+
+#[derive(Debug, Default)]
+struct InFlightState {
+    /// Every queue name seen, so that an idle queue reports 0 as client-go's does.
+    names: BTreeSet<&'static str>,
+    next: u64,
+    started: BTreeMap<u64, (&'static str, Instant)>,
+}
+
+/// One sync in progress; it ends when dropped (finished, failed, cancelled or panicked).
+#[derive(Debug)]
+#[must_use = "the sync counts as running until this is dropped"]
+pub struct Running {
+    in_flight: InFlight,
+    id: u64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.in_flight.lock().started.remove(&self.id);
+    }
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlightState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `queue` report zeros until it runs something.
+    pub fn register(&self, queue: &'static str) {
+        self.lock().names.insert(queue);
+    }
+
+    /// A sync of `queue` starts now.
+    pub fn start(&self, queue: &'static str) -> Running {
+        let mut s = self.lock();
+        s.names.insert(queue);
+        s.next += 1;
+        let id = s.next;
+        s.started.insert(id, (queue, Instant::now()));
+        Running { in_flight: self.clone(), id }
+    }
+
+    /// Per queue: (seconds of all running syncs so far, seconds of the longest running one).
+    pub fn snapshot(&self) -> BTreeMap<&'static str, (f64, f64)> {
+        let now = Instant::now();
+        let s = self.lock();
+        let mut per: BTreeMap<&'static str, (f64, f64)> = s.names.iter().map(|n| (*n, (0.0, 0.0))).collect();
+        for (name, started) in s.started.values() {
+            let secs = now.saturating_duration_since(*started).as_secs_f64();
+            let e = per.entry(name).or_default();
+            e.0 += secs;
+            e.1 = e.1.max(secs);
+        }
+        per
+    }
+}
+
+impl Collector for InFlight {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let per = self.snapshot();
+        let unfinished: Vec<(&str, f64)> = per.iter().map(|(q, v)| (*q, v.0)).collect();
+        let longest: Vec<(&str, f64)> = per.iter().map(|(q, v)| (*q, v.1)).collect();
+        for (name, help, values) in [
+            (
+                "unfinished_work_seconds",
+                "How many seconds of work has been done that is in progress and hasn't been observed by work_duration. Large values indicate stuck threads. One can deduce the number of stuck threads by observing the rate at which this increases.",
+                unfinished,
+            ),
+            (
+                "longest_running_processor_seconds",
+                "How many seconds has the longest running processor for workqueue been running.",
+                longest,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (queue, value) in values {
+                let labels = QueueLabels { name: queue.to_owned() };
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// client-go's workqueue latency buckets: 10 ns to 10 s, ×10.
+fn queue_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-8, 10.0, 10))
+}
+
+impl Default for QueueMetrics {
+    fn default() -> Self {
+        QueueMetrics {
+            depth: Family::default(),
+            adds: Family::default(),
+            retries: Family::default(),
+            queue_duration: Family::new_with_constructor(queue_histogram),
+            work_duration: Family::new_with_constructor(queue_histogram),
+            in_flight: InFlight::default(),
+        }
+    }
 }
 
 /// All metrics of the process.
@@ -288,6 +410,17 @@ impl Default for Metrics {
         w.register("depth", "Current depth of workqueue", queue.depth.clone());
         w.register("adds", "Total number of adds handled by workqueue", queue.adds.clone());
         w.register("retries", "Total number of retries handled by workqueue", queue.retries.clone());
+        w.register(
+            "queue_duration_seconds",
+            "How long in seconds an item stays in workqueue before being requested",
+            queue.queue_duration.clone(),
+        );
+        w.register(
+            "work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes",
+            queue.work_duration.clone(),
+        );
+        w.register_collector(Box::new(queue.in_flight.clone()));
         let leader = Family::<LeaderLabels, Gauge>::default();
         registry.register(
             "leader_election_master_status",
@@ -331,5 +464,22 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn running_syncs_sum_into_unfinished_work_and_the_oldest_is_the_longest() {
+        let f = InFlight::default();
+        f.register("idle");
+        let a = f.start("q");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let b = f.start("q");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let snap = f.snapshot();
+        assert_eq!(snap["q"], (4.0, 3.0));
+        assert_eq!(snap["idle"], (0.0, 0.0));
+        drop(a);
+        assert_eq!(f.snapshot()["q"], (1.0, 1.0));
+        drop(b);
+        assert_eq!(f.snapshot()["q"], (0.0, 0.0));
     }
 }

@@ -186,6 +186,13 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
 
     /// Takes the next due key, waiting as long as needed. `None` once the queue shuts down.
     pub async fn get(&self) -> Option<K> {
+        self.get_timed().await.map(|(key, _)| key)
+    }
+
+    /// [`get`](Self::get), with how long the key waited in the queue: from its earliest add, or
+    /// from the end of its delay, until now (client-go's `workqueue_queue_duration_seconds`). A
+    /// key added while it was being processed waits from that add.
+    pub async fn get_timed(&self) -> Option<(K, Duration)> {
         loop {
             let notified = self.notify.notified();
             let wait_until = {
@@ -203,7 +210,7 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
                         if !s.order.is_empty() {
                             self.notify.notify_one();
                         }
-                        return Some(key);
+                        return Some((key, now.saturating_duration_since(at)));
                     }
                     Some((at, _, _)) => Some(at),
                     None => None,
@@ -328,6 +335,27 @@ mod tests {
         }
         let took = t0.elapsed();
         assert!(took >= Duration::from_millis(4900) && took <= Duration::from_millis(5100), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_counts_from_the_earliest_add_or_the_end_of_the_delay() {
+        let q = q();
+        q.add_after("b".into(), Duration::from_millis(10));
+        q.add("a".into());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        q.add("a".into());
+        tokio::time::sleep(Duration::from_millis(45)).await;
+        assert_eq!(q.get_timed().await, Some(("a".into(), Duration::from_millis(50))));
+        assert_eq!(q.get_timed().await, Some(("b".into(), Duration::from_millis(40))));
+
+        // Added while processing: it waits from that add, through the rest of the processing.
+        q.add("c".into());
+        let (c, _) = q.get_timed().await.unwrap();
+        q.add("c".into());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.done(&c);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        assert_eq!(q.get_timed().await, Some(("c".into(), Duration::from_millis(23))));
     }
 
     #[tokio::test(start_paused = true)]
