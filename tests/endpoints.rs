@@ -217,43 +217,10 @@ async fn a_service_given_a_selector_later_starts_from_its_creation_time() {
 /// write in the test's namespace.
 #[tokio::test]
 async fn a_failed_write_is_reported_on_the_endpoints_object() {
-    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
     use k8s_openapi::api::events::v1::Event;
     let (client, ns, svcs, pods, ctl) = setup("ep-failed").await;
-    let name = format!("deny-endpoints-{ns}");
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["endpoints"]
-            }]},
-            "validations": [{"expression": "false", "message": "Endpoints refused by the test's policy"}]
-        }
-    }))
-    .unwrap();
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-        }
-    }))
-    .unwrap();
-    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
-    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
-    policies.create(&PostParams::default(), &policy).await.unwrap();
-    bindings.create(&PostParams::default(), &binding).await.unwrap();
-    // The API server loads policies from a watch: wait until this one refuses an Endpoints.
-    let eps: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
     let probe = Endpoints { metadata: ObjectMeta { name: Some("probe".into()), ..Default::default() }, subsets: None };
-    let t0 = std::time::Instant::now();
-    while eps.create(&PostParams::default(), &probe).await.is_ok() {
-        eps.delete("probe", &DeleteParams::default()).await.unwrap();
-        assert!(t0.elapsed() < CONVERGE, "the policy never took effect");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let refusal = Refusal::install(&client, &ns, ("", "endpoints"), "false", probe).await;
     svcs.create(&PostParams::default(), &service("refused", "refused", &[("http", 80, IntOrString::Int(8080))]))
         .await
         .unwrap();
@@ -273,7 +240,6 @@ async fn a_failed_write_is_reported_on_the_endpoints_object() {
     let regarding = ev.regarding.unwrap();
     assert_eq!((regarding.kind.as_deref(), regarding.name.as_deref()), (Some("Endpoints"), Some("refused")));
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
-    bindings.delete(&name, &DeleteParams::default()).await.unwrap();
-    policies.delete(&name, &DeleteParams::default()).await.unwrap();
+    refusal.remove().await;
     ctl.stop().await;
 }

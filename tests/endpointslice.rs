@@ -353,6 +353,70 @@ async fn dual_stack_service_gets_a_slice_per_family() {
     ctl.stop().await;
 }
 
+/// Upstream reconciles each address type on its own. Here an admission policy refuses every
+/// IPv6 slice of the namespace: the IPv4 slice must still follow its pods. (It used to wait for
+/// good behind the refused IPv6 create, planned before the IPv4 update.)
+#[tokio::test]
+async fn a_refused_address_type_does_not_hold_back_the_other() {
+    use k8s_openapi::api::events::v1::Event;
+    let (client, ns, svcs, pods) = setup("es-family").await;
+    let probe = EndpointSlice {
+        metadata: kube::api::ObjectMeta { name: Some("probe".into()), ..Default::default() },
+        address_type: "IPv6".into(),
+        endpoints: Some(vec![]),
+        ports: None,
+    };
+    let refusal =
+        Refusal::install(&client, &ns, ("discovery.k8s.io", "endpointslices"), "object.addressType != 'IPv6'", probe)
+            .await;
+    let ctl = start(&client, &ns, |_| {}).await;
+    let mut svc = service("fam", "fam", &[("http", 80, IntOrString::Int(8080))]);
+    let spec = svc.spec.as_mut().unwrap();
+    spec.ip_family_policy = Some("RequireDualStack".into());
+    spec.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
+    svcs.create(&PostParams::default(), &svc).await.unwrap();
+    let ips = [("10.250.2.1", "fd00:250::2:1"), ("10.250.2.2", "fd00:250::2:2")];
+    for (i, (v4, v6)) in ips.iter().enumerate() {
+        let name = format!("fam-{i}");
+        let p = kwok::with_custom_status(kwok::pod(&name, &node(i), &[("app", "fam")], &[("http", 8080)]));
+        pods.create(&PostParams::default(), &p).await.unwrap();
+        kwok::set_pod_status(&pods, &name, kwok::running_status(&[v4, v6], true)).await.unwrap();
+    }
+    let ready = |s: &[EndpointSlice], ip: &str| -> Option<bool> {
+        s.iter()
+            .flat_map(|x| x.endpoints.iter().flatten())
+            .find(|e| e.addresses.iter().any(|a| a == ip))
+            .map(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+    };
+    wait_slices(&client, &ns, "fam", "the IPv4 slice with both pods ready", |s| {
+        s.len() == 1 && ready(s, ips[0].0) == Some(true) && ready(s, ips[1].0) == Some(true)
+    })
+    .await;
+    // The IPv6 create is refused on every sync; this one also has an IPv4 update to make.
+    kwok::set_pod_status(&pods, "fam-0", kwok::running_status(&[ips[0].0, ips[0].1], false)).await.unwrap();
+    let s = wait_slices(&client, &ns, "fam", "fam-0 not ready in the IPv4 slice", |s| {
+        ready(s, ips[0].0) == Some(false) && ready(s, ips[1].0) == Some(true)
+    })
+    .await;
+    assert!(s.iter().all(|x| x.address_type == "IPv4"), "{}", describe(&s));
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let t0 = std::time::Instant::now();
+    while !events.list(&Default::default()).await.unwrap().items.iter().any(|e| {
+        e.reason.as_deref() == Some("FailedToUpdateEndpointSlices")
+            && e.note.as_deref().is_some_and(|n| n.contains("refused by the test's policy"))
+    }) {
+        assert!(t0.elapsed() < CONVERGE, "no FailedToUpdateEndpointSlices event for the IPv6 refusal");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    refusal.remove().await;
+    // Once allowed, the IPv6 slice follows.
+    wait_slices(&client, &ns, "fam", "the IPv6 slice once allowed", |s| {
+        s.len() == 2 && ready(s, ips[0].1) == Some(false) && ready(s, ips[1].1) == Some(true)
+    })
+    .await;
+    ctl.stop().await;
+}
+
 #[tokio::test]
 async fn headless_service_with_hostnames_and_publish_not_ready() {
     let (client, ns, svcs, pods) = setup("es-headless").await;

@@ -227,3 +227,84 @@ pub async fn wait_ready_ips(pods: &Api<Pod>, names: &[String]) -> BTreeMap<Strin
     }
     out
 }
+
+/// A ValidatingAdmissionPolicy (and its binding) that refuses CREATE and UPDATE of `resource`
+/// in API group `group` in one namespace whenever the CEL `allow` expression is false: a real
+/// API server refusing a controller's writes. [`Refusal::remove`] deletes both.
+pub struct Refusal {
+    client: kube::Client,
+    name: String,
+}
+
+impl Refusal {
+    /// Installs the policy and waits until the API server enforces it: `probe` is created
+    /// (and deleted again) until it is refused, so `probe` must be an object the policy refuses.
+    pub async fn install<K>(
+        client: &kube::Client,
+        ns: &str,
+        (group, resource): (&str, &str),
+        allow: &str,
+        probe: K,
+    ) -> Self
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + k8s_openapi::serde::Serialize
+            + k8s_openapi::serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        use kube::api::{DeleteParams, PostParams};
+        let name = format!("refuse-{resource}-{ns}");
+        let version = if group.is_empty() { "v1" } else { "*" };
+        let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": [group], "apiVersions": [version], "operations": ["CREATE", "UPDATE"], "resources": [resource]
+                }]},
+                "validations": [{"expression": allow, "message": format!("{resource} refused by the test's policy")}]
+            }
+        }))
+        .unwrap();
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+            }
+        }))
+        .unwrap();
+        Api::<ValidatingAdmissionPolicy>::all(client.clone()).create(&PostParams::default(), &policy).await.unwrap();
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+        // The API server loads policies from a watch: wait until this one refuses the probe.
+        let api: Api<K> = Api::namespaced(client.clone(), ns);
+        let probe_name = probe.meta().name.clone().unwrap();
+        let t0 = Instant::now();
+        while api.create(&PostParams::default(), &probe).await.is_ok() {
+            api.delete(&probe_name, &DeleteParams::default()).await.unwrap();
+            assert!(t0.elapsed() < CONVERGE, "the policy {name} never took effect");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Refusal { client: client.clone(), name }
+    }
+
+    /// Deletes the policy and its binding.
+    pub async fn remove(self) {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        use kube::api::DeleteParams;
+        let dp = DeleteParams::default();
+        Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone()).delete(&self.name, &dp).await.unwrap();
+        Api::<ValidatingAdmissionPolicy>::all(self.client.clone()).delete(&self.name, &dp).await.unwrap();
+    }
+}

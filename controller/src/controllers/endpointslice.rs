@@ -396,17 +396,18 @@ async fn sync(s: &Shared, snap: &Snapshot, key: &Key, gate: &super::leader::Gate
         super::work::publish_event(&s.recorder, e, &service_ref).await;
     }
 
-    let slice_plan = SlicePlan { create: &plan.create, update: &plan.update, delete: &plan.delete };
-    let mut result = apply_slices(
-        &s.client,
-        ns,
-        &s.field_manager,
-        slice_plan,
-        (&s.written, &snap.slices),
-        gate,
-        &s.metrics.endpointslice.changes,
-    )
-    .await;
+    // Each address type on its own, as upstream: an IPv6 write refused does not hold back IPv4.
+    let mut errors = Vec::new();
+    for part in SlicePlan::new(&plan.create, &plan.update, &plan.delete).by_address_type() {
+        let written = (&s.written, &snap.slices);
+        match apply_slices(&s.client, ns, &s.field_manager, part, written, gate, &s.metrics.endpointslice.changes).await
+        {
+            Ok(()) => {}
+            Err(SyncError::NotLeader) => return Err(SyncError::NotLeader),
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut result = SyncError::aggregate(errors);
     if result.is_ok() {
         s.trigger_times.lock().unwrap_or_else(|e| e.into_inner()).commit(&service, trigger_state);
         if let Some(w) = plan.warnings.iter().find(|w| w.requires_retry()) {

@@ -271,7 +271,7 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
             super::work::publish_event(&s.recorder, e, &reference).await;
         }
     }
-    let slice_plan = SlicePlan { create: &plan.create, update: &plan.update, delete: &plan.delete };
+    let slice_plan = SlicePlan::new(&plan.create, &plan.update, &plan.delete);
     apply_slices(
         &s.client,
         ns,

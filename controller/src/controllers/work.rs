@@ -3,7 +3,7 @@
 //! a slice plan (creates, updates, deletes) with the write gate and the recent-writes overlay.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,6 +81,27 @@ impl SyncError {
         match self {
             SyncError::Api(kube::Error::Api(status)) => status.message.clone(),
             e => e.to_string(),
+        }
+    }
+
+    /// The outcome of several independent writes (upstream's `utilerrors.NewAggregate`): none
+    /// is success, one is itself, several are one error naming each, stale only if all were.
+    pub fn aggregate(mut errors: Vec<SyncError>) -> Result<(), SyncError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => {
+                let all_stale = errors.iter().all(|e| matches!(e, SyncError::Stale(_)));
+                let joined = errors
+                    .iter()
+                    .map(|e| match e {
+                        SyncError::Stale(m) => m.clone(),
+                        e => e.message(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Err(if all_stale { SyncError::Stale(joined) } else { SyncError::Retry(joined) })
+            }
         }
     }
 
@@ -276,11 +297,54 @@ pub fn is_namespace_terminating(e: &kube::Error) -> bool {
 /// The slices a plan writes.
 pub struct SlicePlan<'a> {
     /// POSTs.
-    pub create: &'a [EndpointSlice],
+    pub create: Vec<&'a EndpointSlice>,
     /// PUTs (each carries the resourceVersion it was planned from).
-    pub update: &'a [EndpointSlice],
+    pub update: Vec<&'a EndpointSlice>,
     /// DELETEs.
-    pub delete: &'a [EndpointSlice],
+    pub delete: Vec<&'a EndpointSlice>,
+    /// Every create of the sync this plan is part of: names a fallback must not take.
+    pub reserved: &'a [EndpointSlice],
+}
+
+impl<'a> SlicePlan<'a> {
+    /// The whole plan, applied as one (the mirroring controller's `finalize`).
+    pub fn new(create: &'a [EndpointSlice], update: &'a [EndpointSlice], delete: &'a [EndpointSlice]) -> Self {
+        SlicePlan {
+            create: create.iter().collect(),
+            update: update.iter().collect(),
+            delete: delete.iter().collect(),
+            reserved: create,
+        }
+    }
+
+    /// The plan as one part per address type, each in the plan's order (the EndpointSlice
+    /// controller's `reconcileByAddressType`: a write that fails for one address type does not
+    /// hold back the others, as upstream). Ordered by address type.
+    pub fn by_address_type(self) -> Vec<SlicePlan<'a>> {
+        fn part<'p, 'a>(
+            parts: &'p mut BTreeMap<&'a str, SlicePlan<'a>>,
+            slice: &'a EndpointSlice,
+            reserved: &'a [EndpointSlice],
+        ) -> &'p mut SlicePlan<'a> {
+            parts.entry(slice.address_type.as_str()).or_insert_with(|| SlicePlan {
+                create: Vec::new(),
+                update: Vec::new(),
+                delete: Vec::new(),
+                reserved,
+            })
+        }
+        let mut parts = BTreeMap::new();
+        for slice in self.create {
+            part(&mut parts, slice, self.reserved).create.push(slice);
+        }
+        for slice in self.update {
+            part(&mut parts, slice, self.reserved).update.push(slice);
+        }
+        for slice in self.delete {
+            part(&mut parts, slice, self.reserved).delete.push(slice);
+        }
+        parts.into_values().collect()
+    }
 }
 
 /// The body of a PUT for `slice`, planned from a cached copy: without managed fields. The cache
@@ -331,7 +395,7 @@ pub async fn apply_slices(
     // creates the cache has not shown yet, and this plan's other creates.
     let taken = || -> BTreeSet<String> {
         let known = overlay().overlay(ns, cache.store.in_namespace(ns), |_| true);
-        known.iter().map(|s| s.name_any()).chain(plan.create.iter().map(|s| s.name_any())).collect()
+        known.iter().map(|s| s.name_any()).chain(plan.reserved.iter().map(|s| s.name_any())).collect()
     };
     for slice in plan.create {
         leading()?;
@@ -542,6 +606,43 @@ mod tests {
         ] {
             assert!(!same_group(&ours, &other), "{:?}", other.metadata.labels);
         }
+    }
+
+    #[test]
+    fn a_plan_splits_by_address_type_keeping_its_order_and_every_create_reserved() {
+        let slice = |name: &str, t: &str| EndpointSlice {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            address_type: t.into(),
+            endpoints: Some(vec![]),
+            ports: None,
+        };
+        let create = [slice("c6", "IPv6"), slice("c4a", "IPv4"), slice("c4b", "IPv4")];
+        let update = [slice("u4", "IPv4")];
+        let delete = [slice("d6", "IPv6"), slice("dq", "FQDN")];
+        let names = |v: &[&EndpointSlice]| v.iter().map(|s| s.name_any()).collect::<Vec<_>>();
+        let parts = SlicePlan::new(&create, &update, &delete).by_address_type();
+        let shape: Vec<_> = parts.iter().map(|p| (names(&p.create), names(&p.update), names(&p.delete))).collect();
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            shape,
+            [(v(&[]), v(&[]), v(&["dq"])), (v(&["c4a", "c4b"]), v(&["u4"]), v(&[])), (v(&["c6"]), v(&[]), v(&["d6"])),]
+        );
+        assert!(parts.iter().all(|p| p.reserved.len() == 3), "a fallback name avoids every create of the sync");
+    }
+
+    #[test]
+    fn errors_of_independent_writes_aggregate() {
+        assert!(SyncError::aggregate(vec![]).is_ok());
+        let one = SyncError::aggregate(vec![SyncError::Stale("a".into())]).unwrap_err();
+        assert!(matches!(one, SyncError::Stale(m) if m == "a"));
+        let stale = SyncError::aggregate(vec![SyncError::Stale("a".into()), SyncError::Stale("b".into())]);
+        assert!(matches!(stale, Err(SyncError::Stale(m)) if m == "a; b"));
+        let status = kube::core::Status { code: 403, message: "refused".into(), ..Default::default() };
+        let mixed = SyncError::aggregate(vec![
+            SyncError::Stale("a".into()),
+            SyncError::Api(kube::Error::Api(Box::new(status))),
+        ]);
+        assert!(matches!(mixed, Err(SyncError::Retry(m)) if m == "a; refused"));
     }
 
     fn queue() -> Arc<Queue> {
