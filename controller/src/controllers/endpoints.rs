@@ -131,7 +131,8 @@ struct EndpointsEvents(Arc<Shared>);
 
 impl Handler<Endpoints> for EndpointsEvents {
     fn applied(&self, _old: Option<Arc<Endpoints>>, new: Arc<Endpoints>) {
-        self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
+        // Upstream's Endpoints controller does not sync on Endpoints events at all.
+        let _echo = self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
     }
 
     fn deleted(&self, old: Arc<Endpoints>) {

@@ -280,13 +280,15 @@ impl SliceEvents {
 impl Handler<EndpointSlice> for SliceEvents {
     fn applied(&self, old: Option<Arc<EndpointSlice>>, new: Arc<EndpointSlice>) {
         let s = &self.0;
-        s.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
+        // The echo of our own write needs no sync (upstream's tracker, `ShouldSync`).
+        let echo = s.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
         if self.ours(&new) {
             self.check_foreign_writer(old.as_deref(), &new);
         }
         match old {
             None => {
                 if self.ours(&new)
+                    && !echo
                     && let Some(k) = Self::service_of(&new)
                 {
                     self.0.queue.enqueue(k, self.delay());
@@ -302,6 +304,7 @@ impl Handler<EndpointSlice> for SliceEvents {
                         self.0.queue.enqueue(k, self.delay());
                     }
                 } else if (self.ours(&old) || self.ours(&new))
+                    && !(echo && self.ours(&old) == self.ours(&new))
                     && let Some(k) = kn
                 {
                     self.0.queue.enqueue(k, self.delay());
@@ -312,8 +315,10 @@ impl Handler<EndpointSlice> for SliceEvents {
 
     fn deleted(&self, old: Arc<EndpointSlice>) {
         let s = &self.0;
-        s.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
+        // Our own delete needs no sync (upstream's `HandleDeletion`); any other one does.
+        let ours_deleted = s.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
         if self.ours(&old)
+            && !ours_deleted
             && let Some(k) = Self::service_of(&old)
         {
             self.0.queue.enqueue(k, self.delay());

@@ -168,12 +168,13 @@ impl Handler<Endpoints> for EndpointsEvents {
 struct SliceEvents(Arc<Shared>);
 
 impl SliceEvents {
-    fn act(&self, u: SliceUpdate) {
+    /// `own` says the event is the echo of our own write or delete (see the overlay), which
+    /// upstream's tracker does not sync for either.
+    fn act(&self, u: SliceUpdate, own: bool) {
         let keys = match u {
             SliceUpdate::Ignore => vec![],
             SliceUpdate::Queue(keys) => keys,
-            // Without a generation tracker the echo of our own write is queued too; its sync
-            // plans nothing (see the overlay), which costs one plan and no write.
+            SliceUpdate::UnlessOwnWrite(_) if own => vec![],
             SliceUpdate::UnlessOwnWrite(key) => vec![key],
         };
         // Only EndpointSlice events wait for the batch period (upstream's
@@ -186,19 +187,19 @@ impl SliceEvents {
 
 impl Handler<EndpointSlice> for SliceEvents {
     fn applied(&self, old: Option<Arc<EndpointSlice>>, new: Arc<EndpointSlice>) {
-        self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
+        let echo = self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed(&new);
         let managed_by = &self.0.settings.core.managed_by;
         let u = match old {
             None => decide::slice_added_or_deleted(&new, managed_by),
             Some(old) if old.metadata.resource_version == new.metadata.resource_version => SliceUpdate::Ignore,
             Some(old) => decide::slice_updated(&old, &new, managed_by),
         };
-        self.act(u);
+        self.act(u, echo);
     }
 
     fn deleted(&self, old: Arc<EndpointSlice>) {
-        self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
-        self.act(decide::slice_added_or_deleted(&old, &self.0.settings.core.managed_by));
+        let ours = self.0.written.lock().unwrap_or_else(|e| e.into_inner()).observed_deleted(&old);
+        self.act(decide::slice_added_or_deleted(&old, &self.0.settings.core.managed_by), ours);
     }
 }
 

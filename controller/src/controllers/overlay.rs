@@ -102,20 +102,32 @@ impl<K: Resource> RecentWrites<K> {
         }
     }
 
-    /// The watch delivered a version of an object.
-    pub fn observed(&mut self, obj: &K) {
+    /// The watch delivered a version of an object. Returns whether it is the very version our
+    /// latest write of it returned: the echo of our own write, which needs no sync (upstream's
+    /// EndpointSliceTracker, `ShouldSync`, skips it by generation). An echo that arrives before
+    /// the write's response is not recognised, as upstream's is not.
+    pub fn observed(&mut self, obj: &K) -> bool {
         let k = key_of(obj);
-        if self.entries.get(&k).is_some_and(|e| e.written.is_some() && Self::caught_up(e, Some(obj))) {
+        let Some(e) = self.entries.get(&k) else { return false };
+        let echo = e.written.as_ref().is_some_and(|w| {
+            let (w, o) = (w.meta(), obj.meta());
+            w.uid == o.uid && w.resource_version.is_some() && w.resource_version == o.resource_version
+        });
+        if e.written.is_some() && Self::caught_up(e, Some(obj)) {
             self.entries.remove(&k);
         }
+        echo
     }
 
     /// The watch reported an object deleted: nothing of ours about that object is pending.
-    pub fn observed_deleted(&mut self, obj: &K) {
+    /// Returns whether we deleted it ourselves (upstream's `HandleDeletion`).
+    pub fn observed_deleted(&mut self, obj: &K) -> bool {
         let k = key_of(obj);
-        if self.entries.get(&k).is_some_and(|e| e.uid == obj.meta().uid) {
+        let ours = self.entries.get(&k).filter(|e| e.uid == obj.meta().uid).map(|e| e.written.is_none());
+        if ours.is_some() {
             self.entries.remove(&k);
         }
+        ours.unwrap_or(false)
     }
 
     fn expire(&mut self) {
@@ -296,6 +308,31 @@ mod tests {
         w.wrote(obj("d", "u5", "1", "g"), None, None);
         w.observed_deleted(&obj("d", "u5", "1", "g"));
         assert!(w.overlay("ns", vec![], in_g).is_empty());
+    }
+
+    /// Upstream's tracker does not sync on the echo of its own write (`ShouldSync`) or delete
+    /// (`HandleDeletion`); the overlay tells them apart from everyone else's events.
+    #[test]
+    fn the_echo_of_our_own_write_or_delete_is_recognised() {
+        let mut w = RecentWrites::default();
+        w.wrote(obj("a", "u1", "11", "g"), Some("10".into()), None);
+        w.wrote(obj("a", "u1", "12", "g"), Some("11".into()), None);
+        assert!(!w.observed(&obj("a", "u1", "11", "g")), "superseded by our next write: not the latest");
+        assert!(w.observed(&obj("a", "u1", "12", "g")), "our latest write");
+        assert!(w.is_empty());
+        assert!(!w.observed(&obj("a", "u1", "12", "g")), "nothing pending: someone else's, or a replay");
+        w.wrote(obj("b", "u2", "5", "g"), Some("4".into()), None);
+        assert!(!w.observed(&obj("b", "u2", "6", "g")), "someone else's newer version");
+        assert!(!w.observed(&obj("c", "u3", "5", "g")), "never written");
+        w.wrote(obj("d", "u4", "7", "g"), None, None);
+        assert!(!w.observed(&obj("d", "u5", "7", "g")), "another object under the same name");
+
+        w.deleted(&obj("e", "u6", "3", "g"));
+        assert!(!w.observed_deleted(&obj("e", "u7", "9", "g")), "a recreated object deleted by someone else");
+        assert!(w.observed_deleted(&obj("e", "u6", "3", "g")), "our delete");
+        assert!(!w.observed_deleted(&obj("e", "u6", "3", "g")));
+        w.wrote(obj("f", "u8", "2", "g"), None, None);
+        assert!(!w.observed_deleted(&obj("f", "u8", "2", "g")), "we wrote it, someone else deleted it");
     }
 
     #[test]
