@@ -386,8 +386,8 @@ async fn the_echo_of_our_own_write_does_not_sync_the_service_again() {
     }
     let n = syncs() - before;
     // One sync per flip; an echo that beats its write's response is not recognised (upstream's
-    // tracker has the same race), hence a little slack. Syncing on every echo makes it 12.
-    assert!(n >= f64::from(flips) && n <= f64::from(flips) + 2.0, "{n} syncs for {flips} flips");
+    // tracker has the same race), hence the slack. Syncing on every echo makes it 12.
+    assert!(n >= f64::from(flips) && n <= f64::from(flips) * 1.5, "{n} syncs for {flips} flips");
     assert_eq!(ctl.writes().1 - updates_before, f64::from(flips), "one update per flip");
     ctl.stop().await;
 }
@@ -405,9 +405,14 @@ async fn a_refused_address_type_does_not_hold_back_the_other() {
         endpoints: Some(vec![]),
         ports: None,
     };
-    let refusal =
-        Refusal::install(&client, &ns, ("discovery.k8s.io", "endpointslices"), "object.addressType != 'IPv6'", probe)
-            .await;
+    let refusal = Refusal::install(
+        &client,
+        &ns,
+        ("discovery.k8s.io", "endpointslices"),
+        "object.addressType != 'IPv6'",
+        probe.clone(),
+    )
+    .await;
     let ctl = start(&client, &ns, |_| {}).await;
     let mut svc = service("fam", "fam", &[("http", 80, IntOrString::Int(8080))]);
     let spec = svc.spec.as_mut().unwrap();
@@ -447,8 +452,11 @@ async fn a_refused_address_type_does_not_hold_back_the_other() {
         assert!(t0.elapsed() < CONVERGE, "no FailedToUpdateEndpointSlices event for the IPv6 refusal");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    refusal.remove().await;
-    // Once allowed, the IPv6 slice follows.
+    refusal.remove(&ns, probe).await;
+    // Once allowed, the next sync writes the IPv6 slice. (The failed syncs back off
+    // exponentially; a change to the Service syncs it now instead.)
+    let touch = serde_json::json!({"metadata": {"annotations": {"epslice.io/test-touch": "1"}}});
+    svcs.patch("fam", &PatchParams::default(), &Patch::Merge(touch)).await.unwrap();
     wait_slices(&client, &ns, "fam", "the IPv6 slice once allowed", |s| {
         s.len() == 2 && ready(s, ips[0].1) == Some(false) && ready(s, ips[1].1) == Some(true)
     })

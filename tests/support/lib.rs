@@ -230,10 +230,13 @@ pub async fn wait_ready_ips(pods: &Api<Pod>, names: &[String]) -> BTreeMap<Strin
 
 /// A ValidatingAdmissionPolicy (and its binding) that refuses CREATE and UPDATE of `resource`
 /// in API group `group` in one namespace whenever the CEL `allow` expression is false: a real
-/// API server refusing a controller's writes. [`Refusal::remove`] deletes both.
+/// API server refusing a controller's writes. [`Refusal::remove`] deletes both and waits until
+/// the API server lets writes through again; dropped without it (a failed test), it deletes
+/// them with kubectl, since they are cluster-scoped.
 pub struct Refusal {
     client: kube::Client,
     name: String,
+    removed: bool,
 }
 
 impl Refusal {
@@ -257,7 +260,7 @@ impl Refusal {
         use k8s_openapi::api::admissionregistration::v1::{
             ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
         };
-        use kube::api::{DeleteParams, PostParams};
+        use kube::api::PostParams;
         let name = format!("refuse-{resource}-{ns}");
         let version = if group.is_empty() { "v1" } else { "*" };
         let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
@@ -281,24 +284,32 @@ impl Refusal {
         }))
         .unwrap();
         Api::<ValidatingAdmissionPolicy>::all(client.clone()).create(&PostParams::default(), &policy).await.unwrap();
+        let refusal = Refusal { client: client.clone(), name, removed: false };
         Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
             .create(&PostParams::default(), &binding)
             .await
             .unwrap();
         // The API server loads policies from a watch: wait until this one refuses the probe.
         let api: Api<K> = Api::namespaced(client.clone(), ns);
-        let probe_name = probe.meta().name.clone().unwrap();
         let t0 = Instant::now();
-        while api.create(&PostParams::default(), &probe).await.is_ok() {
-            api.delete(&probe_name, &DeleteParams::default()).await.unwrap();
-            assert!(t0.elapsed() < CONVERGE, "the policy {name} never took effect");
+        while create_and_delete(&api, &probe).await {
+            assert!(t0.elapsed() < CONVERGE, "the policy {} never took effect", refusal.name);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Refusal { client: client.clone(), name }
+        refusal
     }
 
-    /// Deletes the policy and its binding.
-    pub async fn remove(self) {
+    /// Deletes the policy and its binding, and waits until `probe` (an object the policy
+    /// refused) can be created again.
+    pub async fn remove<K>(mut self, ns: &str, probe: K)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + k8s_openapi::serde::Serialize
+            + k8s_openapi::serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
         use k8s_openapi::api::admissionregistration::v1::{
             ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
         };
@@ -306,5 +317,39 @@ impl Refusal {
         let dp = DeleteParams::default();
         Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone()).delete(&self.name, &dp).await.unwrap();
         Api::<ValidatingAdmissionPolicy>::all(self.client.clone()).delete(&self.name, &dp).await.unwrap();
+        self.removed = true;
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let t0 = Instant::now();
+        while !create_and_delete(&api, &probe).await {
+            assert!(t0.elapsed() < CONVERGE, "the policy {} was never lifted", self.name);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Whether `probe` could be created (it is deleted again at once).
+async fn create_and_delete<K>(api: &Api<K>, probe: &K) -> bool
+where
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::Serialize
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    use kube::api::{DeleteParams, PostParams};
+    if api.create(&PostParams::default(), probe).await.is_err() {
+        return false;
+    }
+    api.delete(&probe.meta().name.clone().unwrap(), &DeleteParams::default()).await.unwrap();
+    true
+}
+
+impl Drop for Refusal {
+    fn drop(&mut self) {
+        if !self.removed {
+            for kind in ["validatingadmissionpolicybinding", "validatingadmissionpolicy"] {
+                let _ = envtest::shared().kubectl().args(["delete", kind, &self.name, "--ignore-not-found"]).output();
+            }
+        }
     }
 }

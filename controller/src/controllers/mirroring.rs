@@ -6,10 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::ResourceExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
 use super::informers::{Informers, Key, LABEL_SERVICE_NAME, Subscribers, key_of};
@@ -249,14 +249,7 @@ async fn sync(s: &Shared, inf: &Informers, key: &Key, gate: &super::leader::Gate
         }
     }
     if let Some(ep) = endpoints.as_deref() {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Endpoints".into()),
-            namespace: Some(ns.clone()),
-            name: Some(name.clone()),
-            uid: ep.metadata.uid.clone(),
-            ..Default::default()
-        };
+        let reference = ep.object_ref(&());
         for ev in &plan.events {
             let e = KubeEvent {
                 type_: if ev.event_type == crate::endpointslice::hints::EventType::Warning {

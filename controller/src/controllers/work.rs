@@ -192,8 +192,29 @@ impl Queue {
         Fut: Future<Output = Result<(), SyncError>> + Send,
     {
         let mut set = tokio::task::JoinSet::new();
+        // Since when this replica leads. A follower's keys wait for leadership, not for a
+        // worker; client-go's queue duration counts from the add because kube-controller-manager
+        // has no queue before it leads, so here the wait counts from the later of the two.
+        let leading_since = Arc::new(Mutex::new(tokio::time::Instant::now()));
+        {
+            let (since, mut gate, mut stop) = (leading_since.clone(), gate.clone(), stop.clone());
+            set.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|v| *v) => break,
+                        r = gate.wait_for(|leading| *leading) => if r.is_err() { break },
+                    }
+                    *since.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+                    tokio::select! {
+                        _ = stop.wait_for(|v| *v) => break,
+                        r = gate.wait_for(|leading| !*leading) => if r.is_err() { break },
+                    }
+                }
+            });
+        }
         for _ in 0..workers.max(1) {
             let (q, mut gate, sync, mut stop) = (self.clone(), gate.clone(), sync.clone(), stop.clone());
+            let leading_since = leading_since.clone();
             set.spawn(async move {
                 loop {
                     // Only the leader works; the caches stay warm on every replica. A follower
@@ -205,6 +226,8 @@ impl Queue {
                     let Some((key, waited)) = q.queue.get_timed().await else { break };
                     q.record_depth();
                     let labels = q.labels();
+                    let leading_for = leading_since.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                    let waited = waited.min(leading_for);
                     q.metrics.queue.queue_duration.get_or_create(&labels).observe(waited.as_secs_f64());
                     let t0 = tokio::time::Instant::now();
                     let running = q.metrics.queue.in_flight.start(q.queue.name());
@@ -319,7 +342,9 @@ impl<'a> SlicePlan<'a> {
 
     /// The plan as one part per address type, each in the plan's order (the EndpointSlice
     /// controller's `reconcileByAddressType`: a write that fails for one address type does not
-    /// hold back the others, as upstream). Ordered by address type.
+    /// hold back the others, as upstream). An address type with only deletes (one the Service
+    /// dropped) comes last, one part per delete: upstream deletes those after reconciling the
+    /// others and goes on past a failed one.
     pub fn by_address_type(self) -> Vec<SlicePlan<'a>> {
         fn part<'p, 'a>(
             parts: &'p mut BTreeMap<&'a str, SlicePlan<'a>>,
@@ -343,7 +368,17 @@ impl<'a> SlicePlan<'a> {
         for slice in self.delete {
             part(&mut parts, slice, self.reserved).delete.push(slice);
         }
-        parts.into_values().collect()
+        let (writes, deletes): (Vec<_>, Vec<_>) =
+            parts.into_values().partition(|p| !p.create.is_empty() || !p.update.is_empty());
+        let one_each = deletes.into_iter().flat_map(|p| {
+            p.delete.into_iter().map(move |slice| SlicePlan {
+                create: Vec::new(),
+                update: Vec::new(),
+                delete: vec![slice],
+                reserved: p.reserved,
+            })
+        });
+        writes.into_iter().chain(one_each).collect()
     }
 }
 
@@ -618,14 +653,20 @@ mod tests {
         };
         let create = [slice("c6", "IPv6"), slice("c4a", "IPv4"), slice("c4b", "IPv4")];
         let update = [slice("u4", "IPv4")];
-        let delete = [slice("d6", "IPv6"), slice("dq", "FQDN")];
+        let delete = [slice("d6", "IPv6"), slice("dq1", "FQDN"), slice("dq2", "FQDN")];
         let names = |v: &[&EndpointSlice]| v.iter().map(|s| s.name_any()).collect::<Vec<_>>();
         let parts = SlicePlan::new(&create, &update, &delete).by_address_type();
         let shape: Vec<_> = parts.iter().map(|p| (names(&p.create), names(&p.update), names(&p.delete))).collect();
         let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             shape,
-            [(v(&[]), v(&[]), v(&["dq"])), (v(&["c4a", "c4b"]), v(&["u4"]), v(&[])), (v(&["c6"]), v(&[]), v(&["d6"])),]
+            [
+                (v(&["c4a", "c4b"]), v(&["u4"]), v(&[])),
+                (v(&["c6"]), v(&[]), v(&["d6"])),
+                // Only deletes: last, each on its own.
+                (v(&[]), v(&[]), v(&["dq1"])),
+                (v(&[]), v(&[]), v(&["dq2"])),
+            ]
         );
         assert!(parts.iter().all(|p| p.reserved.len() == 3), "a fallback name avoids every create of the sync");
     }
@@ -693,26 +734,29 @@ mod tests {
     async fn workers_record_the_wait_in_the_queue_and_the_time_spent_syncing() {
         use prometheus_client::encoding::text::encode;
         let q = queue();
-        q.enqueue(("ns".into(), "a".into()), Duration::ZERO);
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let (gate_tx, gate) = watch::channel(true);
         let (stop_tx, stop) = watch::channel(false);
-        let synced = Arc::new(tokio::sync::Notify::new());
+        let synced = Arc::new(tokio::sync::Semaphore::new(0));
         let done = synced.clone();
         let run = tokio::spawn(q.clone().run_workers(1, gate, stop, move |_, _| {
             let done = done.clone();
             async move {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                done.notify_one();
+                done.add_permits(1);
                 Ok(())
             }
         }));
         let in_flight = &q.metrics.queue.in_flight;
+        tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(in_flight.snapshot()["test"], (0.0, 0.0), "an idle queue reports zeros");
+        // "a" is taken at once and syncs for 2 s; "b", added 1.7 s into that, waits 0.3 s.
+        q.enqueue(("ns".into(), "a".into()), Duration::ZERO);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let (unfinished, longest) = in_flight.snapshot()["test"];
         assert!((1.4..=1.5).contains(&unfinished) && unfinished == longest, "{unfinished} {longest}");
-        synced.notified().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        q.enqueue(("ns".into(), "b".into()), Duration::ZERO);
+        let _ = synced.acquire_many(2).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
         stop_tx.send(true).unwrap();
         run.await.unwrap();
@@ -723,19 +767,19 @@ mod tests {
         let line = |name: &str| -> String {
             text.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in\n{text}")).to_owned()
         };
-        // One observation each: 0.3 s waiting (bucket ≤ 1 s, not ≤ 0.1 s), 2 s syncing (≤ 10 s, not ≤ 1 s).
+        // Waits: "a" none (≤ 0.1 s), "b" 0.3 s (≤ 1 s, not ≤ 0.1 s). Syncs: 2 s each (≤ 10 s, not ≤ 1 s).
         assert_eq!(
             line("workqueue_queue_duration_seconds_count{name=\"test\"}"),
-            "workqueue_queue_duration_seconds_count{name=\"test\"} 1"
+            "workqueue_queue_duration_seconds_count{name=\"test\"} 2"
         );
-        assert!(line("workqueue_queue_duration_seconds_bucket{le=\"0.1\",name=\"test\"}").ends_with(" 0"));
-        assert!(line("workqueue_queue_duration_seconds_bucket{le=\"1.0\",name=\"test\"}").ends_with(" 1"));
+        assert!(line("workqueue_queue_duration_seconds_bucket{le=\"0.1\",name=\"test\"}").ends_with(" 1"));
+        assert!(line("workqueue_queue_duration_seconds_bucket{le=\"1.0\",name=\"test\"}").ends_with(" 2"));
         assert_eq!(
             line("workqueue_work_duration_seconds_count{name=\"test\"}"),
-            "workqueue_work_duration_seconds_count{name=\"test\"} 1"
+            "workqueue_work_duration_seconds_count{name=\"test\"} 2"
         );
         assert!(line("workqueue_work_duration_seconds_bucket{le=\"1.0\",name=\"test\"}").ends_with(" 0"));
-        assert!(line("workqueue_work_duration_seconds_bucket{le=\"10.0\",name=\"test\"}").ends_with(" 1"));
+        assert!(line("workqueue_work_duration_seconds_bucket{le=\"10.0\",name=\"test\"}").ends_with(" 2"));
         // Nothing running any more.
         assert_eq!(
             line("workqueue_unfinished_work_seconds{name=\"test\"}"),
@@ -745,6 +789,37 @@ mod tests {
             line("workqueue_longest_running_processor_seconds{name=\"test\"}"),
             "workqueue_longest_running_processor_seconds{name=\"test\"} 0.0"
         );
+    }
+
+    /// Found in review: on a follower keys wait for leadership, not for a worker; the first syncs
+    /// after a takeover reported hours of queueing. The wait counts from the takeover.
+    #[tokio::test(start_paused = true)]
+    async fn a_follower_s_wait_for_leadership_is_not_queueing_time() {
+        let q = queue();
+        q.enqueue(("ns".into(), "a".into()), Duration::ZERO);
+        let (gate_tx, gate) = watch::channel(false);
+        let (stop_tx, stop) = watch::channel(false);
+        let synced = Arc::new(tokio::sync::Notify::new());
+        let done = synced.clone();
+        let run = tokio::spawn(q.clone().run_workers(1, gate, stop, move |_, _| {
+            let done = done.clone();
+            async move {
+                done.notify_one();
+                Ok(())
+            }
+        }));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        gate_tx.send(true).unwrap();
+        synced.notified().await;
+        stop_tx.send(true).unwrap();
+        run.await.unwrap();
+        let h = q.metrics.queue.queue_duration.get_or_create(&q.labels()).clone();
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("wait", "", h);
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("wait_count 1"), "{text}");
+        assert!(text.contains("wait_bucket{le=\"0.1\"} 1"), "waited an hour as a follower, not in the queue:\n{text}");
     }
 
     /// Found by `a_failed_write_is_reported_on_the_endpoints_object`: the note carried kube's
