@@ -220,7 +220,7 @@ async fn a_failed_write_is_reported_on_the_endpoints_object() {
     use k8s_openapi::api::events::v1::Event;
     let (client, ns, svcs, pods, ctl) = setup("ep-failed").await;
     let probe = Endpoints { metadata: ObjectMeta { name: Some("probe".into()), ..Default::default() }, subsets: None };
-    let refusal = Refusal::install(&client, &ns, ("", "endpoints"), "false", probe.clone()).await;
+    let refusal = Refusal::install(&client, &ns, ("", "endpoints"), "false", probe).await;
     svcs.create(&PostParams::default(), &service("refused", "refused", &[("http", 80, IntOrString::Int(8080))]))
         .await
         .unwrap();
@@ -240,6 +240,6 @@ async fn a_failed_write_is_reported_on_the_endpoints_object() {
     let regarding = ev.regarding.unwrap();
     assert_eq!((regarding.kind.as_deref(), regarding.name.as_deref()), (Some("Endpoints"), Some("refused")));
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
-    refusal.remove(&ns, probe).await;
+    refusal.remove().await;
     ctl.stop().await;
 }

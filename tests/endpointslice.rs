@@ -405,14 +405,9 @@ async fn a_refused_address_type_does_not_hold_back_the_other() {
         endpoints: Some(vec![]),
         ports: None,
     };
-    let refusal = Refusal::install(
-        &client,
-        &ns,
-        ("discovery.k8s.io", "endpointslices"),
-        "object.addressType != 'IPv6'",
-        probe.clone(),
-    )
-    .await;
+    let refusal =
+        Refusal::install(&client, &ns, ("discovery.k8s.io", "endpointslices"), "object.addressType != 'IPv6'", probe)
+            .await;
     let ctl = start(&client, &ns, |_| {}).await;
     let mut svc = service("fam", "fam", &[("http", 80, IntOrString::Int(8080))]);
     let spec = svc.spec.as_mut().unwrap();
@@ -452,7 +447,7 @@ async fn a_refused_address_type_does_not_hold_back_the_other() {
         assert!(t0.elapsed() < CONVERGE, "no FailedToUpdateEndpointSlices event for the IPv6 refusal");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    refusal.remove(&ns, probe).await;
+    refusal.remove().await;
     // Once allowed, the next sync writes the IPv6 slice. (The failed syncs back off
     // exponentially; a change to the Service syncs it now instead.)
     let touch = serde_json::json!({"metadata": {"annotations": {"epslice.io/test-touch": "1"}}});

@@ -228,35 +228,48 @@ pub async fn wait_ready_ips(pods: &Api<Pod>, names: &[String]) -> BTreeMap<Strin
     out
 }
 
+/// What [`Refusal`] needs of the objects it probes with: a namespaced API type.
+pub trait Probe:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + k8s_openapi::serde::Serialize
+    + k8s_openapi::serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Probe for K where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + k8s_openapi::serde::Serialize
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// A ValidatingAdmissionPolicy (and its binding) that refuses CREATE and UPDATE of `resource`
 /// in API group `group` in one namespace whenever the CEL `allow` expression is false: a real
 /// API server refusing a controller's writes. [`Refusal::remove`] deletes both and waits until
 /// the API server lets writes through again; dropped without it (a failed test), it deletes
 /// them with kubectl, since they are cluster-scoped.
-pub struct Refusal {
+pub struct Refusal<K: Probe> {
     client: kube::Client,
     name: String,
+    /// An object the policy refuses, and its namespace's API.
+    probe: (Api<K>, K),
     removed: bool,
 }
 
-impl Refusal {
+impl<K: Probe> Refusal<K> {
     /// Installs the policy and waits until the API server enforces it: `probe` is created
     /// (and deleted again) until it is refused, so `probe` must be an object the policy refuses.
-    pub async fn install<K>(
+    pub async fn install(
         client: &kube::Client,
         ns: &str,
         (group, resource): (&str, &str),
         allow: &str,
         probe: K,
-    ) -> Self
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + k8s_openapi::serde::Serialize
-            + k8s_openapi::serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
+    ) -> Self {
         use k8s_openapi::api::admissionregistration::v1::{
             ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
         };
@@ -284,32 +297,27 @@ impl Refusal {
         }))
         .unwrap();
         Api::<ValidatingAdmissionPolicy>::all(client.clone()).create(&PostParams::default(), &policy).await.unwrap();
-        let refusal = Refusal { client: client.clone(), name, removed: false };
+        let refusal = Refusal {
+            client: client.clone(),
+            name,
+            probe: (Api::namespaced(client.clone(), ns), probe),
+            removed: false,
+        };
         Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
             .create(&PostParams::default(), &binding)
             .await
             .unwrap();
         // The API server loads policies from a watch: wait until this one refuses the probe.
-        let api: Api<K> = Api::namespaced(client.clone(), ns);
         let t0 = Instant::now();
-        while create_and_delete(&api, &probe).await {
+        while refusal.probe_created().await {
             assert!(t0.elapsed() < CONVERGE, "the policy {} never took effect", refusal.name);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         refusal
     }
 
-    /// Deletes the policy and its binding, and waits until `probe` (an object the policy
-    /// refused) can be created again.
-    pub async fn remove<K>(mut self, ns: &str, probe: K)
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + k8s_openapi::serde::Serialize
-            + k8s_openapi::serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
+    /// Deletes the policy and its binding, and waits until the probe can be created again.
+    pub async fn remove(mut self) {
         use k8s_openapi::api::admissionregistration::v1::{
             ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
         };
@@ -318,33 +326,26 @@ impl Refusal {
         Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone()).delete(&self.name, &dp).await.unwrap();
         Api::<ValidatingAdmissionPolicy>::all(self.client.clone()).delete(&self.name, &dp).await.unwrap();
         self.removed = true;
-        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let t0 = Instant::now();
-        while !create_and_delete(&api, &probe).await {
+        while !self.probe_created().await {
             assert!(t0.elapsed() < CONVERGE, "the policy {} was never lifted", self.name);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
 
-/// Whether `probe` could be created (it is deleted again at once).
-async fn create_and_delete<K>(api: &Api<K>, probe: &K) -> bool
-where
-    K: kube::Resource
-        + Clone
-        + k8s_openapi::serde::Serialize
-        + k8s_openapi::serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    use kube::api::{DeleteParams, PostParams};
-    if api.create(&PostParams::default(), probe).await.is_err() {
-        return false;
+    /// Whether the probe could be created (it is deleted again at once).
+    async fn probe_created(&self) -> bool {
+        use kube::api::{DeleteParams, PostParams};
+        let (api, probe) = &self.probe;
+        if api.create(&PostParams::default(), probe).await.is_err() {
+            return false;
+        }
+        api.delete(&probe.meta().name.clone().unwrap(), &DeleteParams::default()).await.unwrap();
+        true
     }
-    api.delete(&probe.meta().name.clone().unwrap(), &DeleteParams::default()).await.unwrap();
-    true
 }
 
-impl Drop for Refusal {
+impl<K: Probe> Drop for Refusal<K> {
     fn drop(&mut self) {
         if !self.removed {
             for kind in ["validatingadmissionpolicybinding", "validatingadmissionpolicy"] {
