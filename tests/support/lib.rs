@@ -340,8 +340,11 @@ impl<K: Probe> Refusal<K> {
         if api.create(&PostParams::default(), probe).await.is_err() {
             return false;
         }
-        api.delete(&probe.meta().name.clone().unwrap(), &DeleteParams::default()).await.unwrap();
-        true
+        match api.delete(&probe.meta().name.clone().unwrap(), &DeleteParams::default()).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(s)) if s.code == 404 => true,
+            Err(e) => panic!("cannot delete the probe: {e}"),
+        }
     }
 }
 
