@@ -194,24 +194,9 @@ impl Queue {
         let mut set = tokio::task::JoinSet::new();
         // Since when this replica leads. A follower's keys wait for leadership, not for a
         // worker; client-go's queue duration counts from the add because kube-controller-manager
-        // has no queue before it leads, so here the wait counts from the later of the two.
+        // has no queue before it leads, so here the wait counts from the later of the two. A
+        // worker that had to wait at the gate records the takeover itself, before it takes a key.
         let leading_since = Arc::new(Mutex::new(tokio::time::Instant::now()));
-        {
-            let (since, mut gate, mut stop) = (leading_since.clone(), gate.clone(), stop.clone());
-            set.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.wait_for(|v| *v) => break,
-                        r = gate.wait_for(|leading| *leading) => if r.is_err() { break },
-                    }
-                    *since.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
-                    tokio::select! {
-                        _ = stop.wait_for(|v| *v) => break,
-                        r = gate.wait_for(|leading| !*leading) => if r.is_err() { break },
-                    }
-                }
-            });
-        }
         for _ in 0..workers.max(1) {
             let (q, mut gate, sync, mut stop) = (self.clone(), gate.clone(), sync.clone(), stop.clone());
             let leading_since = leading_since.clone();
@@ -219,9 +204,13 @@ impl Queue {
                 loop {
                     // Only the leader works; the caches stay warm on every replica. A follower
                     // waiting here stops at once on shutdown.
+                    let was_following = !*gate.borrow();
                     tokio::select! {
                         _ = stop.wait_for(|v| *v) => break,
                         r = gate.wait_for(|leading| *leading) => if r.is_err() { break },
+                    }
+                    if was_following {
+                        *leading_since.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
                     }
                     let Some((key, waited)) = q.queue.get_timed().await else { break };
                     q.record_depth();
