@@ -32,8 +32,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub endpointslice_updates_batch_period: Duration,
 
-    /// Services synced at once by the Endpoints controller (1–50).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
+    /// Services synced at once by the Endpoints controller (at least 1; kcm sets no upper bound here).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrent_endpoint_syncs: u16,
 
     /// Delay of pod-triggered Endpoints syncs (Go duration).
@@ -392,6 +392,13 @@ mod tests {
         assert!(err.contains("1..=1000"), "{err}");
         let err = T::try_parse_from(["x", "--concurrent-service-endpoint-syncs", "0"]).unwrap_err().to_string();
         assert!(err.contains("1..=50"), "{err}");
+        // kube-controller-manager's bounds: 1–50 for the slice controllers; the Endpoints
+        // controller's is unbounded upstream, so a kcm command line with 100 must start.
+        assert!(T::try_parse_from(["x", "--concurrent-service-endpoint-syncs", "51"]).is_err());
+        assert!(T::try_parse_from(["x", "--mirroring-concurrent-service-endpoint-syncs", "51"]).is_err());
+        let t = T::try_parse_from(["x", "--concurrent-endpoint-syncs", "100"]).unwrap();
+        assert_eq!(t.run.options().unwrap().endpoints.workers, 100);
+        assert!(T::try_parse_from(["x", "--concurrent-endpoint-syncs", "0"]).is_err());
         let err = T::try_parse_from(["x", "--managed-by", "not valid!"]).unwrap_err().to_string();
         assert!(err.contains("not a valid label value"), "{err}");
         let t = T::try_parse_from(["x", "--controllers", "nope"]).unwrap();
