@@ -74,8 +74,12 @@ fn install_rbac() {
             "crds/serviceenvpolicy.yaml",
         ]);
         kubectl_ok(&["wait", "--for=condition=Established", "crd/serviceenvpolicies.epslice.io", "--timeout=30s"]);
-        wait_can_i(SA, &["create", "secrets", "-n", "epslice-system"]);
+        // One grant of every role and binding (the authorizer caches each kind on its own).
         wait_can_i(SA, &["list", "nodes"]);
+        wait_can_i(SA, &["patch", "serviceenvpolicies.epslice.io", "--subresource=status", "-n", "default"]);
+        wait_can_i(SA, &["update", "mutatingwebhookconfigurations/epslice-service-env"]);
+        wait_can_i(SA, &["patch", "leases/epslice", "-n", "epslice-system"]);
+        wait_can_i(SA, &["create", "secrets", "-n", "epslice-system"]);
     });
 }
 

@@ -326,13 +326,24 @@ async fn a_leader_whose_link_goes_silent_stops_leading_before_its_lease_expires(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let closed = t_cut.elapsed();
-    let holder_then = holder(&leases).await;
+    let closed_at = k8s_openapi::jiff::Timestamp::now();
+    let lease = leases.get("epslice").await.unwrap().spec.unwrap();
+    let holder_then = lease.holder_identity.clone();
     assert!(
         holder_then.as_deref().is_some_and(|h| h.starts_with("s_")),
         "s's gate closed before its Lease could pass to anyone else (holder {holder_then:?})"
     );
+    // The Lease's own clock (one machine): the gate was seen closed before the last renewal
+    // expired, polling included.
+    let renewed = lease.renew_time.expect("renewTime").0;
+    let expires =
+        renewed + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(lease.lease_duration_seconds.unwrap()));
+    assert!(
+        closed_at < expires,
+        "gate seen closed at {closed_at}, the Lease renewed at {renewed} expired at {expires}"
+    );
     let took = wait_holder(&leases, "b2", Duration::from_secs(20)).await;
-    eprintln!("gate closed {closed:?} after the link went silent; b took the Lease {took:?} after that");
+    eprintln!("gate closed {closed:?} after the link went silent; b2 took the Lease {took:?} after that");
     assert_eq!(leader_gauge(&s).await, Some(0.0), "s stays a follower");
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
