@@ -195,8 +195,25 @@ impl Queue {
         // Since when this replica leads. A follower's keys wait for leadership, not for a
         // worker; client-go's queue duration counts from the add because kube-controller-manager
         // has no queue before it leads, so here the wait counts from the later of the two. A
-        // worker that had to wait at the gate records the takeover itself, before it takes a key.
+        // worker that had to wait at the gate records the takeover itself, before it takes a key;
+        // a watcher records it too, for when every worker was inside a sync the whole time.
         let leading_since = Arc::new(Mutex::new(tokio::time::Instant::now()));
+        {
+            let (since, mut gate, mut stop) = (leading_since.clone(), gate.clone(), stop.clone());
+            set.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|v| *v) => break,
+                        r = gate.wait_for(|leading| !*leading) => if r.is_err() { break },
+                    }
+                    tokio::select! {
+                        _ = stop.wait_for(|v| *v) => break,
+                        r = gate.wait_for(|leading| *leading) => if r.is_err() { break },
+                    }
+                    *since.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+                }
+            });
+        }
         for _ in 0..workers.max(1) {
             let (q, mut gate, sync, mut stop) = (self.clone(), gate.clone(), sync.clone(), stop.clone());
             let leading_since = leading_since.clone();
@@ -809,6 +826,45 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("wait_count 1"), "{text}");
         assert!(text.contains("wait_bucket{le=\"0.1\"} 1"), "waited an hour as a follower, not in the queue:\n{text}");
+    }
+
+    /// Found in review: with every worker inside a sync for the whole follower period, no worker
+    /// waited at the gate to record the takeover.
+    #[tokio::test(start_paused = true)]
+    async fn a_takeover_during_a_long_sync_still_bounds_the_wait() {
+        let q = queue();
+        let (gate_tx, gate) = watch::channel(true);
+        let (stop_tx, stop) = watch::channel(false);
+        let synced = Arc::new(tokio::sync::Semaphore::new(0));
+        let done = synced.clone();
+        let run = tokio::spawn(q.clone().run_workers(1, gate, stop, move |key, _| {
+            let done = done.clone();
+            async move {
+                if key.1 == "a" {
+                    tokio::time::sleep(Duration::from_secs(100)).await;
+                }
+                done.add_permits(1);
+                Ok(())
+            }
+        }));
+        q.enqueue(("ns".into(), "a".into()), Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        gate_tx.send(false).unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        q.enqueue(("ns".into(), "b".into()), Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(75)).await;
+        gate_tx.send(true).unwrap();
+        // "a" ends at 100 s; "b", added at 20 s, is taken then: 5 s after the takeover.
+        let _ = synced.acquire_many(2).await.unwrap();
+        stop_tx.send(true).unwrap();
+        run.await.unwrap();
+        let h = q.metrics.queue.queue_duration.get_or_create(&q.labels()).clone();
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("wait", "", h);
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("wait_count 2"), "{text}");
+        assert!(text.contains("wait_bucket{le=\"10.0\"} 2"), "b waited 5 s since the takeover, not 80:\n{text}");
     }
 
     /// Found by `a_failed_write_is_reported_on_the_endpoints_object`: the note carried kube's
