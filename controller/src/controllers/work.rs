@@ -129,22 +129,25 @@ pub struct Queue {
     /// The queue.
     pub queue: WorkQueue<Key>,
     metrics: Arc<Metrics>,
+    /// `{name}` of this queue's series, built once (every add, take and finish reads it).
+    labels: QueueLabels,
 }
 
 impl Queue {
     /// A queue named `name` (`workqueue_*{name}`).
     pub fn new(queue: WorkQueue<Key>, metrics: Arc<Metrics>) -> Self {
         metrics.queue.in_flight.register(queue.name());
-        Queue { queue, metrics }
+        let labels = QueueLabels { name: queue.name().into() };
+        Queue { queue, metrics, labels }
     }
 
-    fn labels(&self) -> QueueLabels {
-        QueueLabels { name: self.queue.name().into() }
+    fn labels(&self) -> &QueueLabels {
+        &self.labels
     }
 
     /// Adds a key now or after `delay`.
     pub fn enqueue(&self, key: Key, delay: Duration) {
-        self.metrics.queue.adds.get_or_create(&self.labels()).inc();
+        self.metrics.queue.adds.get_or_create(self.labels()).inc();
         if delay.is_zero() {
             self.queue.add(key);
         } else {
@@ -156,7 +159,7 @@ impl Queue {
     /// `workqueue_depth{name}`: the keys waiting (set on every add, take and finish, so it
     /// follows a backlog on a follower too, where nothing is taken).
     fn record_depth(&self) {
-        self.metrics.queue.depth.get_or_create(&self.labels()).set(self.queue.len() as i64);
+        self.metrics.queue.depth.get_or_create(self.labels()).set(self.queue.len() as i64);
     }
 
     /// Upstream's `handleErr`: forget on success, back off and retry up to [`MAX_RETRIES`],
@@ -169,7 +172,7 @@ impl Queue {
                 let q = self.queue.name();
                 if self.queue.failures(key) < MAX_RETRIES {
                     let n = self.queue.add_rate_limited(key.clone());
-                    self.metrics.queue.retries.get_or_create(&self.labels()).inc();
+                    self.metrics.queue.retries.get_or_create(self.labels()).inc();
                     tracing::info!(queue = q, namespace = %key.0, name = %key.1, attempt = n, error = %e, "sync failed; retrying with backoff");
                 } else {
                     self.queue.forget(key);
@@ -231,10 +234,9 @@ impl Queue {
                     }
                     let Some((key, waited)) = q.queue.get_timed().await else { break };
                     q.record_depth();
-                    let labels = q.labels();
                     let leading_for = leading_since.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
                     let waited = waited.min(leading_for);
-                    q.metrics.queue.queue_duration.get_or_create(&labels).observe(waited.as_secs_f64());
+                    q.metrics.queue.queue_duration.get_or_create(q.labels()).observe(waited.as_secs_f64());
                     let t0 = tokio::time::Instant::now();
                     let running = q.metrics.queue.in_flight.start(q.queue.name());
                     // A write stuck on a dead connection must not hold its key for good.
@@ -244,7 +246,7 @@ impl Queue {
                     };
                     drop(running);
                     let elapsed = t0.elapsed();
-                    q.metrics.queue.work_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+                    q.metrics.queue.work_duration.get_or_create(q.labels()).observe(elapsed.as_secs_f64());
                     tracing::debug!(queue = q.queue.name(), namespace = %key.0, name = %key.1, ?elapsed, ok = result.is_ok(), "synced");
                     q.finish(&key, result);
                     q.queue.done(&key);
@@ -698,7 +700,7 @@ mod tests {
     }
 
     fn depth(q: &Queue) -> i64 {
-        q.metrics.queue.depth.get_or_create(&q.labels()).get()
+        q.metrics.queue.depth.get_or_create(q.labels()).get()
     }
 
     /// Found in review: followers waited for leadership without watching for shutdown, so every
@@ -819,7 +821,7 @@ mod tests {
         synced.notified().await;
         stop_tx.send(true).unwrap();
         run.await.unwrap();
-        let h = q.metrics.queue.queue_duration.get_or_create(&q.labels()).clone();
+        let h = q.metrics.queue.queue_duration.get_or_create(q.labels()).clone();
         let mut text = String::new();
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register("wait", "", h);
@@ -858,7 +860,7 @@ mod tests {
         let _ = synced.acquire_many(2).await.unwrap();
         stop_tx.send(true).unwrap();
         run.await.unwrap();
-        let h = q.metrics.queue.queue_duration.get_or_create(&q.labels()).clone();
+        let h = q.metrics.queue.queue_duration.get_or_create(q.labels()).clone();
         let mut text = String::new();
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register("wait", "", h);
