@@ -703,6 +703,37 @@ mod tests {
         q.metrics.queue.depth.get_or_create(q.labels()).get()
     }
 
+    /// One worker whose sync of a key sleeps `sync_time(key)` and then counts itself done on
+    /// the returned semaphore (one permit per finished sync).
+    fn one_timed_worker(
+        q: &Arc<Queue>,
+        gate: Gate,
+        stop: watch::Receiver<bool>,
+        sync_time: fn(&Key) -> Duration,
+    ) -> (tokio::task::JoinHandle<()>, Arc<tokio::sync::Semaphore>) {
+        let synced = Arc::new(tokio::sync::Semaphore::new(0));
+        let done = synced.clone();
+        let run = tokio::spawn(q.clone().run_workers(1, gate, stop, move |key, _| {
+            let done = done.clone();
+            async move {
+                tokio::time::sleep(sync_time(&key)).await;
+                done.add_permits(1);
+                Ok(())
+            }
+        }));
+        (run, synced)
+    }
+
+    /// The queue's `workqueue_queue_duration_seconds` alone, in the text format as `wait_…`.
+    fn queue_wait_text(q: &Queue) -> String {
+        let h = q.metrics.queue.queue_duration.get_or_create(q.labels()).clone();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("wait", "", h);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
     /// Found in review: followers waited for leadership without watching for shutdown, so every
     /// rollout ran into the 30 s stop timeout.
     #[tokio::test]
@@ -744,16 +775,7 @@ mod tests {
         let q = queue();
         let (gate_tx, gate) = watch::channel(true);
         let (stop_tx, stop) = watch::channel(false);
-        let synced = Arc::new(tokio::sync::Semaphore::new(0));
-        let done = synced.clone();
-        let run = tokio::spawn(q.clone().run_workers(1, gate, stop, move |_, _| {
-            let done = done.clone();
-            async move {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                done.add_permits(1);
-                Ok(())
-            }
-        }));
+        let (run, synced) = one_timed_worker(&q, gate, stop, |_| Duration::from_secs(2));
         let in_flight = &q.metrics.queue.in_flight;
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(in_flight.snapshot()["test"], (0.0, 0.0), "an idle queue reports zeros");
@@ -807,25 +829,13 @@ mod tests {
         q.enqueue(("ns".into(), "a".into()), Duration::ZERO);
         let (gate_tx, gate) = watch::channel(false);
         let (stop_tx, stop) = watch::channel(false);
-        let synced = Arc::new(tokio::sync::Notify::new());
-        let done = synced.clone();
-        let run = tokio::spawn(q.clone().run_workers(1, gate, stop, move |_, _| {
-            let done = done.clone();
-            async move {
-                done.notify_one();
-                Ok(())
-            }
-        }));
+        let (run, synced) = one_timed_worker(&q, gate, stop, |_| Duration::ZERO);
         tokio::time::sleep(Duration::from_secs(3600)).await;
         gate_tx.send(true).unwrap();
-        synced.notified().await;
+        let _ = synced.acquire().await.unwrap();
         stop_tx.send(true).unwrap();
         run.await.unwrap();
-        let h = q.metrics.queue.queue_duration.get_or_create(q.labels()).clone();
-        let mut text = String::new();
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register("wait", "", h);
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let text = queue_wait_text(&q);
         assert!(text.contains("wait_count 1"), "{text}");
         assert!(text.contains("wait_bucket{le=\"0.1\"} 1"), "waited an hour as a follower, not in the queue:\n{text}");
     }
@@ -837,18 +847,8 @@ mod tests {
         let q = queue();
         let (gate_tx, gate) = watch::channel(true);
         let (stop_tx, stop) = watch::channel(false);
-        let synced = Arc::new(tokio::sync::Semaphore::new(0));
-        let done = synced.clone();
-        let run = tokio::spawn(q.clone().run_workers(1, gate, stop, move |key, _| {
-            let done = done.clone();
-            async move {
-                if key.1 == "a" {
-                    tokio::time::sleep(Duration::from_secs(100)).await;
-                }
-                done.add_permits(1);
-                Ok(())
-            }
-        }));
+        let (run, synced) =
+            one_timed_worker(&q, gate, stop, |key| Duration::from_secs(if key.1 == "a" { 100 } else { 0 }));
         q.enqueue(("ns".into(), "a".into()), Duration::ZERO);
         tokio::time::sleep(Duration::from_secs(10)).await;
         gate_tx.send(false).unwrap();
@@ -860,11 +860,7 @@ mod tests {
         let _ = synced.acquire_many(2).await.unwrap();
         stop_tx.send(true).unwrap();
         run.await.unwrap();
-        let h = q.metrics.queue.queue_duration.get_or_create(q.labels()).clone();
-        let mut text = String::new();
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register("wait", "", h);
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let text = queue_wait_text(&q);
         assert!(text.contains("wait_count 2"), "{text}");
         assert!(text.contains("wait_bucket{le=\"10.0\"} 2"), "b waited 5 s since the takeover, not 80:\n{text}");
     }
