@@ -134,6 +134,11 @@ pub struct Args {
     /// request after 60 s).
     #[arg(long, default_value_t = 10)]
     pub apiserver_profile_seconds: u64,
+    /// Also write every S2 flip's timings into `DIR/S2-<contender>.csv` (pod, its Service's size,
+    /// the Ready value, then milliseconds from the churn's start: status write sent, its pod event,
+    /// the slice change; empty when not seen), to see what a percentile is made of.
+    #[arg(long, value_name = "DIR")]
+    pub flips_csv: Option<PathBuf>,
 }
 
 impl Args {

@@ -8,7 +8,7 @@ pub mod measure;
 pub mod observe;
 pub mod report;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -305,6 +305,12 @@ impl Ctx<'_> {
             (std::mem::take(&mut st.done), pending)
         };
         let missed = pending.len();
+        if let Some(dir) = &self.args.flips_csv {
+            let file = dir.join(format!("S2-{}.csv", proc.contender.name()));
+            write_flips_csv(&file, &self.layout, start.into_std(), done.iter().chain(&pending))
+                .with_context(|| format!("writing {}", file.display()))?;
+            eprintln!("  S2 flips: {}", file.display());
+        }
         let stats = flip_stats(&done, &pending, sent);
         eprintln!(
             "  S2 {}: {}/{} flips seen, p50 {:.1} ms, p99 {:.1} ms (controller share p50 {:.1} ms, p99 {:.1} ms)",
@@ -369,6 +375,40 @@ impl Ctx<'_> {
         };
         Ok((proc, cell))
     }
+}
+
+/// `--flips-csv`: one line per flip, times in milliseconds since `start` (empty when not seen).
+fn write_flips_csv<'a>(
+    file: &std::path::Path,
+    layout: &cluster::Layout,
+    start: Instant,
+    flips: impl Iterator<Item = &'a Flip>,
+) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let ms = |t: Option<Instant>| t.map_or(String::new(), |t| format!("{:.3}", (t - start).as_secs_f64() * 1000.0));
+    let size: HashMap<String, usize> =
+        layout.pods.iter().map(|p| (format!("{}/{}", p.ns, p.name), layout.services[p.svc].pods)).collect();
+    let mut rows: Vec<&Flip> = flips.collect();
+    rows.sort_by_key(|f| f.sent);
+    let mut out = String::from("pod,service_pods,ready,failed,sent_ms,pod_event_ms,slice_ms\n");
+    for f in rows {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{}",
+            f.key,
+            size.get(&f.key).copied().unwrap_or(0),
+            f.target,
+            f.failed,
+            ms(Some(f.sent)),
+            ms(f.pod_event()),
+            ms(f.slice_seen)
+        );
+    }
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(file, out)?;
+    Ok(())
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
