@@ -40,6 +40,12 @@ pub struct RunArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub endpoint_updates_batch_period: Duration,
 
+    /// Not a kube-controller-manager flag: how long an Endpoints sync waits for the same Service's
+    /// due or running EndpointSlice sync, so that slices (what kube-proxy reads) are written first;
+    /// 0s writes both at once, as kcm does (Go duration).
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub endpoints_wait_for_slices: Duration,
+
     /// Endpoints synced at once by the mirroring controller (1–50).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
     pub mirroring_concurrent_service_endpoint_syncs: u16,
@@ -207,6 +213,7 @@ impl RunArgs {
             },
             namespace: self.namespace.clone(),
             streaming_lists: self.streaming_lists,
+            endpoints_wait_for_slices: self.endpoints_wait_for_slices,
             endpoints: controllers::endpoints::Settings {
                 core: crate::endpoints::Config::default(),
                 workers: usize::from(self.concurrent_endpoint_syncs),
@@ -417,6 +424,11 @@ mod tests {
         assert_eq!(o.endpointslice.core.managed_by, "endpointslice-controller.k8s.io");
         // A deliberate difference: client-go streams since 1.35; over JSON pages are cheaper.
         assert!(!o.streaming_lists);
+        // Another (slices first); the library's default is the flag's, and 0s is kcm's way.
+        assert_eq!(o.endpoints_wait_for_slices, controllers::DEFAULT_ENDPOINTS_WAIT_FOR_SLICES);
+        assert_eq!(o.endpoints_wait_for_slices, controllers::Options::default().endpoints_wait_for_slices);
+        let t = T::try_parse_from(["x", "--endpoints-wait-for-slices=0s"]).unwrap();
+        assert!(t.run.options().unwrap().endpoints_wait_for_slices.is_zero());
     }
 
     #[test]

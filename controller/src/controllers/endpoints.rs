@@ -75,6 +75,13 @@ impl Controller {
         Controller { shared, ready: ready.check("endpoints-controller caches") }
     }
 
+    /// Lets the EndpointSlice controller's sync of a Service go first: each sync waits while
+    /// `slices` has the same Service due or running, at most `max` (`--endpoints-wait-for-slices`).
+    pub fn wait_for_slices(&self, slices: Arc<Queue>, max: Duration) {
+        let s = &self.shared;
+        s.queue.after(slices, max, s.metrics.endpoints.slices_first_wait.clone());
+    }
+
     /// The handlers this controller needs on the shared caches.
     pub fn subscribers(&self) -> Subscribers {
         let s = &self.shared;

@@ -95,6 +95,11 @@ impl Controller {
         Controller { shared, ready: ready.check("endpointslice-controller caches") }
     }
 
+    /// The controller's work queue (of Service keys).
+    pub fn queue(&self) -> Arc<Queue> {
+        self.shared.queue.clone()
+    }
+
     /// The handlers this controller needs on the shared caches.
     pub fn subscribers(&self) -> Subscribers {
         let s = &self.shared;

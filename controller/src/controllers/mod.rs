@@ -126,6 +126,10 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Fetch the caches' initial state as streaming lists (`--streaming-lists`) rather than pages.
     pub streaming_lists: bool,
+    /// How long an Endpoints sync waits for the same Service's due or running EndpointSlice
+    /// sync (`--endpoints-wait-for-slices`); zero lets the two write independently, as in
+    /// kube-controller-manager. Only with both controllers enabled.
+    pub endpoints_wait_for_slices: Duration,
     /// Leader election; `None` writes unconditionally (a single replica, or tests).
     pub leader_election: Option<leader::LeaderElection>,
 }
@@ -141,10 +145,16 @@ impl Default for Options {
             field_manager: "epslice".into(),
             namespace: None,
             streaming_lists: false,
+            endpoints_wait_for_slices: DEFAULT_ENDPOINTS_WAIT_FOR_SLICES,
             leader_election: None,
         }
     }
 }
+
+/// Default of [`Options::endpoints_wait_for_slices`] and `--endpoints-wait-for-slices`: an
+/// EndpointSlice sync writes in a few milliseconds; this bounds what a slow one (a Service of
+/// thousands of endpoints, an overloaded API server) can add to an Endpoints sync.
+pub const DEFAULT_ENDPOINTS_WAIT_FOR_SLICES: Duration = Duration::from_millis(250);
 
 /// Handles to a running set of controllers, shared with the caller (tests read metrics).
 #[derive(Debug, Clone, Default)]
@@ -201,6 +211,7 @@ pub async fn run(
 
     let mut subs = informers::Subscribers::default();
     let mut runs: Vec<RunFn> = Vec::new();
+    let mut slice_queue = None;
     if options.controllers.contains(&ControllerName::EndpointSlice) {
         let ctl = endpointslice::Controller::new(
             client.clone(),
@@ -209,6 +220,7 @@ pub async fn run(
             metrics.clone(),
             &ready,
         );
+        slice_queue = Some(ctl.queue());
         subs.extend(ctl.subscribers());
         runs.push(Box::new(move |inf, rx, gate| Box::pin(ctl.run(inf, rx, gate))));
     }
@@ -220,6 +232,9 @@ pub async fn run(
             metrics.clone(),
             &ready,
         );
+        if let Some(q) = slice_queue.filter(|_| !options.endpoints_wait_for_slices.is_zero()) {
+            ctl.wait_for_slices(q, options.endpoints_wait_for_slices);
+        }
         subs.extend(ctl.subscribers());
         runs.push(Box::new(move |inf, rx, gate| Box::pin(ctl.run(inf, rx, gate))));
     }

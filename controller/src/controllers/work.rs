@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -21,6 +21,7 @@ use crate::endpointslice::naming;
 use crate::runtime::cache::Cache;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::pod::CachedPod;
 use crate::runtime::metrics::{Metrics, OperationLabels, QueueLabels};
@@ -131,6 +132,15 @@ pub struct Queue {
     metrics: Arc<Metrics>,
     /// `{name}` of this queue's series, built once (every add, take and finish reads it).
     labels: QueueLabels,
+    /// [`Queue::after`]: another queue whose sync of the same key goes first.
+    after: OnceLock<After>,
+}
+
+/// See [`Queue::after`].
+struct After {
+    queue: Arc<Queue>,
+    max: Duration,
+    waited: Histogram,
 }
 
 impl Queue {
@@ -138,7 +148,17 @@ impl Queue {
     pub fn new(queue: WorkQueue<Key>, metrics: Arc<Metrics>) -> Self {
         metrics.queue.in_flight.register(queue.name());
         let labels = QueueLabels { name: queue.name().into() };
-        Queue { queue, metrics, labels }
+        Queue { queue, metrics, labels, after: OnceLock::new() }
+    }
+
+    /// Before syncing a key, a worker of this queue waits while `first` has the same key due or
+    /// running, at most `max` (observed into `waited`). The Endpoints controller's queue does
+    /// this with the EndpointSlice controller's, so that a pod change reaches the slices, which
+    /// kube-proxy reads, before the legacy Endpoints object competes with them for the API
+    /// server (`--endpoints-wait-for-slices`). `first` must never wait for this queue. Set once,
+    /// before the workers start; later calls are ignored.
+    pub fn after(&self, first: Arc<Queue>, max: Duration, waited: Histogram) {
+        let _ = self.after.set(After { queue: first, max, waited });
     }
 
     fn labels(&self) -> &QueueLabels {
@@ -237,6 +257,10 @@ impl Queue {
                     let leading_for = leading_since.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
                     let waited = waited.min(leading_for);
                     q.metrics.queue.queue_duration.get_or_create(q.labels()).observe(waited.as_secs_f64());
+                    // Neither queueing nor work: recorded on its own.
+                    if let Some(a) = q.after.get() {
+                        a.waited.observe(a.queue.queue.wait_settled(&key, a.max).await.as_secs_f64());
+                    }
                     let t0 = tokio::time::Instant::now();
                     let running = q.metrics.queue.in_flight.start(q.queue.name());
                     // A write stuck on a dead connection must not hold its key for good.
@@ -863,6 +887,71 @@ mod tests {
         let text = queue_wait_text(&q);
         assert!(text.contains("wait_count 2"), "{text}");
         assert!(text.contains("wait_bucket{le=\"10.0\"} 2"), "b waited 5 s since the takeover, not 80:\n{text}");
+    }
+
+    /// `--endpoints-wait-for-slices`: the Endpoints queue's sync of a Service starts after the
+    /// EndpointSlice queue's due or running sync of it, waiting at most the bound; other keys
+    /// do not wait.
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoints_sync_lets_the_same_service_s_slice_sync_go_first() {
+        let (slices, endpoints) = (queue(), queue());
+        let waited = Histogram::new([0.0, 0.01, 0.1, 0.3].into_iter());
+        endpoints.after(slices.clone(), Duration::from_millis(250), waited.clone());
+        let t0 = tokio::time::Instant::now();
+        // (queue, key, start ms, end ms) of each sync.
+        type Log = Arc<Mutex<Vec<(&'static str, String, u128, u128)>>>;
+        let log: Log = Arc::default();
+        let (stop_tx, stop) = watch::channel(false);
+        let (_gate_tx, gate) = watch::channel(true);
+        let worker = |q: &Arc<Queue>, who: &'static str, secs: fn(&str) -> f64| {
+            let log = log.clone();
+            tokio::spawn(q.clone().run_workers(1, gate.clone(), stop.clone(), move |key: Key, _| {
+                let log = log.clone();
+                async move {
+                    let start = t0.elapsed().as_millis();
+                    tokio::time::sleep(Duration::from_secs_f64(secs(&key.1))).await;
+                    log.lock().unwrap().push((who, key.1, start, t0.elapsed().as_millis()));
+                    Ok(())
+                }
+            }))
+        };
+        let runs = [
+            worker(&slices, "slices", |k| if k == "slow" { 1.0 } else { 0.03 }),
+            worker(&endpoints, "endpoints", |_| 0.005),
+        ];
+        // The pod handlers of the slice controller run first, as in `run`.
+        let key = |n: &str| ("ns".to_string(), n.to_string());
+        slices.enqueue(key("a"), Duration::ZERO);
+        endpoints.enqueue(key("a"), Duration::ZERO);
+        endpoints.enqueue(key("only-endpoints"), Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        slices.enqueue(key("slow"), Duration::ZERO);
+        endpoints.enqueue(key("slow"), Duration::ZERO);
+        // A slice sync delayed into the future (a batch period, a retry) is not waited for.
+        slices.enqueue(key("later"), Duration::from_secs(10));
+        endpoints.enqueue(key("later"), Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        stop_tx.send(true).unwrap();
+        for r in runs {
+            r.await.unwrap();
+        }
+        let log = log.lock().unwrap().clone();
+        let at = |who: &str, k: &str| log.iter().find(|e| e.0 == who && e.1 == k).map(|e| (e.2, e.3)).unwrap();
+        assert_eq!(at("slices", "a"), (0, 30));
+        assert_eq!(at("endpoints", "a"), (30, 35), "after the slice sync: {log:?}");
+        assert_eq!(at("endpoints", "only-endpoints"), (35, 40), "no slice sync of it: no wait");
+        assert_eq!(at("slices", "slow"), (1000, 2000));
+        assert_eq!(at("endpoints", "slow"), (1250, 1255), "waits no longer than the bound: {log:?}");
+        assert_eq!(at("endpoints", "later"), (1255, 1260));
+        assert!(!log.iter().any(|e| e.0 == "slices" && e.1 == "later"), "not due before the stop");
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("wait", "", waited);
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("wait_count 4"), "{text}");
+        assert!(text.contains("wait_bucket{le=\"0.0\"} 2\n"), "two waited 0 s:\n{text}");
+        assert!(text.contains("wait_bucket{le=\"0.1\"} 3\n"), "one waited 30 ms:\n{text}");
+        assert!(text.contains("wait_bucket{le=\"0.3\"} 4\n"), "one waited 250 ms:\n{text}");
     }
 
     /// Found by `a_failed_write_is_reported_on_the_endpoints_object`: the note carried kube's

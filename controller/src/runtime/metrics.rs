@@ -159,12 +159,26 @@ impl EndpointSliceMetrics {
 
 /// Endpoints controller metrics. Upstream's Endpoints controller exports only workqueue metrics;
 /// these are epslice's own (prefix `epslice_endpoints_controller`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EndpointsMetrics {
     /// Endpoints writes by operation.
     pub changes: Family<OperationLabels, Counter>,
     /// Syncs by result.
     pub syncs: Family<ResultLabels, Counter>,
+    /// How long each sync waited for the same Service's EndpointSlice sync first
+    /// (`--endpoints-wait-for-slices`).
+    pub slices_first_wait: Histogram,
+}
+
+impl Default for EndpointsMetrics {
+    fn default() -> Self {
+        EndpointsMetrics {
+            changes: Family::default(),
+            syncs: Family::default(),
+            // 0 (no wait), then 0.5 ms to ≈1 s.
+            slices_first_wait: Histogram::new(std::iter::once(0.0).chain(exponential_buckets(0.0005, 2.0, 12))),
+        }
+    }
 }
 
 impl EndpointsMetrics {
@@ -172,6 +186,11 @@ impl EndpointsMetrics {
         let s = r.sub_registry_with_prefix("epslice_endpoints_controller");
         s.register("changes", "Number of Endpoints writes", self.changes.clone());
         s.register("syncs", "Number of Endpoints syncs", self.syncs.clone());
+        s.register(
+            "slices_first_wait_seconds",
+            "How long an Endpoints sync waited for the same Service's due or running EndpointSlice sync (--endpoints-wait-for-slices)",
+            self.slices_first_wait.clone(),
+        );
     }
 }
 

@@ -8,6 +8,9 @@
 //! - [`WorkQueue::add_rate_limited`] requeues a failed key with the maximum of a per-key exponential
 //!   backoff (`base · 2^failures`, capped) and a global token bucket (10 qps, burst 100 upstream);
 //!   [`WorkQueue::forget`] resets the key's failures after a success.
+//! - Not in client-go: [`WorkQueue::wait_settled`] lets another queue's worker wait, bounded,
+//!   while a key is due or being processed here (the Endpoints controller lets the EndpointSlice
+//!   controller's sync of a Service go first).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
@@ -64,6 +67,8 @@ pub struct WorkQueue<K> {
     name: &'static str,
     state: Mutex<State<K>>,
     notify: Notify,
+    /// Woken on every [`done`](WorkQueue::done) and on shutdown ([`WorkQueue::wait_settled`]).
+    finished: Notify,
     limit: RateLimit,
 }
 
@@ -85,6 +90,7 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
                 shutting_down: false,
             }),
             notify: Notify::new(),
+            finished: Notify::new(),
             limit,
         }
     }
@@ -237,12 +243,43 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
             drop(s);
             self.notify.notify_one();
         }
+        self.finished.notify_waiters();
+    }
+
+    /// Whether `key` is being processed, or waiting and due now (not: delayed into the future,
+    /// e.g. by a batch period or a retry's backoff).
+    pub fn is_due_or_processing(&self, key: &K) -> bool {
+        let s = self.lock();
+        s.processing.contains(key) || s.due.get(key).is_some_and(|(at, _)| *at <= Instant::now())
+    }
+
+    /// Waits while `key` [is due or processing](Self::is_due_or_processing), at most `max`, and
+    /// returns how long it waited. Another queue's worker uses it to let this queue's sync of the
+    /// same key go first. Returns at once after shutdown.
+    pub async fn wait_settled(&self, key: &K, max: Duration) -> Duration {
+        let start = Instant::now();
+        let deadline = start + max;
+        loop {
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            // Registered before the check, so a `done` between the check and the wait wakes it.
+            finished.as_mut().enable();
+            if self.lock().shutting_down || !self.is_due_or_processing(key) {
+                break;
+            }
+            tokio::select! {
+                _ = finished => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        start.elapsed()
     }
 
     /// Stops handing out keys; waiting `get`s return `None`.
     pub fn shut_down(&self) {
         self.lock().shutting_down = true;
         self.notify.notify_waiters();
+        self.finished.notify_waiters();
     }
 }
 
@@ -366,5 +403,49 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         q.shut_down();
         assert_eq!(w.await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_settled_waits_for_a_due_or_running_key_and_no_longer_than_max() {
+        let q = Arc::new(q());
+        let max = Duration::from_millis(250);
+        // Unknown, or delayed into the future: no wait.
+        assert_eq!(q.wait_settled(&"a".to_string(), max).await, Duration::ZERO);
+        q.add_after("a".into(), Duration::from_secs(1));
+        assert_eq!(q.wait_settled(&"a".to_string(), max).await, Duration::ZERO);
+        // Due now: waits until a worker has taken it and finished it.
+        q.add("b".into());
+        let q2 = q.clone();
+        let worker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let k = q2.get().await.unwrap();
+            assert_eq!(k, "b");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            q2.done(&k);
+        });
+        assert_eq!(q.wait_settled(&"b".to_string(), max).await, Duration::from_millis(40));
+        worker.await.unwrap();
+        // Running (or added again while running) longer than `max`: gives up at `max`.
+        q.add("c".into());
+        let k = q.get().await.unwrap();
+        q.add("c".into());
+        assert_eq!(q.wait_settled(&k, max).await, max);
+        // A `done` that re-queues the key (due now) keeps the waiter waiting for that run too.
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.wait_settled(&"c".to_string(), max).await });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        q.done(&k);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(!waiter.is_finished(), "the re-queued run is due");
+        let k = q.get().await.unwrap();
+        q.done(&k);
+        assert_eq!(waiter.await.unwrap(), Duration::from_millis(10));
+        // Shutdown releases a waiter.
+        q.add("d".into());
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.wait_settled(&"d".to_string(), max).await });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        q.shut_down();
+        assert_eq!(waiter.await.unwrap(), Duration::from_millis(1));
     }
 }
