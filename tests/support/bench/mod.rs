@@ -37,6 +37,19 @@ pub struct FlipStats {
     pub share: (f64, f64),
     /// Status write sent → its pod watch event: p50, p99 (before any controller can act).
     pub before: (f64, f64),
+    /// By the size (pods) of the flipped pod's Service: flips, e2e and share p50/p99.
+    pub by_size: BTreeMap<usize, SizeStats>,
+}
+
+/// S2 statistics of the flips in Services of one size (milliseconds).
+#[derive(Debug, Clone, Default)]
+pub struct SizeStats {
+    /// Flips sent (status write not failed).
+    pub flips: usize,
+    /// Status write sent → slice event: p50, p99.
+    pub e2e: (f64, f64),
+    /// Pod watch event → slice watch event: p50, p99.
+    pub share: (f64, f64),
 }
 
 /// One contender in one scenario.
@@ -305,13 +318,16 @@ impl Ctx<'_> {
             (std::mem::take(&mut st.done), pending)
         };
         let missed = pending.len();
+        let size: HashMap<String, usize> = (self.layout.pods.iter())
+            .map(|p| (format!("{}/{}", p.ns, p.name), self.layout.services[p.svc].pods))
+            .collect();
         if let Some(dir) = &self.args.flips_csv {
             let file = dir.join(format!("S2-{}.csv", proc.contender.name()));
-            write_flips_csv(&file, &self.layout, start.into_std(), done.iter().chain(&pending))
+            write_flips_csv(&file, &size, start.into_std(), done.iter().chain(&pending))
                 .with_context(|| format!("writing {}", file.display()))?;
             eprintln!("  S2 flips: {}", file.display());
         }
-        let stats = flip_stats(&done, &pending, sent);
+        let stats = flip_stats(&done, &pending, sent, &size);
         eprintln!(
             "  S2 {}: {}/{} flips seen, p50 {:.1} ms, p99 {:.1} ms (controller share p50 {:.1} ms, p99 {:.1} ms)",
             proc.contender.name(),
@@ -380,14 +396,12 @@ impl Ctx<'_> {
 /// `--flips-csv`: one line per flip, times in milliseconds since `start` (empty when not seen).
 fn write_flips_csv<'a>(
     file: &std::path::Path,
-    layout: &cluster::Layout,
+    size: &HashMap<String, usize>,
     start: Instant,
     flips: impl Iterator<Item = &'a Flip>,
 ) -> anyhow::Result<()> {
     use std::fmt::Write as _;
     let ms = |t: Option<Instant>| t.map_or(String::new(), |t| format!("{:.3}", (t - start).as_secs_f64() * 1000.0));
-    let size: HashMap<String, usize> =
-        layout.pods.iter().map(|p| (format!("{}/{}", p.ns, p.name), layout.services[p.svc].pods)).collect();
     let mut rows: Vec<&Flip> = flips.collect();
     rows.sort_by_key(|f| f.sent);
     let mut out = String::from("pod,service_pods,ready,failed,sent_ms,pod_event_ms,slice_ms\n");
@@ -445,12 +459,44 @@ fn median_run(mut cells: Vec<Cell>) -> Cell {
 /// counts as slower than every seen one, so no percentile improves by losing a flip: an unseen
 /// slice change makes the flip's end-to-end latency infinite, and its controller share too when
 /// its pod event was seen; an unseen pod event makes "status write → pod event" infinite.
-fn flip_stats(done: &[Flip], pending: &[Flip], sent: usize) -> FlipStats {
+/// `size` maps a pod (`namespace/name`) to its Service's pod count (0 when missing).
+fn flip_stats(done: &[Flip], pending: &[Flip], sent: usize, size: &HashMap<String, usize>) -> FlipStats {
+    let sent_ok: Vec<&Flip> = done.iter().chain(pending).filter(|f| !f.failed).collect();
+    let (e2e, share, before) = latencies(&sent_ok);
+    let mut groups: BTreeMap<usize, Vec<&Flip>> = BTreeMap::new();
+    for f in &sent_ok {
+        groups.entry(size.get(&f.key).copied().unwrap_or(0)).or_default().push(f);
+    }
+    let by_size = groups
+        .into_iter()
+        .map(|(n, flips)| {
+            let (e2e, share, _) = latencies(&flips);
+            (n, SizeStats { flips: flips.len(), e2e: p50_p99(&e2e), share: p50_p99(&share) })
+        })
+        .collect();
+    FlipStats {
+        sent,
+        seen: done.iter().filter(|f| f.slice_seen.is_some()).count(),
+        failed: done.iter().filter(|f| f.failed).count(),
+        e2e: p50_p99(&e2e),
+        share: p50_p99(&share),
+        before: p50_p99(&before),
+        by_size,
+    }
+}
+
+fn p50_p99(sorted: &[f64]) -> (f64, f64) {
+    (percentile(sorted, 0.5), percentile(sorted, 0.99))
+}
+
+/// The sorted end-to-end latencies, controller shares and status write → pod event times of
+/// `flips` (see [`flip_stats`] for what counts as infinite).
+fn latencies(flips: &[&Flip]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let sent_ok = || done.iter().chain(pending).filter(|f| !f.failed);
     let mut e2e: Vec<f64> =
-        sent_ok().map(|f| f.slice_seen.map_or(f64::INFINITY, |s| ms(s.saturating_duration_since(f.sent)))).collect();
-    let mut share: Vec<f64> = sent_ok()
+        flips.iter().map(|f| f.slice_seen.map_or(f64::INFINITY, |s| ms(s.saturating_duration_since(f.sent)))).collect();
+    let mut share: Vec<f64> = flips
+        .iter()
         .filter_map(|f| {
             let p = f.pod_event()?;
             Some(match f.slice_seen {
@@ -460,19 +506,14 @@ fn flip_stats(done: &[Flip], pending: &[Flip], sent: usize) -> FlipStats {
             })
         })
         .collect();
-    let mut before: Vec<f64> =
-        sent_ok().map(|f| f.pod_event().map_or(f64::INFINITY, |p| ms(p.saturating_duration_since(f.sent)))).collect();
+    let mut before: Vec<f64> = flips
+        .iter()
+        .map(|f| f.pod_event().map_or(f64::INFINITY, |p| ms(p.saturating_duration_since(f.sent))))
+        .collect();
     for v in [&mut e2e, &mut share, &mut before] {
         v.sort_by(f64::total_cmp);
     }
-    FlipStats {
-        sent,
-        seen: done.iter().filter(|f| f.slice_seen.is_some()).count(),
-        failed: done.iter().filter(|f| f.failed).count(),
-        e2e: (percentile(&e2e, 0.5), percentile(&e2e, 0.99)),
-        share: (percentile(&share, 0.5), percentile(&share, 0.99)),
-        before: (percentile(&before, 0.5), percentile(&before, 0.99)),
-    }
+    (e2e, share, before)
 }
 
 /// Everything one contender does: S4 on the previous contender's objects (when asked and of the
@@ -698,15 +739,40 @@ mod tests {
         let mut done: Vec<Flip> = (0..198).map(|_| flip(Some(10), Some(15), false)).collect();
         done.push(flip(None, Some(15), false));
         done.push(flip(None, None, true));
-        let s = flip_stats(&done, &[flip(Some(10), None, false)], 201);
+        let s = flip_stats(&done, &[flip(Some(10), None, false)], 201, &HashMap::new());
         assert_eq!((s.sent, s.seen, s.failed), (201, 199, 1));
         assert_eq!((s.e2e, s.before, s.share), ((15.0, 15.0), (10.0, 10.0), (5.0, 5.0)));
         // Three more of each kind unseen (over 1 %): every p99 is infinite, the p50s stay.
         let mut pending = vec![flip(None, None, false); 3];
         pending.extend(vec![flip(Some(10), None, false); 3]);
-        let s = flip_stats(&done, &pending, 206);
+        let s = flip_stats(&done, &pending, 206, &HashMap::new());
         let inf = f64::INFINITY;
         assert_eq!((s.e2e, s.before, s.share), ((15.0, inf), (10.0, inf), (5.0, inf)));
+    }
+
+    #[test]
+    fn flips_are_also_summarised_by_the_size_of_their_service() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let flip = |key: &str, slice: u64| Flip {
+            key: key.into(),
+            target: true,
+            sent: t0,
+            rv: Some("1".into()),
+            pod_seen: vec![("1".into(), at(5))],
+            slice_seen: Some(at(slice)),
+            failed: false,
+        };
+        let size: HashMap<String, usize> = [("ns/small".to_string(), 10), ("ns/big".to_string(), 250)].into();
+        let mut done: Vec<Flip> = (0..3).map(|_| flip("ns/small", 10)).collect();
+        done.push(flip("ns/big", 30));
+        done.push(flip("ns/unknown", 20));
+        let s = flip_stats(&done, &[], 5, &size);
+        assert_eq!(s.by_size.keys().copied().collect::<Vec<_>>(), vec![0, 10, 250]);
+        let (small, big) = (&s.by_size[&10], &s.by_size[&250]);
+        assert_eq!((small.flips, small.e2e, small.share), (3, (10.0, 10.0), (5.0, 5.0)));
+        assert_eq!((big.flips, big.e2e, big.share), (1, (30.0, 30.0), (25.0, 25.0)));
+        assert_eq!(s.e2e, (10.0, 30.0), "all flips together");
     }
 
     #[test]
@@ -721,7 +787,7 @@ mod tests {
             slice_seen: Some(t0 + Duration::from_millis(10)),
             failed: false,
         };
-        let s = flip_stats(&[f], &[], 1);
+        let s = flip_stats(&[f], &[], 1, &HashMap::new());
         assert_eq!(s.share, (-2.0, -2.0));
         assert_eq!(s.before, (12.0, 12.0));
     }

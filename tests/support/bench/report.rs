@@ -184,6 +184,31 @@ impl Report<'_> {
                     "controller share p99 (ms)".into(),
                     Box::new(|c: &Cell| num(c.flips.as_ref().map(|f| f.share.1), 1)),
                 ));
+                // The same, by Service size: a big Service's flip writes a bigger slice and Endpoints.
+                let mut sizes = vec![self.args.pods_per_service, self.args.big_pods_per_service];
+                sizes.dedup();
+                if self.args.big_services > 0 && sizes.len() > 1 {
+                    for n in sizes {
+                        type Pick = fn(&super::SizeStats) -> (f64, f64);
+                        let picks: [(&str, Pick); 2] = [("latency", |s| s.e2e), ("controller share", |s| s.share)];
+                        for (what, pick) in picks {
+                            v.push((
+                                format!("{what} p50 / p99, {n}-pod Services (ms)"),
+                                Box::new(move |c: &Cell| {
+                                    let Some(s) = c.flips.as_ref().and_then(|f| f.by_size.get(&n)) else {
+                                        return ("–".into(), None);
+                                    };
+                                    let (p50, p99) = pick(s);
+                                    let mut text = format!("{} / {}", num(Some(p50), 1).0, num(Some(p99), 1).0);
+                                    if what == "latency" {
+                                        text.push_str(&format!(" ({} flips)", s.flips));
+                                    }
+                                    (text, Some(p99))
+                                }),
+                            ));
+                        }
+                    }
+                }
                 v.push(("slice writes per flip".into(), Box::new(|c: &Cell| num(per_flip(c, c.slices.total()), 2))));
                 v.push((
                     "Endpoints writes per flip".into(),
