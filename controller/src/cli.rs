@@ -41,8 +41,8 @@ pub struct RunArgs {
     pub endpoint_updates_batch_period: Duration,
 
     /// Not a kube-controller-manager flag: how long an Endpoints sync waits for the same Service's
-    /// due or running EndpointSlice sync, so that slices (what kube-proxy reads) are written first;
-    /// 0s writes both at once, as kcm does (Go duration).
+    /// running or next EndpointSlice sync, so that slices (what kube-proxy reads) are written first;
+    /// 0s writes both at once, as kcm does (Go duration, at most 10s).
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub endpoints_wait_for_slices: Duration,
 
@@ -160,6 +160,12 @@ impl RunArgs {
             managed_by: self.managed_by.clone(),
             prefer_same_traffic_distribution: self.prefer_same_traffic_distribution,
         };
+        if self.endpoints_wait_for_slices > MAX_ENDPOINTS_WAIT_FOR_SLICES {
+            return Err(format!(
+                "--endpoints-wait-for-slices ({:?}) must be at most {MAX_ENDPOINTS_WAIT_FOR_SLICES:?}",
+                self.endpoints_wait_for_slices
+            ));
+        }
         let leader_election = if self.leader_elect {
             // kube-lease-manager counts whole seconds.
             let secs = |d: Duration| Duration::from_secs(d.as_secs());
@@ -232,6 +238,9 @@ impl RunArgs {
         })
     }
 }
+
+/// Upper bound of `--endpoints-wait-for-slices`: it is meant to cover one slice sync.
+const MAX_ENDPOINTS_WAIT_FOR_SLICES: Duration = Duration::from_secs(10);
 
 /// Parses a Go-style duration (`0`, `1.5s`, `500ms`, `1m30s`, `2h`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -429,6 +438,9 @@ mod tests {
         assert_eq!(o.endpoints_wait_for_slices, controllers::Options::default().endpoints_wait_for_slices);
         let t = T::try_parse_from(["x", "--endpoints-wait-for-slices=0s"]).unwrap();
         assert!(t.run.options().unwrap().endpoints_wait_for_slices.is_zero());
+        let t = T::try_parse_from(["x", "--endpoints-wait-for-slices=1h"]).unwrap();
+        let err = t.run.options().unwrap_err();
+        assert!(err.contains("--endpoints-wait-for-slices (3600s) must be at most 10s"), "{err}");
     }
 
     #[test]

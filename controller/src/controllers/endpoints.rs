@@ -76,10 +76,11 @@ impl Controller {
     }
 
     /// Lets the EndpointSlice controller's sync of a Service go first: each sync waits while
-    /// `slices` has the same Service due or running, at most `max` (`--endpoints-wait-for-slices`).
-    pub fn wait_for_slices(&self, slices: Arc<Queue>, max: Duration) {
+    /// `slices` (served by `workers` workers) is syncing the same Service or has it next, at most
+    /// `max` (`--endpoints-wait-for-slices`).
+    pub fn wait_for_slices(&self, slices: Arc<Queue>, max: Duration, workers: usize) {
         let s = &self.shared;
-        s.queue.after(slices, max, s.metrics.endpoints.slices_first_wait.clone());
+        s.queue.after(slices, max, workers, s.metrics.endpoints.slices_first_wait.clone());
     }
 
     /// The handlers this controller needs on the shared caches.

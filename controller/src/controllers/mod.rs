@@ -126,7 +126,7 @@ pub struct Options {
     pub namespace: Option<String>,
     /// Fetch the caches' initial state as streaming lists (`--streaming-lists`) rather than pages.
     pub streaming_lists: bool,
-    /// How long an Endpoints sync waits for the same Service's due or running EndpointSlice
+    /// How long an Endpoints sync waits for the same Service's running or next EndpointSlice
     /// sync (`--endpoints-wait-for-slices`); zero lets the two write independently, as in
     /// kube-controller-manager. Only with both controllers enabled.
     pub endpoints_wait_for_slices: Duration,
@@ -233,7 +233,7 @@ pub async fn run(
             &ready,
         );
         if let Some(q) = slice_queue.filter(|_| !options.endpoints_wait_for_slices.is_zero()) {
-            ctl.wait_for_slices(q, options.endpoints_wait_for_slices);
+            ctl.wait_for_slices(q, options.endpoints_wait_for_slices, options.endpointslice.workers);
         }
         subs.extend(ctl.subscribers());
         runs.push(Box::new(move |inf, rx, gate| Box::pin(ctl.run(inf, rx, gate))));

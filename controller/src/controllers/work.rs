@@ -140,6 +140,8 @@ pub struct Queue {
 struct After {
     queue: Arc<Queue>,
     max: Duration,
+    /// The other queue's workers.
+    workers: usize,
     waited: Histogram,
 }
 
@@ -151,14 +153,15 @@ impl Queue {
         Queue { queue, metrics, labels, after: OnceLock::new() }
     }
 
-    /// Before syncing a key, a worker of this queue waits while `first` has the same key due or
-    /// running, at most `max` (observed into `waited`). The Endpoints controller's queue does
+    /// Before syncing a key, a worker of this queue waits while `first` is syncing the same key
+    /// or has it next for one of its `workers` ([`WorkQueue::wait_settled`]), at most `max`
+    /// (observed into `waited`). The Endpoints controller's queue does
     /// this with the EndpointSlice controller's, so that a pod change reaches the slices, which
     /// kube-proxy reads, before the legacy Endpoints object competes with them for the API
     /// server (`--endpoints-wait-for-slices`). `first` must never wait for this queue. Set once,
     /// before the workers start; later calls are ignored.
-    pub fn after(&self, first: Arc<Queue>, max: Duration, waited: Histogram) {
-        let _ = self.after.set(After { queue: first, max, waited });
+    pub fn after(&self, first: Arc<Queue>, max: Duration, workers: usize, waited: Histogram) {
+        let _ = self.after.set(After { queue: first, max, workers, waited });
     }
 
     fn labels(&self) -> &QueueLabels {
@@ -259,7 +262,7 @@ impl Queue {
                     q.metrics.queue.queue_duration.get_or_create(q.labels()).observe(waited.as_secs_f64());
                     // Neither queueing nor work: recorded on its own.
                     if let Some(a) = q.after.get() {
-                        a.waited.observe(a.queue.queue.wait_settled(&key, a.max).await.as_secs_f64());
+                        a.waited.observe(a.queue.queue.wait_settled(&key, a.max, a.workers).await.as_secs_f64());
                     }
                     let t0 = tokio::time::Instant::now();
                     let running = q.metrics.queue.in_flight.start(q.queue.name());
@@ -890,13 +893,13 @@ mod tests {
     }
 
     /// `--endpoints-wait-for-slices`: the Endpoints queue's sync of a Service starts after the
-    /// EndpointSlice queue's due or running sync of it, waiting at most the bound; other keys
+    /// EndpointSlice queue's running or next sync of it, waiting at most the bound; other keys
     /// do not wait.
     #[tokio::test(start_paused = true)]
     async fn an_endpoints_sync_lets_the_same_service_s_slice_sync_go_first() {
         let (slices, endpoints) = (queue(), queue());
         let waited = Histogram::new([0.0, 0.01, 0.1, 0.3].into_iter());
-        endpoints.after(slices.clone(), Duration::from_millis(250), waited.clone());
+        endpoints.after(slices.clone(), Duration::from_millis(250), 1, waited.clone());
         let t0 = tokio::time::Instant::now();
         // (queue, key, start ms, end ms) of each sync.
         type Log = Arc<Mutex<Vec<(&'static str, String, u128, u128)>>>;

@@ -188,7 +188,7 @@ impl EndpointsMetrics {
         s.register("syncs", "Number of Endpoints syncs", self.syncs.clone());
         s.register(
             "slices_first_wait_seconds",
-            "How long an Endpoints sync waited for the same Service's due or running EndpointSlice sync (--endpoints-wait-for-slices)",
+            "How long an Endpoints sync waited for the same Service's running or next EndpointSlice sync (--endpoints-wait-for-slices)",
             self.slices_first_wait.clone(),
         );
     }

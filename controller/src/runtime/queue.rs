@@ -246,33 +246,49 @@ impl<K: Clone + Eq + Hash + Ord> WorkQueue<K> {
         self.finished.notify_waiters();
     }
 
-    /// Whether `key` is being processed, or waiting and due now (not: delayed into the future,
-    /// e.g. by a batch period or a retry's backoff).
-    pub fn is_due_or_processing(&self, key: &K) -> bool {
-        let s = self.lock();
-        s.processing.contains(key) || s.due.get(key).is_some_and(|(at, _)| *at <= Instant::now())
+    /// Whether `key` is being processed, or due now with fewer than `within` due keys ahead of
+    /// it, i.e. next for one of `within` workers. Not: delayed into the future (a batch period,
+    /// a retry's backoff), nor further back in a backlog.
+    pub fn is_running_or_next(&self, key: &K, within: usize) -> bool {
+        Self::running_or_next(&self.lock(), key, within)
     }
 
-    /// Waits while `key` [is due or processing](Self::is_due_or_processing), at most `max`, and
-    /// returns how long it waited. Another queue's worker uses it to let this queue's sync of the
-    /// same key go first. Returns at once after shutdown.
-    pub async fn wait_settled(&self, key: &K, max: Duration) -> Duration {
+    fn running_or_next(s: &State<K>, key: &K, within: usize) -> bool {
+        if s.processing.contains(key) {
+            return true;
+        }
+        let Some(&(at, seq)) = s.due.get(key) else { return false };
+        // The keys ahead of it were due no later, so they are due too.
+        at <= Instant::now() && s.order.range(..(at, seq, key.clone())).take(within).count() < within
+    }
+
+    /// Waits while `key` [is running or next](Self::is_running_or_next) for one of `within`
+    /// workers, at most `max`; returns how long it waited (zero when it did not). Another queue's
+    /// worker uses it to let this queue's sync of the same key go first; a key deep in a backlog
+    /// is not waited for, so a busy queue cannot hold the other back key after key. Returns at
+    /// once after shutdown.
+    pub async fn wait_settled(&self, key: &K, max: Duration, within: usize) -> Duration {
         let start = Instant::now();
         let deadline = start + max;
+        let mut waited = false;
         loop {
             let finished = self.finished.notified();
             tokio::pin!(finished);
             // Registered before the check, so a `done` between the check and the wait wakes it.
             finished.as_mut().enable();
-            if self.lock().shutting_down || !self.is_due_or_processing(key) {
-                break;
+            {
+                let s = self.lock();
+                if s.shutting_down || !Self::running_or_next(&s, key, within) {
+                    break;
+                }
             }
+            waited = true;
             tokio::select! {
                 _ = finished => {}
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        start.elapsed()
+        if waited { start.elapsed() } else { Duration::ZERO }
     }
 
     /// Stops handing out keys; waiting `get`s return `None`.
@@ -406,13 +422,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn wait_settled_waits_for_a_due_or_running_key_and_no_longer_than_max() {
+    async fn wait_settled_waits_for_a_running_or_next_key_and_no_longer_than_max() {
         let q = Arc::new(q());
         let max = Duration::from_millis(250);
         // Unknown, or delayed into the future: no wait.
-        assert_eq!(q.wait_settled(&"a".to_string(), max).await, Duration::ZERO);
+        assert_eq!(q.wait_settled(&"a".to_string(), max, 5).await, Duration::ZERO);
         q.add_after("a".into(), Duration::from_secs(1));
-        assert_eq!(q.wait_settled(&"a".to_string(), max).await, Duration::ZERO);
+        assert_eq!(q.wait_settled(&"a".to_string(), max, 5).await, Duration::ZERO);
+        // Due, but with `within` due keys ahead of it (a backlog): no wait; with fewer, it is next.
+        for k in ["x", "y", "z"] {
+            q.add(k.into());
+        }
+        assert!(q.is_running_or_next(&"z".to_string(), 3) && !q.is_running_or_next(&"z".to_string(), 2));
+        assert_eq!(q.wait_settled(&"z".to_string(), max, 2).await, Duration::ZERO);
+        assert!(q.is_running_or_next(&"x".to_string(), 1), "nothing ahead of the first");
+        for _ in 0..3 {
+            let k = q.get().await.unwrap();
+            q.done(&k);
+        }
+        assert!(!q.is_running_or_next(&"x".to_string(), 5), "done");
         // Due now: waits until a worker has taken it and finished it.
         q.add("b".into());
         let q2 = q.clone();
@@ -423,16 +451,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(30)).await;
             q2.done(&k);
         });
-        assert_eq!(q.wait_settled(&"b".to_string(), max).await, Duration::from_millis(40));
+        assert_eq!(q.wait_settled(&"b".to_string(), max, 5).await, Duration::from_millis(40));
         worker.await.unwrap();
         // Running (or added again while running) longer than `max`: gives up at `max`.
         q.add("c".into());
         let k = q.get().await.unwrap();
         q.add("c".into());
-        assert_eq!(q.wait_settled(&k, max).await, max);
+        assert_eq!(q.wait_settled(&k, max, 5).await, max);
         // A `done` that re-queues the key (due now) keeps the waiter waiting for that run too.
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.wait_settled(&"c".to_string(), max).await });
+        let waiter = tokio::spawn(async move { q2.wait_settled(&"c".to_string(), max, 5).await });
         tokio::time::sleep(Duration::from_millis(5)).await;
         q.done(&k);
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -443,7 +471,7 @@ mod tests {
         // Shutdown releases a waiter.
         q.add("d".into());
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.wait_settled(&"d".to_string(), max).await });
+        let waiter = tokio::spawn(async move { q2.wait_settled(&"d".to_string(), max, 5).await });
         tokio::time::sleep(Duration::from_millis(1)).await;
         q.shut_down();
         assert_eq!(waiter.await.unwrap(), Duration::from_millis(1));
