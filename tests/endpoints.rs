@@ -182,6 +182,45 @@ async fn rapid_readiness_flaps_end_in_the_right_state() {
     ctl.stop().await;
 }
 
+/// `--endpoints-wait-for-slices` (on by default): each readiness change is written to the
+/// Service's slice before its Endpoints. The two writes are ordered by their resourceVersions,
+/// which on this control plane are etcd revisions (opaque to clients in general). The bound is
+/// raised here so that a slow slice write on a loaded test machine cannot end the wait.
+#[tokio::test]
+async fn a_readiness_change_reaches_the_slice_before_the_endpoints() {
+    let client = envtest::shared().client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "ep-order").await.unwrap();
+    let ctl = start(&client, &ns, |o| {
+        o.controllers = vec![ControllerName::EndpointSlice, ControllerName::Endpoints];
+        o.endpoints_wait_for_slices = Duration::from_secs(10);
+    })
+    .await;
+    let (svcs, pods): (Api<Service>, Api<Pod>) =
+        (Api::namespaced(client.clone(), &ns), Api::namespaced(client.clone(), &ns));
+    svcs.create(&PostParams::default(), &service("order", "order", &[("http", 80, IntOrString::Int(8080))]))
+        .await
+        .unwrap();
+    let p = kwok::with_custom_status(kwok::pod("order-0", &node(0), &[("app", "order")], &[("http", 8080)]));
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    let ready_in_slice = |s: &[k8s_openapi::api::discovery::v1::EndpointSlice]| {
+        s.iter().flat_map(|s| s.endpoints.iter().flatten()).find_map(|e| e.conditions.as_ref().and_then(|c| c.ready))
+    };
+    let rv = |m: &ObjectMeta| m.resource_version.as_deref().unwrap().parse::<u64>().unwrap();
+    for round in 0..8 {
+        let ready = round % 2 == 0;
+        kwok::set_pod_status(&pods, "order-0", kwok::running_status(&["10.250.5.5"], ready)).await.unwrap();
+        let want = if ready { (1, 0) } else { (0, 1) };
+        let e =
+            wait_endpoints(&client, &ns, "order", "Endpoints follow", |e| endpoints_counts(e) == want).await.unwrap();
+        let s = wait_slices(&client, &ns, "order", "slice follows", |s| ready_in_slice(s) == Some(ready)).await;
+        let (slice_rv, endpoints_rv) = (rv(&s[0].metadata), rv(&e.metadata));
+        assert!(slice_rv < endpoints_rv, "round {round}: slice written at {slice_rv}, Endpoints at {endpoints_rv}");
+    }
+    let waited = ctl.metric("epslice_endpoints_controller_slices_first_wait_seconds_count");
+    assert!(waited >= 8.0, "every Endpoints sync went through the wait: {waited}");
+    ctl.stop().await;
+}
+
 /// Found in review: the trigger-time tracker remembered Services the controller skips (no
 /// selector), so a Service given a selector later took its first pod's Ready time where upstream
 /// takes the Service's creation time (it never computes trigger times for skipped Services).
