@@ -753,7 +753,11 @@ mod tests {
 
     /// The queue's `workqueue_queue_duration_seconds` alone, in the text format as `wait_…`.
     fn queue_wait_text(q: &Queue) -> String {
-        let h = q.metrics.queue.queue_duration.get_or_create(q.labels()).clone();
+        wait_text(q.metrics.queue.queue_duration.get_or_create(q.labels()).clone())
+    }
+
+    /// A histogram alone, in the text format as `wait_…`.
+    fn wait_text(h: Histogram) -> String {
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register("wait", "", h);
         let mut text = String::new();
@@ -947,10 +951,7 @@ mod tests {
         assert_eq!(at("endpoints", "slow"), (1250, 1255), "waits no longer than the bound: {log:?}");
         assert_eq!(at("endpoints", "later"), (1255, 1260));
         assert!(!log.iter().any(|e| e.0 == "slices" && e.1 == "later"), "not due before the stop");
-        let mut text = String::new();
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register("wait", "", waited);
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let text = wait_text(waited);
         assert!(text.contains("wait_count 4"), "{text}");
         assert!(text.contains("wait_bucket{le=\"0.0\"} 2\n"), "two waited 0 s:\n{text}");
         assert!(text.contains("wait_bucket{le=\"0.1\"} 3\n"), "one waited 30 ms:\n{text}");
