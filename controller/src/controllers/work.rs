@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -266,9 +267,14 @@ impl Queue {
                     }
                     let t0 = tokio::time::Instant::now();
                     let running = q.metrics.queue.in_flight.start(q.queue.name());
-                    // A write stuck on a dead connection must not hold its key for good.
-                    let result = match tokio::time::timeout(SYNC_TIMEOUT, sync(key.clone(), gate.clone())).await {
-                        Ok(r) => r,
+                    // A write stuck on a dead connection must not hold its key for good, and
+                    // neither may a bug: a sync that panics is a failed sync, retried with
+                    // backoff, and the key is released (kube-controller-manager would crash and
+                    // stop serving every Service; docs/behaviour.md).
+                    let syncing = std::panic::AssertUnwindSafe(sync(key.clone(), gate.clone())).catch_unwind();
+                    let result = match tokio::time::timeout(SYNC_TIMEOUT, syncing).await {
+                        Ok(Ok(r)) => r,
+                        Ok(Err(panic)) => Err(SyncError::Retry(format!("sync panicked: {}", panic_message(&*panic)))),
                         Err(_) => Err(SyncError::Retry(format!("sync did not finish within {SYNC_TIMEOUT:?}"))),
                     };
                     drop(running);
@@ -285,6 +291,16 @@ impl Queue {
         self.queue.shut_down();
         while set.join_next().await.is_some() {}
     }
+}
+
+/// The text of a panic's payload (`panic!` with a literal or with a format string), or a
+/// placeholder for any other payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a payload that is not a string")
 }
 
 /// The pod events of the EndpointSlice and Endpoints controllers: sync the Services
@@ -850,6 +866,52 @@ mod tests {
             line("workqueue_longest_running_processor_seconds{name=\"test\"}"),
             "workqueue_longest_running_processor_seconds{name=\"test\"} 0.0"
         );
+    }
+
+    /// Found in review: a sync that panicked ended its worker with the key still marked as
+    /// processing, so that Service was never synced again. Now the panic is a failed sync: the
+    /// key is retried with backoff and the worker goes on with other keys.
+    #[tokio::test(start_paused = true)]
+    async fn a_sync_that_panics_is_retried_and_the_worker_goes_on() {
+        let q = queue();
+        let (_gate_tx, gate) = watch::channel(true);
+        let (stop_tx, stop) = watch::channel(false);
+        let attempts = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = attempts.clone();
+        let run = tokio::spawn(q.clone().run_workers(1, gate, stop, move |key: Key, _| {
+            let seen = seen.clone();
+            async move {
+                let first = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(key.1.clone());
+                    seen.iter().filter(|k| **k == key.1).count() == 1
+                };
+                if key.1 == "bad" && first {
+                    panic!("a bug in the sync of {}", key.1);
+                }
+                Ok(())
+            }
+        }));
+        q.enqueue(("ns".into(), "bad".into()), Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        q.enqueue(("ns".into(), "good".into()), Duration::ZERO);
+        // The rate limiter's first retry comes within a second.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(*attempts.lock().unwrap(), ["bad", "good", "bad"], "the same worker synced on, and retried the key");
+        assert!(q.queue.is_empty(), "nothing left: the retry succeeded and the key is not stuck as processing");
+        assert_eq!(q.metrics.queue.retries.get_or_create(q.labels()).get(), 1);
+        stop_tx.send(true).unwrap();
+        run.await.unwrap();
+    }
+
+    #[test]
+    fn a_panic_s_message_is_read_from_either_payload() {
+        let literal: Box<dyn std::any::Any + Send> = Box::new("literal");
+        let formatted: Box<dyn std::any::Any + Send> = Box::new(format!("formatted {}", 1));
+        let other: Box<dyn std::any::Any + Send> = Box::new(7_u8);
+        assert_eq!(panic_message(&*literal), "literal");
+        assert_eq!(panic_message(&*formatted), "formatted 1");
+        assert_eq!(panic_message(&*other), "a payload that is not a string");
     }
 
     /// Found in review: on a follower keys wait for leadership, not for a worker; the first syncs
