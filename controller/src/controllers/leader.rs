@@ -59,6 +59,24 @@ pub fn always_open() -> (watch::Sender<bool>, Gate) {
 /// a connection that died without a reset would otherwise hang the loop that closes the gate.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The sender of the write gate, closing it when dropped: also when leader election panics (in
+/// kube-lease-manager, say). A dropped sender alone would leave the gate at its last value, and
+/// a replica that no longer renews the Lease would go on writing.
+struct ClosesOnDrop(watch::Sender<bool>);
+
+impl std::ops::Deref for ClosesOnDrop {
+    type Target = watch::Sender<bool>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for ClosesOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
+}
+
 /// Runs leader election until `stop` turns true, then releases the Lease. Setting up the Lease
 /// is retried with backoff (1 s doubling to 30 s, with jitter) until it works or `stop` turns
 /// true: a replica started while the API server is unreachable, or before its RBAC is in place,
@@ -69,6 +87,7 @@ pub async fn run(
     gate: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let gate = ClosesOnDrop(gate);
     let secs = |d: Duration| d.as_secs().max(1);
     let build = || async {
         let build = LeaseManagerBuilder::new(client.clone(), &le.name)
@@ -176,4 +195,23 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found in review: a panic in leader election dropped the gate's sender with the gate open,
+    /// and the workers went on writing on a Lease nobody renewed.
+    #[tokio::test]
+    async fn the_gate_closes_when_leader_election_panics() {
+        let (tx, mut gate) = watch::channel(true);
+        let task = tokio::spawn(async move {
+            let _gate = ClosesOnDrop(tx);
+            panic!("a bug in leader election");
+        });
+        assert!(task.await.expect_err("panicked").is_panic());
+        assert!(!*gate.borrow_and_update(), "closed, not left at its last value");
+        assert!(gate.wait_for(|leading| *leading).await.is_err(), "a worker waiting to lead stops waiting");
+    }
 }

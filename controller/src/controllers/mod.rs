@@ -270,11 +270,11 @@ pub async fn run(
         })
     };
     let (leader_stop_tx, leader_stop_rx) = watch::channel(false);
-    let leader_task = options.leader_election.clone().map(|le| {
+    let mut leader_task = options.leader_election.clone().map(|le| {
         let client = client.clone();
         tokio::spawn(async move {
             if let Err(e) = leader::run(client, le, gate_tx, leader_stop_rx).await {
-                tracing::error!(error = %e, "leader election failed; this replica will not write");
+                tracing::error!(error = %e, "leader election failed");
             }
         })
     });
@@ -294,7 +294,7 @@ pub async fn run(
     }
     running.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    let early = until_shutdown(shutdown, &mut tasks, &mut watches).await;
+    let early = until_shutdown(shutdown, &mut tasks, &mut watches, &mut leader_task).await;
     running.store(false, std::sync::atomic::Ordering::Relaxed);
     if let Some(why) = &early {
         tracing::error!(%why, "stopping: the process cannot go on without it");
@@ -320,13 +320,16 @@ pub async fn run(
     }
 }
 
-/// Waits for `shutdown`. A controller or the watches feeding the caches must run until then; if
-/// one ends first (a panic, say), this returns what ended, so the process stops with an error
-/// (and is restarted) instead of staying ready with a dead controller or frozen caches.
+/// Waits for `shutdown`. A controller, the watches feeding the caches and leader election must
+/// run until then; if one ends first (a panic, say), this returns what ended, so the process stops
+/// with an error (and is restarted) instead of staying ready with a dead controller, frozen caches
+/// or nobody renewing the Lease (kube-controller-manager exits when it stops leading). A leader
+/// task that ended is taken out of `leader`.
 async fn until_shutdown(
     shutdown: impl std::future::Future<Output = ()>,
     tasks: &mut tokio::task::JoinSet<()>,
     watches: &mut tokio::task::JoinHandle<()>,
+    leader: &mut Option<tokio::task::JoinHandle<()>>,
 ) -> Option<String> {
     fn how(r: Result<(), tokio::task::JoinError>) -> &'static str {
         match r {
@@ -335,11 +338,22 @@ async fn until_shutdown(
             Err(_) => "cancelled",
         }
     }
-    tokio::select! {
-        () = shutdown => None,
-        Some(r) = tasks.join_next() => Some(format!("a controller stopped on its own ({})", how(r))),
-        r = watches => Some(format!("the watches stopped on their own ({})", how(r))),
+    let leader_ended = async {
+        match leader.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
+    let (why, leader_ended) = tokio::select! {
+        () = shutdown => (None, false),
+        Some(r) = tasks.join_next() => (Some(format!("a controller stopped on its own ({})", how(r))), false),
+        r = watches => (Some(format!("the watches stopped on their own ({})", how(r))), false),
+        r = leader_ended => (Some(format!("leader election stopped on its own ({})", how(r))), true),
+    };
+    if leader_ended {
+        *leader = None;
     }
+    why
 }
 
 #[cfg(test)]
@@ -352,18 +366,25 @@ mod tests {
         // Shutdown first: nothing to report.
         let (mut tasks, mut watches) = (tokio::task::JoinSet::new(), tokio::spawn(pending()));
         tasks.spawn(pending());
-        assert_eq!(until_shutdown(async {}, &mut tasks, &mut watches).await, None);
-        // No controller at all is not an early end.
+        let mut leader = Some(tokio::spawn(pending()));
+        assert_eq!(until_shutdown(async {}, &mut tasks, &mut watches, &mut leader).await, None);
+        // No controller and no leader election at all is not an early end.
         let mut none = tokio::task::JoinSet::new();
-        let t = tokio::time::timeout(Duration::from_millis(50), until_shutdown(pending(), &mut none, &mut watches));
-        assert!(t.await.is_err(), "waits for shutdown");
+        let mut no_leader = None;
+        let t = until_shutdown(pending(), &mut none, &mut watches, &mut no_leader);
+        assert!(tokio::time::timeout(Duration::from_millis(50), t).await.is_err(), "waits for shutdown");
         // A controller that panics.
         tasks.spawn(async { panic!("a bug") });
-        let why = until_shutdown(pending(), &mut tasks, &mut watches).await;
+        let why = until_shutdown(pending(), &mut tasks, &mut watches, &mut leader).await;
         assert_eq!(why.as_deref(), Some("a controller stopped on its own (panicked)"));
+        // Leader election that panics (in kube-lease-manager, say): nobody renews the Lease.
+        let mut leader = Some(tokio::spawn(async { panic!("a bug") }));
+        let why = until_shutdown(pending(), &mut tasks, &mut watches, &mut leader).await;
+        assert_eq!(why.as_deref(), Some("leader election stopped on its own (panicked)"));
+        assert!(leader.is_none(), "the ended task is taken out, so the shutdown path does not poll it again");
         // The watches returning.
         let mut watches = tokio::spawn(async {});
-        let why = until_shutdown(pending(), &mut tasks, &mut watches).await;
+        let why = until_shutdown(pending(), &mut tasks, &mut watches, &mut leader).await;
         assert_eq!(why.as_deref(), Some("the watches stopped on their own (returned)"));
     }
 
