@@ -324,6 +324,11 @@ pub enum Command {
 /// Runs a subcommand to completion and returns the process exit code.
 pub async fn dispatch(command: Command) -> std::process::ExitCode {
     use std::process::ExitCode;
+    // kube's client builds its TLS settings from the process-wide rustls provider, and rustls
+    // panics there when more than one provider is compiled in and none is installed: pick ring
+    // (kube's `ring` feature, the webhook's) before any client exists. Idempotent; an error only
+    // says one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match command {
         Command::Verify(args) => {
             // 0: everything matches; 1: differences; 2: could not verify.
