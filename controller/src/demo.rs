@@ -106,11 +106,15 @@ async fn create_workload(client: &kube::Client, pods: u16) -> anyhow::Result<Vec
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), NS);
     let nodes = kwok::default_nodes();
+    // The web pods go round the nodes, the db pods on the first three, the dual-stack pods on the
+    // next two (`node`: by position, round the list).
+    anyhow::ensure!(!nodes.is_empty(), "the demo needs kwok nodes");
+    let node = |i: usize| nodes[i % nodes.len()].name.as_str();
 
     // A plain Service over `pods` pods spread across the zones.
     services.create(&PostParams::default(), &svc("web", "web", vec![http_port()])).await?;
     for i in 0..pods as usize {
-        let p = kwok::pod(&format!("web-{i}"), &nodes[i % nodes.len()].name, &[("app", "web")], &[("http", 8080)]);
+        let p = kwok::pod(&format!("web-{i}"), node(i), &[("app", "web")], &[("http", 8080)]);
         pod_api.create(&PostParams::default(), &p).await?;
     }
 
@@ -121,8 +125,8 @@ async fn create_workload(client: &kube::Client, pods: u16) -> anyhow::Result<Vec
         spec.ports = None;
     }
     services.create(&PostParams::default(), &db).await?;
-    for (i, node) in nodes.iter().take(3).enumerate() {
-        let mut p = kwok::pod(&format!("db-{i}"), &node.name, &[("app", "db")], &[]);
+    for i in 0..3 {
+        let mut p = kwok::pod(&format!("db-{i}"), node(i), &[("app", "db")], &[]);
         if let Some(spec) = p.spec.as_mut() {
             spec.hostname = Some(format!("db-{i}"));
             spec.subdomain = Some("db".into());
@@ -139,7 +143,7 @@ async fn create_workload(client: &kube::Client, pods: u16) -> anyhow::Result<Vec
     services.create(&PostParams::default(), &dual).await?;
     for i in 0..2 {
         let name = format!("dual-{i}");
-        let p = kwok::with_custom_status(kwok::pod(&name, &nodes[i + 3].name, &[("app", "dual")], &[("http", 8080)]));
+        let p = kwok::with_custom_status(kwok::pod(&name, node(i + 3), &[("app", "dual")], &[("http", 8080)]));
         pod_api.create(&PostParams::default(), &p).await?;
         let ips = [format!("10.250.0.{}", i + 10), format!("fd00:250::{}", i + 10)];
         kwok::set_pod_status(&pod_api, &name, kwok::running_status(&[&ips[0], &ips[1]], true)).await?;
