@@ -281,6 +281,85 @@ fn forward_until_silent(
     })
 }
 
+/// A forwarder like [`forward`] whose requests reach the API server `delay` late: what the
+/// client sends waits `delay` before it is passed on (answers come back at once). A client that
+/// hangs up meanwhile loses what was still waiting, as the API server drops a cancelled request
+/// still waiting in its priority-and-fairness queue.
+fn forward_slow(listen: u16, target: String, delay: Duration) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen)).await.unwrap();
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((inbound, _)) = listener.accept().await else { continue };
+            let target = target.clone();
+            conns.spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                let (mut from_client, mut to_client) = inbound.into_split();
+                let (mut from_server, mut to_server) = outbound.into_split();
+                let up = async move {
+                    let mut buf = vec![0_u8; 64 * 1024];
+                    'conn: loop {
+                        let n = match from_client.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let mut waiting = buf[..n].to_vec();
+                        let due = tokio::time::Instant::now() + delay;
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(due) => break,
+                                r = from_client.read(&mut buf) => match r {
+                                    Ok(0) | Err(_) => break 'conn,
+                                    Ok(m) => waiting.extend_from_slice(&buf[..m]),
+                                },
+                            }
+                        }
+                        if to_server.write_all(&waiting).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_server.shutdown().await;
+                };
+                let down = async move {
+                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    let _ = to_client.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    })
+}
+
+/// Found in review: the Lease manager's `changed()`, which sends the acquiring and renewing
+/// PATCHes, was raced against a one-second tick and dropped with it, so on an API server slower
+/// than a second to answer (APF queueing under load, say) no PATCH ever landed and nobody led.
+/// Through a link that delays every request by 1.5 s, a replica takes the Lease and keeps
+/// renewing it.
+#[tokio::test]
+async fn a_slow_api_server_does_not_keep_the_lease_from_being_taken_and_renewed() {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "slowlink").await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let link = envtest::free_port().unwrap();
+    let (path, target) = linked_kubeconfig(cp, link, "slowlink");
+    let _link = forward_slow(link, target, Duration::from_millis(1500));
+    let mut r = Replica::start_with(cp, &ns, "slow", &path, &ns);
+
+    wait_holder(&leases, "slow", Duration::from_secs(90)).await;
+    let renewed = |l: Option<Lease>| l.and_then(|l| l.spec).and_then(|s| s.renew_time).map(|t| t.0);
+    let first = renewed(leases.get_opt("epslice").await.unwrap()).expect("a renewTime");
+    // Lease 10 s, renewed 3 s before expiry: two renewals within 16 s, each 1.5 s in transit.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let lease = leases.get_opt("epslice").await.unwrap();
+    let holder = lease.as_ref().and_then(|l| l.spec.as_ref()).and_then(|s| s.holder_identity.clone());
+    assert!(holder.is_some_and(|h| h.starts_with("slow_")), "kept; log:\n{}", r.proc.log_tail(3000));
+    let last = renewed(lease).expect("a renewTime");
+    assert!(last > first, "renewed ({first} → {last}); log:\n{}", r.proc.log_tail(3000));
+    assert!(r.proc.exited().is_none(), "log:\n{}", r.proc.log_tail(3000));
+}
+
 async fn leader_gauge(r: &Replica) -> Option<f64> {
     let (_, text) = r.get("/metrics").await?;
     text.lines().find_map(|l| l.strip_prefix("leader_election_master_status{name=\"epslice\"} ")?.trim().parse().ok())

@@ -16,7 +16,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use kube_lease_manager::LeaseManagerBuilder;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 
 /// Leader-election settings (`--leader-elect*` flags).
@@ -114,10 +114,11 @@ pub async fn run(
     let first = build.retry(backoff).notify(|e, wait| {
         tracing::warn!(error = %e, retry_in = ?wait, "leader election: cannot set up the Lease; this replica does not write meanwhile");
     });
-    let mut manager = tokio::select! {
+    let manager = tokio::select! {
         m = first => m?,
         _ = stop.wait_for(|s| *s) => return Ok(()),
     };
+    let mut manager = Running::start(manager).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &le.namespace);
     let deadline_ms = i64::try_from(le.renew_deadline.as_millis()).unwrap_or(i64::MAX);
     let now_ms = || k8s_openapi::jiff::Timestamp::now().as_millisecond();
@@ -127,17 +128,26 @@ pub async fn run(
     let mut valid_until: Option<i64> = None;
     let mut held = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // `changed()` re-reads the Lease first, so restarting it every second is safe and makes a
-        // follower notice a released Lease within a second (kube-lease-manager alone would wait
-        // for the old expiry).
+        // The Lease manager acquires and renews in a task of its own, so this loop's pace never
+        // cuts a renewal short: on a slow API server a renewal takes as long as it takes (it
+        // used to be restarted every second, and a PATCH slower than that never landed).
         tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
-            r = manager.changed() => match r {
-                Ok(state) => held = state,
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader election: cannot sync the Lease");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+            r = manager.held.changed() => match r {
+                Ok(()) => held = *manager.held.borrow_and_update(),
+                Err(_) => {
+                    // The task ended (it only does on a bug in it): start again from the Lease.
+                    tracing::warn!("leader election: the Lease manager stopped; starting a new one");
+                    held = false;
+                    match build().await {
+                        Ok(m) => manager.replace(m).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "leader election: cannot rebuild the Lease manager");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
                 }
             },
             _ = tick.tick() => {}
@@ -157,11 +167,11 @@ pub async fn run(
         let mine = match read {
             Ok(lease) => {
                 let released = lease.as_ref().and_then(|l| l.spec.as_ref()).is_none_or(|s| s.holder_identity.is_none());
-                if released && !held {
+                if released && !held && manager.started.elapsed() >= SETTLE {
                     // kube-lease-manager re-reads a held Lease only after its old expiry; a fresh
                     // manager sees the release now and takes the Lease at once.
                     match build().await {
-                        Ok(m) => manager = m,
+                        Ok(m) => manager.replace(m).await,
                         Err(e) => tracing::warn!(error = %e, "leader election: cannot rebuild the Lease manager"),
                     }
                 }
@@ -187,14 +197,57 @@ pub async fn run(
         }
     }
     let _ = gate.send(false);
-    if held {
-        match tokio::time::timeout(Duration::from_secs(5), manager.release()).await {
-            Ok(Ok(())) => tracing::info!("Lease released"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the Lease"),
-            Err(_) => tracing::warn!("Lease release did not finish in 5 s"),
-        }
+    // Dropping the receiver makes the manager's task release the Lease if it holds it.
+    match manager.stop().await {
+        Some(Ok(())) if held => tracing::info!("Lease released"),
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::warn!(error = %e, "could not release the Lease"),
+        None => tracing::warn!("Lease release did not finish in 5 s"),
     }
     Ok(())
+}
+
+/// A [`LeaseManager`] running in its own task ([`LeaseManager::watch`]): `held` follows whether
+/// it holds the Lease.
+struct Running {
+    held: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<LeaseManager>>,
+    started: tokio::time::Instant,
+}
+
+/// How long a new Lease manager is left to acquire a free Lease before a new one replaces it: a
+/// replacement cancels whatever the old one had in flight, so on a slow API server replacing it
+/// at every check would keep any acquisition from landing.
+const SETTLE: Duration = Duration::from_secs(5);
+
+impl Running {
+    async fn start(manager: LeaseManager) -> Running {
+        let (held, task) = manager.watch().await;
+        Running { held, task, started: tokio::time::Instant::now() }
+    }
+
+    /// Stops this manager, then runs `manager` instead (never two at once: both have our
+    /// identity, and the old one's release could undo the new one's acquisition).
+    async fn replace(&mut self, manager: LeaseManager) {
+        let _ = self.stop().await;
+        *self = Running::start(manager).await;
+    }
+
+    /// Closes the channel, which makes the task release the Lease (when it holds it) and end;
+    /// waits up to 5 s for that. `Some(Ok(()))`: it ended normally; `Some(Err(_))`: the
+    /// release failed; `None`: it did not end in time (it is aborted).
+    async fn stop(&mut self) -> Option<Result<(), String>> {
+        drop(std::mem::replace(&mut self.held, watch::channel(false).1));
+        match tokio::time::timeout(Duration::from_secs(5), &mut self.task).await {
+            Ok(Ok(Ok(_))) => Some(Ok(())),
+            Ok(Ok(Err(e))) => Some(Err(e.to_string())),
+            Ok(Err(e)) => Some(Err(format!("the Lease manager's task failed: {e}"))),
+            Err(_) => {
+                self.task.abort();
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]
