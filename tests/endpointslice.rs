@@ -729,3 +729,49 @@ async fn a_second_writer_of_our_slices_is_reported_once() {
     }
     ctl.stop().await;
 }
+
+/// Found in review: slice deletes went by name alone, so a plan made from a stale cache (or a
+/// former leader's write landing late) could delete a slice changed since. A delete now carries
+/// the planned slice's uid and resourceVersion: a changed slice survives and the sync is stale
+/// (retried and re-planned); the current one is deleted.
+#[tokio::test]
+async fn a_slice_delete_is_conditional_on_the_planned_version() {
+    use epslice::controllers::overlay::RecentWrites;
+    use epslice::controllers::work::{SlicePlan, SyncError, apply_slices};
+    use epslice::runtime::cache::{Cache, Writer};
+    use prometheus_client::metrics::{counter::Counter, family::Family};
+
+    let (client, ns, _, _) = setup("conddelete").await;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let body: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-abc12", "labels": {
+            "kubernetes.io/service-name": "web",
+            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.0.0.1"]}],
+    }))
+    .unwrap();
+    let planned = slices.create(&PostParams::default(), &body).await.unwrap();
+    // Someone changes it after our cache saw it.
+    let patch = serde_json::json!({"metadata": {"labels": {"changed": "yes"}}});
+    slices.patch("web-abc12", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+
+    let written = std::sync::Mutex::new(RecentWrites::default());
+    let cache = Cache::from_store(Writer::<EndpointSlice>::new().0);
+    let (_gate_tx, gate) = tokio::sync::watch::channel(true);
+    let changes = Family::<_, Counter>::default();
+    let apply = |doomed: EndpointSlice| {
+        let (written, cache, gate, changes, client, ns) = (&written, &cache, &gate, &changes, &client, &ns);
+        async move {
+            let plan = SlicePlan::new(&[], &[], std::slice::from_ref(&doomed));
+            apply_slices(client, ns, "epslice", plan, (written, cache), gate, changes).await
+        }
+    };
+    let stale = apply(planned).await;
+    assert!(matches!(stale, Err(SyncError::Stale(_))), "{stale:?}");
+    assert!(slices.get_opt("web-abc12").await.unwrap().is_some(), "the changed slice survives");
+
+    let current = slices.get("web-abc12").await.unwrap();
+    apply(current).await.unwrap();
+    assert!(slices.get_opt("web-abc12").await.unwrap().is_none(), "the current version is deleted");
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use tokio::sync::watch;
 
 use super::informers::{Key, LABEL_SERVICE_NAME};
@@ -512,12 +512,26 @@ pub async fn apply_slices(
     }
     for slice in plan.delete {
         leading()?;
-        match api.delete(&slice.name_any(), &DeleteParams::default()).await {
+        // Conditional on the planned object (upstream deletes by name alone): a plan from a stale
+        // cache, or a former leader's write that lands late, cannot delete a slice that was
+        // changed or recreated since.
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: slice.metadata.uid.clone(),
+                resource_version: slice.metadata.resource_version.clone(),
+            }),
+            ..Default::default()
+        };
+        let name = slice.name_any();
+        match api.delete(&name, &dp).await {
             Ok(_) => {
                 count("delete");
                 overlay().deleted(slice);
             }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Err(SyncError::Stale(format!("delete of EndpointSlice {name}: {}", e.message)));
+            }
             Err(e) => return Err(e.into()),
         }
     }
