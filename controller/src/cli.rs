@@ -368,6 +368,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("no cluster configuration found ({e}); pass --kubeconfig"))?,
     };
+    // No retries inside the client (kube's default retries 429, 503 and 504 up to 15 times):
+    // a failed write goes back to the work queue, which backs off, re-plans from the caches and
+    // checks leadership before writing again. A write retried inside the client could land
+    // after this replica stopped leading.
+    let mut config = config;
+    config.default_retry = false;
     let client = kube::Client::try_from(config)?;
     crate::controllers::preflight::check(&client, &options).await?;
     let shutdown = async {
