@@ -15,6 +15,9 @@ use super::decide::{is_exported, validate};
 use super::types::{ServiceEnvPolicy, ServiceEnvPolicyStatus};
 use crate::runtime::cache::Cache;
 
+/// The longest one status write may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 type Labels = BTreeMap<String, String>;
 
 /// Condition type: the spec can be applied.
@@ -134,7 +137,14 @@ pub async fn run_status_controller(
                 "kind": ServiceEnvPolicy::kind(&()),
                 "status": want,
             });
-            match api.patch_status(name, &params, &Patch::Apply(&body)).await {
+            // kube's client has no read timeout: bound the call, or one dead connection stops
+            // every later status write.
+            let patch = Patch::Apply(&body);
+            let result = match tokio::time::timeout(CALL_TIMEOUT, api.patch_status(name, &params, &patch)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {CALL_TIMEOUT:?}")),
+            };
+            match result {
                 Ok(_) => tracing::debug!(namespace = ns, name, "policy status written"),
                 Err(e) => {
                     tracing::warn!(namespace = ns, name, error = %e, "writing policy status failed; retrying later")

@@ -395,6 +395,9 @@ pub async fn publish_ca_bundle(client: &kube::Client, name: &str, bundle: &[u8])
     Ok(())
 }
 
+/// The longest one pass of [`run_self_managed`] may take (a few reads and writes).
+const PASS_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Keeps the certificates current until `stop`; `ready` turns true once a certificate is loaded.
 /// Failed passes are retried after 5 s.
 pub async fn run_self_managed(
@@ -406,7 +409,11 @@ pub async fn run_self_managed(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        let wait = match sync_once(&client, &cfg, &resolver, &metrics).await {
+        // kube's client has no read timeout: a call on a connection that died without a reset
+        // would otherwise stop rotation for good.
+        let pass = tokio::time::timeout(PASS_TIMEOUT, sync_once(&client, &cfg, &resolver, &metrics));
+        let result = pass.await.unwrap_or_else(|_| Err(format!("no answer within {PASS_TIMEOUT:?}")));
+        let wait = match result {
             Ok(()) => cfg.check_every,
             Err(e) => {
                 tracing::warn!(error = %e, "self-managed certificates: retrying in 5s");
