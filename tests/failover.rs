@@ -331,6 +331,46 @@ fn forward_slow(listen: u16, target: String, delay: Duration) -> tokio::task::Jo
     })
 }
 
+/// Found in review: with the Lease manager's call no longer restarted every second, a renewal
+/// stuck on a connection that died without a reset would have kept it believing it leads, with
+/// the gate closed, for good. A leader whose link goes silent until its Lease expires leads again
+/// once the link is back (no other replica here).
+#[tokio::test]
+async fn a_leader_whose_link_comes_back_leads_again() {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "relink").await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let link = envtest::free_port().unwrap();
+    let (path, target) = linked_kubeconfig(cp, link, "relink");
+    let (cut_tx, cut) = tokio::sync::watch::channel(false);
+    let _link = forward_until_silent(link, target, cut);
+    let r = Replica::start_with(cp, &ns, "r", &path, &ns);
+    r.wait_ready().await;
+    wait_holder(&leases, "r", CONVERGE).await;
+    let wait_gauge = |want: f64, within: Duration| {
+        let r = &r;
+        async move {
+            let t0 = Instant::now();
+            while leader_gauge(r).await != Some(want) {
+                assert!(t0.elapsed() < within, "gauge never {want}; log:\n{}", r.proc.log_tail(3000));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_gauge(1.0, CONVERGE).await;
+
+    // Silent past the Lease's expiry (10 s): connections open now stay silent for good.
+    cut_tx.send(true).unwrap();
+    wait_gauge(0.0, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    cut_tx.send(false).unwrap();
+    // The manager is seen stuck a lease duration plus 5 s after the last renewal, and a fresh
+    // one takes the Lease again over new connections.
+    wait_gauge(1.0, Duration::from_secs(60)).await;
+    assert!(holder(&leases).await.is_some_and(|h| h.starts_with("r_")));
+}
+
 /// Found in review: the Lease manager's `changed()`, which sends the acquiring and renewing
 /// PATCHes, was raced against a one-second tick and dropped with it, so on an API server slower
 /// than a second to answer (APF queueing under load, say) no PATCH ever landed and nobody led.

@@ -11,6 +11,7 @@
 //! writing before another one can take over. On shutdown the Lease is released, so the next
 //! replica takes over at once instead of waiting for expiry.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -118,7 +119,11 @@ pub async fn run(
         m = first => m?,
         _ = stop.wait_for(|s| *s) => return Ok(()),
     };
-    let mut manager = Running::start(manager).await;
+    // The manager acquires and renews inside `changed()`, which returns only when it gains or
+    // loses the Lease. It runs in a task of its own, never restarted by this loop's pace: on an
+    // API server slower than the one-second check, a PATCH that was cancelled at every check
+    // never landed, and nobody could lead.
+    let mut manager = Running::spawn(manager);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &le.namespace);
     let deadline_ms = i64::try_from(le.renew_deadline.as_millis()).unwrap_or(i64::MAX);
     let now_ms = || k8s_openapi::jiff::Timestamp::now().as_millisecond();
@@ -127,20 +132,22 @@ pub async fn run(
     // (renewTime is written by the holder, so by this replica's own clock.)
     let mut valid_until: Option<i64> = None;
     let mut held = false;
+    // Since this manager was built: whether it saw another holder (it then sleeps until that
+    // holder's expiry), and when our own read last confirmed a renewal of ours.
+    let mut saw_other_holder = false;
+    let mut confirmed = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // The Lease manager acquires and renews in a task of its own, so this loop's pace never
-        // cuts a renewal short: on a slow API server a renewal takes as long as it takes (it
-        // used to be restarted every second, and a PATCH slower than that never landed).
         tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             r = manager.held.changed() => match r {
                 Ok(()) => held = *manager.held.borrow_and_update(),
                 Err(_) => {
-                    // The task ended (it only does on a bug in it): start again from the Lease.
+                    // Its task ended, which only a bug in it can do: start again from the Lease.
                     tracing::warn!("leader election: the Lease manager stopped; starting a new one");
                     held = false;
+                    let _ = gate.send(false);
                     match build().await {
                         Ok(m) => manager.replace(m).await,
                         Err(e) => {
@@ -151,6 +158,10 @@ pub async fn run(
                 }
             },
             _ = tick.tick() => {}
+        }
+        if !held && *gate.borrow() {
+            tracing::info!(identity = %le.identity, leading = false, "leadership changed");
+            let _ = gate.send(false);
         }
         // Our own view of the Lease, so a replica that cannot renew stops in time. While we write,
         // the read is bounded by what is left of our validity, so the gate closes in time even
@@ -166,21 +177,44 @@ pub async fn run(
         };
         let mine = match read {
             Ok(lease) => {
-                let released = lease.as_ref().and_then(|l| l.spec.as_ref()).is_none_or(|s| s.holder_identity.is_none());
-                if released && !held && manager.started.elapsed() >= SETTLE {
-                    // kube-lease-manager re-reads a held Lease only after its old expiry; a fresh
-                    // manager sees the release now and takes the Lease at once.
-                    match build().await {
-                        Ok(m) => manager.replace(m).await,
-                        Err(e) => tracing::warn!(error = %e, "leader election: cannot rebuild the Lease manager"),
-                    }
-                }
+                let holder = lease.as_ref().and_then(|l| l.spec.as_ref()).and_then(|s| s.holder_identity.as_deref());
+                saw_other_holder |= holder.is_some_and(|h| h != le.identity);
+                // kube-lease-manager re-reads a Lease held by another only after its expiry; a
+                // fresh manager sees an early release (a graceful handover) now and takes the
+                // Lease at once. One that has seen no other holder is acquiring: left alone.
+                let released = holder.is_none() && !held && saw_other_holder;
                 valid_until = lease.and_then(|l| l.spec).and_then(|spec| {
                     let holder = spec.holder_identity.as_deref() == Some(le.identity.as_str());
                     let renewed = spec.renew_time?.0.as_millisecond();
                     holder.then_some(renewed.saturating_add(deadline_ms))
                 });
-                valid_until.is_some_and(|until| now_ms() < until)
+                let mine = valid_until.is_some_and(|until| now_ms() < until);
+                if mine {
+                    confirmed = tokio::time::Instant::now();
+                }
+                // A manager that believes it holds the Lease while no renewal of ours has been
+                // seen for a whole lease duration is stuck (say, a call on a connection that
+                // died without a reset): a new one starts from the Lease as it is.
+                let stuck = held && confirmed.elapsed() > le.lease_duration + CALL_TIMEOUT;
+                if released || stuck {
+                    if stuck {
+                        tracing::warn!(
+                            "leader election: no renewal seen for a lease duration; restarting the Lease manager"
+                        );
+                    }
+                    match build().await {
+                        Ok(m) => {
+                            // The new manager, of the same identity, adopts a Lease the old one
+                            // took; the old one is stopped without releasing anything.
+                            manager.replace(m).await;
+                            held = false;
+                            saw_other_holder = false;
+                            confirmed = tokio::time::Instant::now();
+                        }
+                        Err(e) => tracing::warn!(error = %e, "leader election: cannot rebuild the Lease manager"),
+                    }
+                }
+                mine
             }
             Err(e) => {
                 let valid = valid_until.is_some_and(|until| now_ms() < until);
@@ -197,56 +231,61 @@ pub async fn run(
         }
     }
     let _ = gate.send(false);
-    // Dropping the receiver makes the manager's task release the Lease if it holds it.
-    match manager.stop().await {
-        Some(Ok(())) if held => tracing::info!("Lease released"),
-        Some(Ok(())) => {}
-        Some(Err(e)) => tracing::warn!(error = %e, "could not release the Lease"),
-        None => tracing::warn!("Lease release did not finish in 5 s"),
+    // The manager's call may hold its state: it is stopped before the release.
+    manager.stop().await;
+    if held {
+        match tokio::time::timeout(Duration::from_secs(5), manager.manager.release()).await {
+            Ok(Ok(())) => tracing::info!("Lease released"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not release the Lease"),
+            Err(_) => tracing::warn!("Lease release did not finish in 5 s"),
+        }
     }
     Ok(())
 }
 
-/// A [`LeaseManager`] running in its own task ([`LeaseManager::watch`]): `held` follows whether
-/// it holds the Lease.
+/// A [`LeaseManager`] whose `changed()` runs in a task of its own, in a loop: `held` follows
+/// whether it holds the Lease. (kube-lease-manager's own `watch()` backs off up to 30 s after
+/// errors, resetting only on a change, and releases on stop even a Lease it does not hold once
+/// its view has expired; neither suits a gate that must follow the Lease closely.)
 struct Running {
     held: watch::Receiver<bool>,
-    task: tokio::task::JoinHandle<kube_lease_manager::Result<LeaseManager>>,
-    started: tokio::time::Instant,
+    task: tokio::task::JoinHandle<()>,
+    manager: Arc<LeaseManager>,
 }
 
-/// How long a new Lease manager is left to acquire a free Lease before a new one replaces it: a
-/// replacement cancels whatever the old one had in flight, so on a slow API server replacing it
-/// at every check would keep any acquisition from landing.
-const SETTLE: Duration = Duration::from_secs(5);
-
 impl Running {
-    async fn start(manager: LeaseManager) -> Running {
-        let (held, task) = manager.watch().await;
-        Running { held, task, started: tokio::time::Instant::now() }
-    }
-
-    /// Stops this manager, then runs `manager` instead (never two at once: both have our
-    /// identity, and the old one's release could undo the new one's acquisition).
-    async fn replace(&mut self, manager: LeaseManager) {
-        let _ = self.stop().await;
-        *self = Running::start(manager).await;
-    }
-
-    /// Closes the channel, which makes the task release the Lease (when it holds it) and end;
-    /// waits up to 5 s for that. `Some(Ok(()))`: it ended normally; `Some(Err(_))`: the
-    /// release failed; `None`: it did not end in time (it is aborted).
-    async fn stop(&mut self) -> Option<Result<(), String>> {
-        drop(std::mem::replace(&mut self.held, watch::channel(false).1));
-        match tokio::time::timeout(Duration::from_secs(5), &mut self.task).await {
-            Ok(Ok(Ok(_))) => Some(Ok(())),
-            Ok(Ok(Err(e))) => Some(Err(e.to_string())),
-            Ok(Err(e)) => Some(Err(format!("the Lease manager's task failed: {e}"))),
-            Err(_) => {
-                self.task.abort();
-                None
+    fn spawn(manager: LeaseManager) -> Running {
+        let manager = Arc::new(manager);
+        let (tx, held) = watch::channel(false);
+        let m = manager.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match m.changed().await {
+                    Ok(state) => {
+                        if tx.send(state).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "leader election: cannot sync the Lease");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
             }
-        }
+        });
+        Running { held, task, manager }
+    }
+
+    /// Stops the task (and any call it has in flight); releases nothing.
+    async fn stop(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
+    /// Stops this manager, then runs `manager` instead (never two at once).
+    async fn replace(&mut self, manager: LeaseManager) {
+        self.stop().await;
+        *self = Running::spawn(manager);
     }
 }
 
