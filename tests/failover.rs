@@ -331,6 +331,50 @@ fn forward_slow(listen: u16, target: String, delay: Duration) -> tokio::task::Jo
     })
 }
 
+/// A deleted Lease is created again (only building a Lease manager creates it) and exactly one
+/// replica leads: the leader's manager fails on the missing Lease, the follower's is replaced.
+/// (A guard for the replacement rules; the case found in review, a manager that never saw
+/// another holder, is covered by the same `lease.is_none()` rule.)
+#[tokio::test]
+async fn a_deleted_lease_is_created_again_and_a_replica_leads() {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, "dellease").await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let a = Replica::start(cp, &ns, "da");
+    a.wait_ready().await;
+    wait_holder(&leases, "da", CONVERGE).await;
+    let b = Replica::start(cp, &ns, "db");
+    b.wait_ready().await;
+    // b has seen da hold the Lease.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    leases.delete("epslice", &Default::default()).await.unwrap();
+    let t0 = Instant::now();
+    loop {
+        let h = holder(&leases).await;
+        if h.as_deref().is_some_and(|h| h.starts_with("da_") || h.starts_with("db_")) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(45),
+            "nobody took a new Lease (holder {h:?}); logs:\n{}\n{}",
+            a.proc.log_tail(2000),
+            b.proc.log_tail(2000)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Exactly one gate opens.
+    let t0 = Instant::now();
+    loop {
+        let (ga, gb) = (leader_gauge(&a).await, leader_gauge(&b).await);
+        if matches!((ga, gb), (Some(1.0), Some(0.0)) | (Some(0.0), Some(1.0))) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "gates {ga:?} {gb:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Found in review: with the Lease manager's call no longer restarted every second, a renewal
 /// stuck on a connection that died without a reset would have kept it believing it leads, with
 /// the gate closed, for good. A leader whose link goes silent until its Lease expires leads again

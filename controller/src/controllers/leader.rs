@@ -136,6 +136,9 @@ pub async fn run(
     // holder's expiry), and when our own read last confirmed a renewal of ours.
     let mut saw_other_holder = false;
     let mut confirmed = tokio::time::Instant::now();
+    // Since when our reads have shown the Lease free to take (missing, without holder, or
+    // expired) while this manager does not hold it.
+    let mut free_since: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -149,7 +152,12 @@ pub async fn run(
                     held = false;
                     let _ = gate.send(false);
                     match build().await {
-                        Ok(m) => manager.replace(m).await,
+                        Ok(m) => {
+                            manager.replace(m).await;
+                            saw_other_holder = false;
+                            confirmed = tokio::time::Instant::now();
+                            free_since = None;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "leader election: cannot rebuild the Lease manager");
                             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -182,7 +190,21 @@ pub async fn run(
                 // kube-lease-manager re-reads a Lease held by another only after its expiry; a
                 // fresh manager sees an early release (a graceful handover) now and takes the
                 // Lease at once. One that has seen no other holder is acquiring: left alone.
-                let released = holder.is_none() && !held && saw_other_holder;
+                // A deleted Lease is created again by a new manager (only building one creates it).
+                let released = !held && (lease.is_none() || (holder.is_none() && saw_other_holder));
+                let expired = lease.as_ref().and_then(|l| l.spec.as_ref()).is_some_and(|spec| {
+                    let renewed = spec.renew_time.as_ref().map_or(0, |t| t.0.as_millisecond());
+                    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0)).saturating_mul(1000);
+                    renewed.saturating_add(duration) < now_ms()
+                });
+                if !held && (lease.is_none() || holder.is_none() || expired) {
+                    free_since.get_or_insert_with(tokio::time::Instant::now);
+                } else {
+                    free_since = None;
+                }
+                // A manager that leaves a free Lease untaken for a whole lease duration is stuck
+                // too (a read on a dead connection): replaced like one that believes it leads.
+                let idle = free_since.is_some_and(|t| t.elapsed() > le.lease_duration + CALL_TIMEOUT);
                 valid_until = lease.and_then(|l| l.spec).and_then(|spec| {
                     let holder = spec.holder_identity.as_deref() == Some(le.identity.as_str());
                     let renewed = spec.renew_time?.0.as_millisecond();
@@ -196,10 +218,10 @@ pub async fn run(
                 // seen for a whole lease duration is stuck (say, a call on a connection that
                 // died without a reset): a new one starts from the Lease as it is.
                 let stuck = held && confirmed.elapsed() > le.lease_duration + CALL_TIMEOUT;
-                if released || stuck {
-                    if stuck {
+                if released || stuck || idle {
+                    if stuck || idle {
                         tracing::warn!(
-                            "leader election: no renewal seen for a lease duration; restarting the Lease manager"
+                            "leader election: the Lease manager made no progress for a lease duration; restarting it"
                         );
                     }
                     match build().await {
@@ -210,6 +232,7 @@ pub async fn run(
                             held = false;
                             saw_other_holder = false;
                             confirmed = tokio::time::Instant::now();
+                            free_since = None;
                         }
                         Err(e) => tracing::warn!(error = %e, "leader election: cannot rebuild the Lease manager"),
                     }
@@ -233,7 +256,8 @@ pub async fn run(
     let _ = gate.send(false);
     // The manager's call may hold its state: it is stopped before the release.
     manager.stop().await;
-    if held {
+    // The task may have reported the Lease taken while the loop was stopping.
+    if held || *manager.held.borrow() {
         match tokio::time::timeout(Duration::from_secs(5), manager.manager.release()).await {
             Ok(Ok(())) => tracing::info!("Lease released"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not release the Lease"),
