@@ -381,17 +381,7 @@ async fn a_deleted_lease_is_created_again_and_a_replica_leads() {
 /// once the link is back (no other replica here).
 #[tokio::test]
 async fn a_leader_whose_link_comes_back_leads_again() {
-    let cp = envtest::shared();
-    let client = cp.client().await.unwrap();
-    let ns = envtest::create_namespace(&client, "relink").await.unwrap();
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-    let link = envtest::free_port().unwrap();
-    let (path, target) = linked_kubeconfig(cp, link, "relink");
-    let (cut_tx, cut) = tokio::sync::watch::channel(false);
-    let _link = forward_until_silent(link, target, cut);
-    let r = Replica::start_with(cp, &ns, "r", &path, &ns);
-    r.wait_ready().await;
-    wait_holder(&leases, "r", CONVERGE).await;
+    let SilentLink { leases, cut_tx, replica: r, .. } = lead_behind_silent_link("relink", "r").await;
     let wait_gauge = |want: f64, within: Duration| {
         let r = &r;
         async move {
@@ -444,6 +434,33 @@ async fn a_slow_api_server_does_not_keep_the_lease_from_being_taken_and_renewed(
     assert!(r.proc.exited().is_none(), "log:\n{}", r.proc.log_tail(3000));
 }
 
+/// A replica in a namespace of its own that reaches the API server through
+/// [`forward_until_silent`] and holds the Lease.
+struct SilentLink {
+    client: kube::Client,
+    ns: String,
+    leases: Api<Lease>,
+    /// `true` silences the link.
+    cut_tx: tokio::sync::watch::Sender<bool>,
+    replica: Replica,
+    _link: tokio::task::JoinHandle<()>,
+}
+
+async fn lead_behind_silent_link(tag: &str, name: &str) -> SilentLink {
+    let cp = envtest::shared();
+    let client = cp.client().await.unwrap();
+    let ns = envtest::create_namespace(&client, tag).await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let link = envtest::free_port().unwrap();
+    let (path, target) = linked_kubeconfig(cp, link, tag);
+    let (cut_tx, cut) = tokio::sync::watch::channel(false);
+    let _link = forward_until_silent(link, target, cut);
+    let replica = Replica::start_with(cp, &ns, name, &path, &ns);
+    replica.wait_ready().await;
+    wait_holder(&leases, name, CONVERGE).await;
+    SilentLink { client, ns, leases, cut_tx, replica, _link }
+}
+
 async fn leader_gauge(r: &Replica) -> Option<f64> {
     let (_, text) = r.get("/metrics").await?;
     text.lines().find_map(|l| l.strip_prefix("leader_election_master_status{name=\"epslice\"} ")?.trim().parse().ok())
@@ -455,17 +472,7 @@ async fn leader_gauge(r: &Replica) -> Option<f64> {
 #[tokio::test]
 async fn a_leader_whose_link_goes_silent_stops_leading_before_its_lease_expires() {
     let cp = envtest::shared();
-    let client = cp.client().await.unwrap();
-    let ns = envtest::create_namespace(&client, "silent").await.unwrap();
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
-    let link = envtest::free_port().unwrap();
-    let (path, target) = linked_kubeconfig(cp, link, "silent");
-    let (cut_tx, cut) = tokio::sync::watch::channel(false);
-    let _link = forward_until_silent(link, target, cut);
-
-    let s = Replica::start_with(cp, &ns, "s", &path, &ns);
-    s.wait_ready().await;
-    wait_holder(&leases, "s", CONVERGE).await;
+    let SilentLink { client, ns, leases, cut_tx, replica: s, .. } = lead_behind_silent_link("silent", "s").await;
     let t0 = Instant::now();
     while leader_gauge(&s).await != Some(1.0) {
         assert!(t0.elapsed() < CONVERGE, "s never opened its gate; log:\n{}", s.proc.log_tail(3000));
