@@ -179,9 +179,13 @@ pub async fn run(
                 .clamp(Duration::from_millis(100), CALL_TIMEOUT),
             None => CALL_TIMEOUT,
         };
-        let read = match tokio::time::timeout(budget, leases.get_opt(&le.name)).await {
-            Ok(r) => r.map_err(anyhow::Error::from),
-            Err(_) => Err(anyhow::anyhow!("no answer within {budget:?}")),
+        // A shutdown does not wait for the read: the release that follows needs the time.
+        let read = tokio::select! {
+            r = tokio::time::timeout(budget, leases.get_opt(&le.name)) => match r {
+                Ok(r) => r.map_err(anyhow::Error::from),
+                Err(_) => Err(anyhow::anyhow!("no answer within {budget:?}")),
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
         };
         let mine = match read {
             Ok(lease) => {
