@@ -132,13 +132,6 @@ pub async fn run(
     // (renewTime is written by the holder, so by this replica's own clock.)
     let mut valid_until: Option<i64> = None;
     let mut held = false;
-    // Since this manager was built: whether it saw another holder (it then sleeps until that
-    // holder's expiry), and when our own read last confirmed a renewal of ours.
-    let mut saw_other_holder = false;
-    let mut confirmed = tokio::time::Instant::now();
-    // Since when our reads have shown the Lease free to take (missing, without holder, or
-    // expired) while this manager does not hold it.
-    let mut free_since: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -152,12 +145,7 @@ pub async fn run(
                     held = false;
                     let _ = gate.send(false);
                     match build().await {
-                        Ok(m) => {
-                            manager.replace(m).await;
-                            saw_other_holder = false;
-                            confirmed = tokio::time::Instant::now();
-                            free_since = None;
-                        }
+                        Ok(m) => manager = Running::spawn(m),
                         Err(e) => {
                             tracing::warn!(error = %e, "leader election: cannot rebuild the Lease manager");
                             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -190,25 +178,25 @@ pub async fn run(
         let mine = match read {
             Ok(lease) => {
                 let holder = lease.as_ref().and_then(|l| l.spec.as_ref()).and_then(|s| s.holder_identity.as_deref());
-                saw_other_holder |= holder.is_some_and(|h| h != le.identity);
+                manager.saw_other_holder |= holder.is_some_and(|h| h != le.identity);
                 // kube-lease-manager re-reads a Lease held by another only after its expiry; a
                 // fresh manager sees an early release (a graceful handover) now and takes the
                 // Lease at once. One that has seen no other holder is acquiring: left alone.
                 // A deleted Lease is created again by a new manager (only building one creates it).
-                let released = !held && (lease.is_none() || (holder.is_none() && saw_other_holder));
+                let released = !held && (lease.is_none() || (holder.is_none() && manager.saw_other_holder));
                 let expired = lease.as_ref().and_then(|l| l.spec.as_ref()).is_some_and(|spec| {
                     let renewed = spec.renew_time.as_ref().map_or(0, |t| t.0.as_millisecond());
                     let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0)).saturating_mul(1000);
                     renewed.saturating_add(duration) < now_ms()
                 });
                 if !held && (lease.is_none() || holder.is_none() || expired) {
-                    free_since.get_or_insert_with(tokio::time::Instant::now);
+                    manager.free_since.get_or_insert_with(tokio::time::Instant::now);
                 } else {
-                    free_since = None;
+                    manager.free_since = None;
                 }
                 // A manager that leaves a free Lease untaken for a whole lease duration is stuck
                 // too (a read on a dead connection): replaced like one that believes it leads.
-                let idle = free_since.is_some_and(|t| t.elapsed() > le.lease_duration + CALL_TIMEOUT);
+                let idle = manager.free_since.is_some_and(|t| t.elapsed() > le.lease_duration + CALL_TIMEOUT);
                 valid_until = lease.and_then(|l| l.spec).and_then(|spec| {
                     let holder = spec.holder_identity.as_deref() == Some(le.identity.as_str());
                     let renewed = spec.renew_time?.0.as_millisecond();
@@ -216,12 +204,12 @@ pub async fn run(
                 });
                 let mine = valid_until.is_some_and(|until| now_ms() < until);
                 if mine {
-                    confirmed = tokio::time::Instant::now();
+                    manager.confirmed = tokio::time::Instant::now();
                 }
                 // A manager that believes it holds the Lease while no renewal of ours has been
                 // seen for a whole lease duration is stuck (say, a call on a connection that
                 // died without a reset): a new one starts from the Lease as it is.
-                let stuck = held && confirmed.elapsed() > le.lease_duration + CALL_TIMEOUT;
+                let stuck = held && manager.confirmed.elapsed() > le.lease_duration + CALL_TIMEOUT;
                 if released || stuck || idle {
                     if stuck || idle {
                         tracing::warn!(
@@ -232,11 +220,9 @@ pub async fn run(
                         Ok(m) => {
                             // The new manager, of the same identity, adopts a Lease the old one
                             // took; the old one is stopped without releasing anything.
-                            manager.replace(m).await;
+                            manager.stop().await;
+                            manager = Running::spawn(m);
                             held = false;
-                            saw_other_holder = false;
-                            confirmed = tokio::time::Instant::now();
-                            free_since = None;
                         }
                         Err(e) => tracing::warn!(error = %e, "leader election: cannot rebuild the Lease manager"),
                     }
@@ -279,6 +265,14 @@ struct Running {
     held: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
     manager: Arc<LeaseManager>,
+    /// Whether our reads showed another holder since this manager started (it then sleeps
+    /// until that holder's expiry).
+    saw_other_holder: bool,
+    /// When our reads last confirmed a renewal of ours (or this manager started).
+    confirmed: tokio::time::Instant,
+    /// Since when our reads have shown the Lease free to take (missing, without holder, or
+    /// expired) while this manager does not hold it.
+    free_since: Option<tokio::time::Instant>,
 }
 
 impl Running {
@@ -301,19 +295,20 @@ impl Running {
                 }
             }
         });
-        Running { held, task, manager }
+        Running {
+            held,
+            task,
+            manager,
+            saw_other_holder: false,
+            confirmed: tokio::time::Instant::now(),
+            free_since: None,
+        }
     }
 
     /// Stops the task (and any call it has in flight); releases nothing.
     async fn stop(&mut self) {
         self.task.abort();
         let _ = (&mut self.task).await;
-    }
-
-    /// Stops this manager, then runs `manager` instead (never two at once).
-    async fn replace(&mut self, manager: LeaseManager) {
-        self.stop().await;
-        *self = Running::spawn(manager);
     }
 }
 
