@@ -101,6 +101,11 @@ pub struct Args {
     /// the run with the median convergence time and every run's time, peak RSS is the highest.
     #[arg(long, default_value_t = 3)]
     pub s1_runs: usize,
+    /// S2 rounds per contender, odd (each --churn-seconds long, back to back on the same
+    /// process); the table shows the round with the median end-to-end p99 and every round's p99,
+    /// peak RSS is the highest.
+    #[arg(long, default_value_t = 3)]
+    pub s2_rounds: usize,
     /// A contender counts as settled (S3, S4, before S2) after this many seconds without a write
     /// to endpointslices or endpoints.
     #[arg(long, default_value_t = 10)]
@@ -134,7 +139,8 @@ pub struct Args {
     /// request after 60 s).
     #[arg(long, default_value_t = 10)]
     pub apiserver_profile_seconds: u64,
-    /// Also write every S2 flip's timings into `DIR/S2-<contender>.csv` (pod, its Service's size,
+    /// Also write every S2 flip's timings into `DIR/S2-<contender>.csv` (`S2-<contender>-round<n>.csv`
+    /// with several --s2-rounds; pod, its Service's size,
     /// the Ready value, then milliseconds from the churn's start: status write sent, its pod event,
     /// the slice change; empty when not seen), to see what a percentile is made of.
     #[arg(long, value_name = "DIR")]
@@ -166,10 +172,14 @@ impl Args {
         range("create-concurrency", self.create_concurrency, 1, 1024)?;
         range("floor-concurrency", self.floor_concurrency, 1, 1024)?;
         range("s1-runs", self.s1_runs, 1, 99)?;
+        range("s2-rounds", self.s2_rounds, 1, 99)?;
         // Below kube-apiserver's default --request-timeout (60 s), which ends a longer profile.
         range("apiserver-profile-seconds", self.apiserver_profile_seconds, 1, 55)?;
         if self.s1_runs.is_multiple_of(2) {
             return Err(format!("--s1-runs {}: must be odd (the table shows the median run)", self.s1_runs));
+        }
+        if self.s2_rounds.is_multiple_of(2) {
+            return Err(format!("--s2-rounds {}: must be odd (the table shows the median round)", self.s2_rounds));
         }
         let pods = self.total_pods();
         if pods > 500_000 {

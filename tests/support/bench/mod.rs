@@ -57,7 +57,7 @@ pub struct SizeStats {
 pub struct Cell {
     /// S1: seconds from controller start to convergence (of the median run).
     pub secs: Option<f64>,
-    /// S1: every run's convergence time, in run order.
+    /// S1: every run's convergence time; S2: every round's end-to-end p99 (ms); in run order.
     pub runs: Vec<f64>,
     /// Writes to endpointslices.
     pub slices: Writes,
@@ -240,7 +240,7 @@ impl Ctx<'_> {
     }
 
     /// S2: readiness flips at a fixed rate; then every pod back to Ready and settle.
-    async fn churn(&mut self, proc: &mut Proc) -> anyhow::Result<Cell> {
+    async fn churn(&mut self, proc: &mut Proc, round: usize) -> anyhow::Result<Cell> {
         self.obs.watch_pods().await?;
         let before = self.counters().await?;
         let win = Window::start(proc.pid(), self.tck, true);
@@ -322,7 +322,12 @@ impl Ctx<'_> {
             .map(|p| (format!("{}/{}", p.ns, p.name), self.layout.services[p.svc].pods))
             .collect();
         if let Some(dir) = &self.args.flips_csv {
-            let file = dir.join(format!("S2-{}.csv", proc.contender.name()));
+            let name = proc.contender.name();
+            let file = dir.join(if self.args.s2_rounds > 1 {
+                format!("S2-{name}-round{round}.csv")
+            } else {
+                format!("S2-{name}.csv")
+            });
             write_flips_csv(&file, &size, start.into_std(), done.iter().chain(&pending))
                 .with_context(|| format!("writing {}", file.display()))?;
             eprintln!("  S2 flips: {}", file.display());
@@ -435,12 +440,24 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// The S1 run with the median convergence time, carrying every run's time, the highest peak RSS
 /// and the notes of the failed runs (whose time is infinite).
-fn median_run(mut cells: Vec<Cell>) -> Cell {
-    let runs: Vec<f64> = cells.iter().filter_map(|c| c.secs).collect();
+fn median_run(cells: Vec<Cell>) -> Cell {
+    median_by(cells, |c| c.secs)
+}
+
+/// The S2 round with the median end-to-end p99, carrying every round's p99 and the highest peak
+/// RSS. A round with flips never seen has an infinite p99 and keeps its note.
+fn median_round(cells: Vec<Cell>) -> Cell {
+    median_by(cells, |c| c.flips.as_ref().map(|f| f.e2e.1))
+}
+
+/// The cell with the median `key` (a missing key counts as infinite), with every cell's key in
+/// order in `runs`, the highest peak RSS of all, and the notes of the cells whose key is infinite.
+fn median_by(mut cells: Vec<Cell>, key: impl Fn(&Cell) -> Option<f64>) -> Cell {
+    let k = |c: &Cell| key(c).unwrap_or(f64::INFINITY);
+    let runs: Vec<f64> = cells.iter().map(k).collect();
     let peak = cells.iter().filter_map(|c| c.usage.peak_rss_kib).max();
-    let failed: Vec<String> =
-        cells.iter().filter(|c| c.secs.is_some_and(f64::is_infinite)).filter_map(|c| c.note.clone()).collect();
-    cells.sort_by(|a, b| a.secs.unwrap_or(f64::INFINITY).total_cmp(&b.secs.unwrap_or(f64::INFINITY)));
+    let failed: Vec<String> = cells.iter().filter(|c| k(c).is_infinite()).filter_map(|c| c.note.clone()).collect();
+    cells.sort_by(|a, b| k(a).total_cmp(&k(b)));
     let mid = cells.len().saturating_sub(1) / 2;
     let mut cell = cells.into_iter().nth(mid).unwrap_or_default();
     cell.runs = runs;
@@ -586,16 +603,29 @@ async fn run_contender(
     }
     let Some(mut proc) = proc else { return Ok(()) };
     if args.has(Scenario::S2) {
-        eprintln!("== S2 {}: {} flips/s for {} s", c.name(), args.flips_per_second, args.churn_seconds);
-        match ctx.churn(&mut proc).await {
-            Ok(cell) => {
-                res.insert((Scenario::S2, idx), cell);
-            }
-            Err(e) => {
-                proc.stop();
-                return Err(e.context("S2"));
+        let rounds = args.s2_rounds;
+        let mut cells = Vec::new();
+        for round in 1..=rounds {
+            eprintln!(
+                "== S2 {} (round {round}/{rounds}): {} flips/s for {} s",
+                c.name(),
+                args.flips_per_second,
+                args.churn_seconds
+            );
+            match ctx.churn(&mut proc, round).await {
+                Ok(mut cell) => {
+                    if rounds > 1 {
+                        cell.note = cell.note.map(|n| format!("round {round}: {n}"));
+                    }
+                    cells.push(cell);
+                }
+                Err(e) => {
+                    proc.stop();
+                    return Err(e.context(format!("S2 round {round}")));
+                }
             }
         }
+        res.insert((Scenario::S2, idx), median_round(cells));
     }
     if args.has(Scenario::S3) {
         eprintln!("== S3 {}: restart on its own objects", c.name());
@@ -703,6 +733,29 @@ mod tests {
         assert_eq!((m.secs, m.runs, m.usage.peak_rss_kib), (Some(2.0), vec![3.0, 1.0, 2.0], Some(300)));
         assert_eq!(m.usage.cpu_s, Some(1.0), "the median run's own CPU");
         assert_eq!(m.note, None);
+    }
+
+    #[test]
+    fn the_median_round_is_chosen_by_its_end_to_end_p99() {
+        let round = |p99: f64, share99: f64, rss: u64, note: Option<&str>| Cell {
+            flips: Some(FlipStats { e2e: (10.0, p99), share: (4.0, share99), ..Default::default() }),
+            usage: Usage { cpu_s: Some(p99 / 10.0), peak_rss_kib: Some(rss) },
+            note: note.map(String::from),
+            ..Default::default()
+        };
+        let m =
+            median_round(vec![round(40.0, 9.0, 100, None), round(25.0, 30.0, 300, None), round(30.0, 12.0, 200, None)]);
+        let f = m.flips.clone().unwrap();
+        assert_eq!((f.e2e.1, f.share.1), (30.0, 12.0), "the whole median round, not a mix of rounds");
+        assert_eq!((m.runs, m.usage.peak_rss_kib, m.usage.cpu_s), (vec![40.0, 25.0, 30.0], Some(300), Some(3.0)));
+        let lost = |n: &str| round(f64::INFINITY, f64::INFINITY, 100, Some(n));
+        let m = median_round(vec![round(40.0, 9.0, 100, None), lost("round 2: 1 flip lost"), lost("round 3: 2 lost")]);
+        assert_eq!(m.flips.unwrap().e2e.1, f64::INFINITY, "rounds that lost flips are the slowest");
+        assert_eq!(m.note.as_deref(), Some("round 2: 1 flip lost; round 3: 2 lost"));
+        let m =
+            median_round(vec![lost("round 1: 1 flip lost"), round(40.0, 9.0, 100, None), round(20.0, 9.0, 100, None)]);
+        assert_eq!(m.flips.unwrap().e2e.1, 40.0);
+        assert_eq!(m.note.as_deref(), Some("round 1: 1 flip lost"), "a lost flip is never dropped from the notes");
     }
 
     #[test]
