@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod contender;
+pub mod floor;
 pub mod measure;
 pub mod observe;
 pub mod report;
@@ -76,6 +77,35 @@ pub struct Cell {
     pub flips: Option<FlipStats>,
     /// Anything the reader must know (failures, takeover source …).
     pub note: Option<String>,
+}
+
+/// What S2 churns against: a controller process, or the floor inside the harness.
+enum Runner {
+    Proc(Proc),
+    Floor(floor::Reactor),
+}
+
+impl Runner {
+    fn name(&self) -> &'static str {
+        match self {
+            Runner::Proc(p) => p.contender.name(),
+            Runner::Floor(_) => Contender::Floor.name(),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Runner::Proc(p) => p.pid(),
+            Runner::Floor(_) => None,
+        }
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self {
+            Runner::Proc(p) => p.check_alive(),
+            Runner::Floor(f) => f.check_alive(),
+        }
+    }
 }
 
 /// All results of a run.
@@ -240,7 +270,7 @@ impl Ctx<'_> {
     }
 
     /// S2: readiness flips at a fixed rate; then every pod back to Ready and settle.
-    async fn churn(&mut self, proc: &mut Proc, round: usize) -> anyhow::Result<Cell> {
+    async fn churn(&mut self, proc: &mut Runner, round: usize) -> anyhow::Result<Cell> {
         self.obs.watch_pods().await?;
         let before = self.counters().await?;
         let win = Window::start(proc.pid(), self.tck, true);
@@ -322,7 +352,7 @@ impl Ctx<'_> {
             .map(|p| (format!("{}/{}", p.ns, p.name), self.layout.services[p.svc].pods))
             .collect();
         if let Some(dir) = &self.args.flips_csv {
-            let name = proc.contender.name();
+            let name = proc.name();
             let file = dir.join(if self.args.s2_rounds > 1 {
                 format!("S2-{name}-round{round}.csv")
             } else {
@@ -335,7 +365,7 @@ impl Ctx<'_> {
         let stats = flip_stats(&done, &pending, sent, &size);
         eprintln!(
             "  S2 {}: {}/{} flips seen, p50 {:.1} ms, p99 {:.1} ms (controller share p50 {:.1} ms, p99 {:.1} ms)",
-            proc.contender.name(),
+            proc.name(),
             stats.seen,
             stats.sent,
             stats.e2e.0,
@@ -368,7 +398,16 @@ impl Ctx<'_> {
         for g in back {
             self.ready[g] = true;
         }
-        self.settle(Some(proc)).await?;
+        match proc {
+            Runner::Proc(p) => self.settle(Some(p)).await?,
+            Runner::Floor(f) => {
+                self.settle(None).await?;
+                f.check_alive()?;
+                if let (n @ 1.., first) = f.errors() {
+                    cell.note = Some(format!("{n} floor writes failed so far, first: {}", first.unwrap_or_default()));
+                }
+            }
+        }
         if let Some(n) = self.converged_note() {
             cell.note = Some(n);
         }
@@ -558,11 +597,8 @@ async fn run_contender(
         });
         res.insert((Scenario::S4, idx), cell);
     }
-    let wants = |s| args.has(s) && (c != Contender::Floor || s == Scenario::S1);
+    let wants = |s| args.has(s) && (c != Contender::Floor || s <= Scenario::S2);
     if !(wants(Scenario::S1) || wants(Scenario::S2) || wants(Scenario::S3) || args.has(Scenario::S4)) {
-        return Ok(());
-    }
-    if c == Contender::Floor && !args.has(Scenario::S1) {
         return Ok(());
     }
     // S1 also sets up S2 and S3; measured, it runs --s1-runs times. A failed run counts as an
@@ -601,7 +637,18 @@ async fn run_contender(
     if let Some(e) = last_error {
         return Err(e);
     }
-    let Some(mut proc) = proc else { return Ok(()) };
+    let mut proc = match proc {
+        Some(p) => Runner::Proc(p),
+        None if args.has(Scenario::S2) => {
+            eprintln!("== S2 floor: listing, and the pod watch's initial list");
+            Runner::Floor(
+                floor::Reactor::start(&ctx.client, &ctx.layout, args.floor_concurrency)
+                    .await
+                    .context("S2: the floor")?,
+            )
+        }
+        None => return Ok(()),
+    };
     if args.has(Scenario::S2) {
         let rounds = args.s2_rounds;
         let mut cells = Vec::new();
@@ -620,13 +667,16 @@ async fn run_contender(
                     cells.push(cell);
                 }
                 Err(e) => {
-                    proc.stop();
+                    if let Runner::Proc(p) = proc {
+                        p.stop();
+                    }
                     return Err(e.context(format!("S2 round {round}")));
                 }
             }
         }
         res.insert((Scenario::S2, idx), median_round(cells));
     }
+    let Runner::Proc(mut proc) = proc else { return Ok(()) };
     if args.has(Scenario::S3) {
         eprintln!("== S3 {}: restart on its own objects", c.name());
         proc.stop();
