@@ -31,7 +31,8 @@ pub enum Contender {
     KcmFast,
     /// `epslice run --controllers=* --leader-elect=false` as a separate process.
     Epslice,
-    /// A bare client POSTing exactly the objects the planner says are needed (S1 only).
+    /// A bare client inside the harness sending exactly the writes the planners say are needed
+    /// (S1 and S2).
     Floor,
 }
 

@@ -1,9 +1,10 @@
 //! The write floor under S2's churn: the least a controller can do per readiness flip, inside the
 //! harness. One pod watch; on each pod event, the flipped pod's Service is planned with epslice's
 //! pure planners (`endpointslice::plan`, `endpoints::plan`) from the floor's own copies of the pods,
-//! slices and Endpoints, and exactly the planned writes are sent: no informers, work queue,
-//! trigger-time tracking, events, retries or rate limits. Writes of one Service are serialised
-//! (per resource, like a controller's queue), at most `concurrency` per resource at a time.
+//! slices and Endpoints, and exactly the planned writes are sent, the slices' first: no informers,
+//! work queue, trigger-time tracking, events, retries or rate limits. Writes of one Service are
+//! serialised (per resource, like a controller's queue), at most `concurrency` per resource at a
+//! time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -55,9 +56,14 @@ pub struct Reactor {
 }
 
 impl Reactor {
-    /// Lists the Services, Nodes, slices and Endpoints, starts the pod watch and waits for its
-    /// initial list.
-    pub async fn start(client: &kube::Client, layout: &Layout, concurrency: usize) -> anyhow::Result<Reactor> {
+    /// Lists the Services, Nodes, slices and Endpoints, starts the pod watch and waits (at most
+    /// `timeout`) for its initial list.
+    pub async fn start(
+        client: &kube::Client,
+        layout: &Layout,
+        concurrency: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Reactor> {
         let (services, slices, endpoints, nodes) = tokio::try_join!(
             list_all::<Service>(client, layout),
             list_all::<EndpointSlice>(client, layout),
@@ -100,9 +106,9 @@ impl Reactor {
         let shared = Arc::new(shared);
         let (synced_tx, mut synced) = watch::channel(false);
         let task = AbortOnDropHandle::new(tokio::spawn(watch_pods(shared.clone(), synced_tx)));
-        tokio::time::timeout(Duration::from_secs(300), synced.wait_for(|s| *s))
+        tokio::time::timeout(timeout, synced.wait_for(|s| *s))
             .await
-            .context("the floor's initial pod list: not done within 300 s")?
+            .with_context(|| format!("the floor's initial pod list: not done within {timeout:?}"))?
             .context("the floor's pod watch ended")?;
         Ok(Reactor { shared, task })
     }
@@ -123,21 +129,27 @@ async fn watch_pods(shared: Arc<Shared>, synced: watch::Sender<bool>) {
     let api: Api<WatchedPod> = Api::all(shared.client.clone());
     let cfg = watcher::Config::default().labels(&format!("{BENCH_LABEL}=1"));
     let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    // Slices first, as epslice does (`--endpoints-wait-for-slices`): an Endpoints PUT sent at the
+    // same moment slows the slice's. The slice lock is free again while the Endpoints write runs.
+    let sync = |svc: Key| {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            s.sync_slices(&svc).await;
+            s.sync_endpoints(&svc).await;
+        });
+    };
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(Event::Apply(p)) => {
-                for svc in shared.put_pod(p) {
-                    let (s, key) = (shared.clone(), svc.clone());
-                    tokio::spawn(async move { s.sync_slices(&key).await });
-                    let s = shared.clone();
-                    tokio::spawn(async move { s.sync_endpoints(&svc).await });
-                }
-            }
+            Ok(Event::Apply(p)) => shared.put_pod(p).into_iter().for_each(sync),
             Ok(Event::InitApply(p)) => {
                 shared.put_pod(p);
             }
             Ok(Event::InitDone) => {
-                synced.send_replace(true);
+                // After a re-list (the watch expired), changes in the gap came as InitApply:
+                // sync every Service once.
+                if synced.send_replace(true) {
+                    shared.services.keys().cloned().for_each(sync);
+                }
             }
             // S2 deletes no pods.
             Ok(Event::Init | Event::Delete(_)) => {}
@@ -168,6 +180,16 @@ impl Shared {
         errs.1.get_or_insert_with(|| format!("{what}: {e}"));
     }
 
+    /// After a failed write the copy may be stale (a write that landed after all, a 409): read
+    /// the Service's slices again. Not a retry: the next pod event plans from it.
+    async fn reread_slices(&self, api: &Api<EndpointSlice>, svc: &Key, own: &mut Vec<EndpointSlice>) {
+        let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={}", svc.1));
+        match api.list(&lp).await {
+            Ok(l) => *own = l.items,
+            Err(e) => self.failed("slice re-read", &e),
+        }
+    }
+
     async fn sync_slices(&self, svc: &Key) {
         let (Some(service), Some(own)) = (self.services.get(svc), self.slices.get(svc)) else { return };
         let mut own = own.lock().await;
@@ -178,14 +200,21 @@ impl Shared {
             let input = epslice::endpointslice::Input::new(service, &pods, &self.nodes, &existing);
             epslice::endpointslice::plan(&input, &epslice::endpointslice::Config::default())
         };
+        if plan.create.is_empty() && plan.update.is_empty() && plan.delete.is_empty() {
+            return;
+        }
         let _permit = self.slice_writes.acquire().await;
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &svc.0);
+        let mut ok = true;
         let pp = PostParams::default();
         let name = |s: &EndpointSlice| s.metadata.name.clone().unwrap_or_default();
         for s in plan.create {
             match api.create(&pp, &s).await {
                 Ok(s) => own.push(s),
-                Err(e) => self.failed("slice create", &e),
+                Err(e) => {
+                    self.failed("slice create", &e);
+                    ok = false;
+                }
             }
         }
         for s in plan.update {
@@ -195,14 +224,23 @@ impl Shared {
                     own.retain(|o| name(o) != n);
                     own.push(s);
                 }
-                Err(e) => self.failed("slice update", &e),
+                Err(e) => {
+                    self.failed("slice update", &e);
+                    ok = false;
+                }
             }
         }
         for s in plan.delete {
             match api.delete(&name(&s), &DeleteParams::default()).await {
                 Ok(_) => own.retain(|o| name(o) != name(&s)),
-                Err(e) => self.failed("slice delete", &e),
+                Err(e) => {
+                    self.failed("slice delete", &e);
+                    ok = false;
+                }
             }
+        }
+        if !ok {
+            self.reread_slices(&api, svc, &mut own).await;
         }
     }
 
@@ -215,6 +253,9 @@ impl Shared {
             let input = epslice::endpoints::Input::new(service, &pods, own.as_ref());
             epslice::endpoints::plan(&input, &epslice::endpoints::Config::default())
         };
+        if matches!(plan.action, epslice::endpoints::Action::Nothing) {
+            return;
+        }
         let _permit = self.endpoints_writes.acquire().await;
         let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &svc.0);
         let pp = PostParams::default();
@@ -230,7 +271,14 @@ impl Shared {
         };
         match r {
             Ok(e) => *own = e,
-            Err(e) => self.failed("Endpoints write", &e),
+            Err(e) => {
+                self.failed("Endpoints write", &e);
+                // As for slices: read it again, a copy that may be stale is not kept.
+                match api.get_opt(&svc.1).await {
+                    Ok(e) => *own = e,
+                    Err(e) => self.failed("Endpoints re-read", &e),
+                }
+            }
         }
     }
 }

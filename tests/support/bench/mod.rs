@@ -271,6 +271,13 @@ impl Ctx<'_> {
 
     /// S2: readiness flips at a fixed rate; then every pod back to Ready and settle.
     async fn churn(&mut self, proc: &mut Runner, round: usize) -> anyhow::Result<Cell> {
+        // Round k flips the same pods in the same order for every contender (all pods start
+        // Ready), so no contender draws more flips of big Services than another.
+        self.rng = flip_seed(self.args.seed, round);
+        let errors_before = match proc {
+            Runner::Floor(f) => f.errors().0,
+            Runner::Proc(_) => 0,
+        };
         self.obs.watch_pods().await?;
         let before = self.counters().await?;
         let win = Window::start(proc.pid(), self.tck, true);
@@ -403,13 +410,17 @@ impl Ctx<'_> {
             Runner::Floor(f) => {
                 self.settle(None).await?;
                 f.check_alive()?;
-                if let (n @ 1.., first) = f.errors() {
-                    cell.note = Some(format!("{n} floor writes failed so far, first: {}", first.unwrap_or_default()));
+                let (n, first) = f.errors();
+                if n > errors_before {
+                    add_note(
+                        &mut cell.note,
+                        format!("{} floor writes failed, first ever: {}", n - errors_before, first.unwrap_or_default()),
+                    );
                 }
             }
         }
         if let Some(n) = self.converged_note() {
-            cell.note = Some(n);
+            add_note(&mut cell.note, n);
         }
         Ok(cell)
     }
@@ -469,6 +480,11 @@ fn write_flips_csv<'a>(
     Ok(())
 }
 
+/// The xorshift state of S2 round `round` for `--seed`.
+fn flip_seed(seed: u64, round: usize) -> u64 {
+    seed.max(1).wrapping_add(round as u64 - 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -477,25 +493,36 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// Appends `note` to `to` ("; "-separated).
+fn add_note(to: &mut Option<String>, note: String) {
+    *to = Some(match to.take() {
+        Some(n) => format!("{n}; {note}"),
+        None => note,
+    });
+}
+
 /// The S1 run with the median convergence time, carrying every run's time, the highest peak RSS
 /// and the notes of the failed runs (whose time is infinite).
 fn median_run(cells: Vec<Cell>) -> Cell {
-    median_by(cells, |c| c.secs)
+    median_by(cells, |c| c.secs, false)
 }
 
-/// The S2 round with the median end-to-end p99, carrying every round's p99 and the highest peak
-/// RSS. A round with flips never seen has an infinite p99 and keeps its note.
+/// The S2 round with the median end-to-end p99, carrying every round's p99, the highest peak RSS
+/// and every round's notes (each says its round). A round whose flips all failed has no p99 and
+/// counts as infinite.
 fn median_round(cells: Vec<Cell>) -> Cell {
-    median_by(cells, |c| c.flips.as_ref().map(|f| f.e2e.1))
+    median_by(cells, |c| c.flips.as_ref().map(|f| f.e2e.1).filter(|p| !p.is_nan()), true)
 }
 
 /// The cell with the median `key` (a missing key counts as infinite), with every cell's key in
-/// order in `runs`, the highest peak RSS of all, and the notes of the cells whose key is infinite.
-fn median_by(mut cells: Vec<Cell>, key: impl Fn(&Cell) -> Option<f64>) -> Cell {
+/// order in `runs`, the highest peak RSS of all, and the notes of the cells whose key is infinite
+/// (of every cell with `all_notes`).
+fn median_by(mut cells: Vec<Cell>, key: impl Fn(&Cell) -> Option<f64>, all_notes: bool) -> Cell {
     let k = |c: &Cell| key(c).unwrap_or(f64::INFINITY);
     let runs: Vec<f64> = cells.iter().map(k).collect();
     let peak = cells.iter().filter_map(|c| c.usage.peak_rss_kib).max();
-    let failed: Vec<String> = cells.iter().filter(|c| k(c).is_infinite()).filter_map(|c| c.note.clone()).collect();
+    let failed: Vec<String> =
+        cells.iter().filter(|c| all_notes || k(c).is_infinite()).filter_map(|c| c.note.clone()).collect();
     cells.sort_by(|a, b| k(a).total_cmp(&k(b)));
     let mid = cells.len().saturating_sub(1) / 2;
     let mut cell = cells.into_iter().nth(mid).unwrap_or_default();
@@ -598,7 +625,7 @@ async fn run_contender(
         res.insert((Scenario::S4, idx), cell);
     }
     let wants = |s| args.has(s) && (c != Contender::Floor || s <= Scenario::S2);
-    if !(wants(Scenario::S1) || wants(Scenario::S2) || wants(Scenario::S3) || args.has(Scenario::S4)) {
+    if !(wants(Scenario::S1) || wants(Scenario::S2) || wants(Scenario::S3) || wants(Scenario::S4)) {
         return Ok(());
     }
     // S1 also sets up S2 and S3; measured, it runs --s1-runs times. A failed run counts as an
@@ -642,7 +669,7 @@ async fn run_contender(
         None if args.has(Scenario::S2) => {
             eprintln!("== S2 floor: listing, and the pod watch's initial list");
             Runner::Floor(
-                floor::Reactor::start(&ctx.client, &ctx.layout, args.floor_concurrency)
+                floor::Reactor::start(&ctx.client, &ctx.layout, args.floor_concurrency, ctx.timeout())
                     .await
                     .context("S2: the floor")?,
             )
@@ -733,7 +760,7 @@ pub async fn run(args: Args, command: String) -> anyhow::Result<(String, bool)> 
         server_pids: ["kube-apiserver", "etcd"].iter().filter_map(|n| cp.pid_of(n)).collect(),
         seq: 0,
         ready: vec![true; n],
-        rng: args.seed.max(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        rng: flip_seed(args.seed, 1),
     };
     let mut res = Results::new();
     let mut prev = None;
@@ -806,6 +833,30 @@ mod tests {
             median_round(vec![lost("round 1: 1 flip lost"), round(40.0, 9.0, 100, None), round(20.0, 9.0, 100, None)]);
         assert_eq!(m.flips.unwrap().e2e.1, 40.0);
         assert_eq!(m.note.as_deref(), Some("round 1: 1 flip lost"), "a lost flip is never dropped from the notes");
+        let m = median_round(vec![
+            round(20.0, 9.0, 100, Some("round 1: 3 flips not seen")),
+            round(40.0, 9.0, 100, Some("round 2: NOT converged")),
+            round(30.0, 9.0, 100, None),
+        ]);
+        assert_eq!(m.flips.unwrap().e2e.1, 30.0);
+        assert_eq!(
+            m.note.as_deref(),
+            Some("round 1: 3 flips not seen; round 2: NOT converged"),
+            "the notes of rounds with a finite p99 are kept too"
+        );
+        let none_sent =
+            Cell { flips: Some(FlipStats { e2e: (f64::NAN, f64::NAN), ..Default::default() }), ..Default::default() };
+        let m = median_round(vec![none_sent.clone(), none_sent, round(30.0, 9.0, 100, None)]);
+        assert!(m.flips.unwrap().e2e.1.is_nan(), "rounds without a p99 count as the slowest");
+    }
+
+    #[test]
+    fn every_contender_flips_the_same_pods_in_a_round_and_rounds_differ() {
+        assert_eq!(flip_seed(1, 2), flip_seed(1, 2));
+        assert_ne!(flip_seed(1, 1), flip_seed(1, 2));
+        assert_ne!(flip_seed(1, 1), flip_seed(2, 1));
+        assert_eq!(flip_seed(0, 1), flip_seed(1, 1), "seed 0 is seed 1 (xorshift needs a non-zero state)");
+        assert_ne!(flip_seed(1, 3) % 2, 0, "never the all-zero state");
     }
 
     #[test]

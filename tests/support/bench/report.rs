@@ -406,7 +406,7 @@ impl Report<'_> {
             self.setup,
             a.flips_per_second,
             a.churn_seconds,
-            if a.s2_rounds > 1 { format!(", {} rounds", a.s2_rounds) } else { String::new() }
+            if a.s2_rounds > 1 && a.has(Scenario::S2) { format!(", {} rounds", a.s2_rounds) } else { String::new() }
         );
         let _ = writeln!(
             out,
@@ -423,7 +423,7 @@ impl Report<'_> {
         if a.s2_rounds > 1 && a.has(Scenario::S2) {
             let _ = writeln!(
                 out,
-                "- S2 runs {} rounds per contender, back to back on the same process; its rows are those of the round with the median end-to-end p99, except peak RSS (the highest of the rounds).",
+                "- S2 runs {} rounds per contender, back to back on the same process (the floor: the same pod watch), round k flipping the same pods for every contender; its rows are those of the round with the median end-to-end p99, except peak RSS (the highest of the rounds).",
                 a.s2_rounds
             );
         }
