@@ -174,6 +174,13 @@ impl Shared {
         svcs.clone()
     }
 
+    /// Runs `f` on the Service's pods (under the pod lock: nothing in `f` may wait).
+    fn with_pods<R>(&self, svc: &Key, f: impl FnOnce(&[&CachedPod]) -> R) -> R {
+        let pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        let pods: Vec<&CachedPod> = pods.get(svc).map(|m| m.values().collect()).unwrap_or_default();
+        f(&pods)
+    }
+
     fn failed(&self, what: &str, e: &kube::Error) {
         let mut errs = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         errs.0 += 1;
@@ -193,13 +200,11 @@ impl Shared {
     async fn sync_slices(&self, svc: &Key) {
         let (Some(service), Some(own)) = (self.services.get(svc), self.slices.get(svc)) else { return };
         let mut own = own.lock().await;
-        let plan = {
-            let pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
-            let pods: Vec<&CachedPod> = pods.get(svc).map(|m| m.values().collect()).unwrap_or_default();
+        let plan = self.with_pods(svc, |pods| {
             let existing: Vec<&EndpointSlice> = own.iter().collect();
-            let input = epslice::endpointslice::Input::new(service, &pods, &self.nodes, &existing);
+            let input = epslice::endpointslice::Input::new(service, pods, &self.nodes, &existing);
             epslice::endpointslice::plan(&input, &epslice::endpointslice::Config::default())
-        };
+        });
         if plan.create.is_empty() && plan.update.is_empty() && plan.delete.is_empty() {
             return;
         }
@@ -247,12 +252,10 @@ impl Shared {
     async fn sync_endpoints(&self, svc: &Key) {
         let (Some(service), Some(own)) = (self.services.get(svc), self.endpoints.get(svc)) else { return };
         let mut own = own.lock().await;
-        let plan = {
-            let pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
-            let pods: Vec<&CachedPod> = pods.get(svc).map(|m| m.values().collect()).unwrap_or_default();
-            let input = epslice::endpoints::Input::new(service, &pods, own.as_ref());
+        let plan = self.with_pods(svc, |pods| {
+            let input = epslice::endpoints::Input::new(service, pods, own.as_ref());
             epslice::endpoints::plan(&input, &epslice::endpoints::Config::default())
-        };
+        });
         if matches!(plan.action, epslice::endpoints::Action::Nothing) {
             return;
         }

@@ -450,6 +450,22 @@ pub fn write_doc(path: &Path, section: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// The report of `results`, without machine, command or scale.
+    fn markdown(args: &Args, results: &super::super::Results) -> String {
+        let r = Report {
+            args,
+            results,
+            machine: String::new(),
+            command: String::new(),
+            setup: Duration::ZERO,
+            pods: 0,
+            services: 0,
+            tck: 100.0,
+            failures: Vec::new(),
+        };
+        r.markdown()
+    }
+
     #[test]
     fn verdicts_near_the_target_show_three_decimals() {
         assert_eq!(verdict(Some(0.254), 0.25), "**missed** (0.254×, 1.02× the target)");
@@ -470,18 +486,7 @@ mod tests {
             Cell { secs: Some(f64::INFINITY), runs: vec![f64::INFINITY; 3], ..Default::default() },
         );
         results.insert((Scenario::S1, 1), Cell { secs: Some(2.0), runs: vec![2.0; 3], ..Default::default() });
-        let r = Report {
-            args: &args,
-            results: &results,
-            machine: String::new(),
-            command: String::new(),
-            setup: Duration::ZERO,
-            pods: 0,
-            services: 0,
-            tck: 100.0,
-            failures: Vec::new(),
-        };
-        let md = r.markdown();
+        let md = markdown(&args, &results);
         assert!(
             md.contains("| S1 | convergence, each run (s) | failed / failed / failed | 2.00 / 2.00 / 2.00 |"),
             "{md}"
@@ -510,18 +515,7 @@ mod tests {
         let mut results = super::super::Results::new();
         results.insert((Scenario::S2, 0), s2(60.0, 20.0, vec![70.0, 60.0, 45.0]));
         results.insert((Scenario::S2, 1), s2(27.0, 15.0, vec![27.0, 31.0, 26.5]));
-        let r = Report {
-            args: &args,
-            results: &results,
-            machine: String::new(),
-            command: String::new(),
-            setup: Duration::ZERO,
-            pods: 0,
-            services: 0,
-            tck: 100.0,
-            failures: Vec::new(),
-        };
-        let md = r.markdown();
+        let md = markdown(&args, &results);
         assert!(md.contains("| S2 | latency p99, median of 3 rounds (ms) | 60.0 | 27.0 | 0.45× |"), "{md}");
         assert!(
             md.contains("| S2 | latency p99, each round (ms) | 70.0 / 60.0 / 45.0 | 27.0 / 31.0 / 26.5 | – |"),
