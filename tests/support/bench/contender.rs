@@ -190,20 +190,55 @@ impl Op {
     }
 }
 
+/// `(namespace, name)`.
+pub type Key = (String, String);
+
+/// What both floors read before planning (as informers would list it): the Services, their
+/// slices (by the `kubernetes.io/service-name` label) and Endpoints (by name), and the Nodes.
+pub struct Listed {
+    /// The benchmark's Services.
+    pub services: Vec<Service>,
+    /// Slices by their Service.
+    pub slices: HashMap<Key, Vec<EndpointSlice>>,
+    /// Endpoints by namespace and name.
+    pub endpoints: HashMap<Key, Endpoints>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+}
+
+impl Listed {
+    /// Lists the benchmark's Services, slices and Endpoints, and every Node.
+    pub async fn list(client: &kube::Client, layout: &Layout) -> anyhow::Result<Listed> {
+        let (services, slices, endpoints, nodes) = tokio::try_join!(
+            list_all::<Service>(client, layout),
+            list_all::<EndpointSlice>(client, layout),
+            list_all::<Endpoints>(client, layout),
+            async { Ok(Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items) },
+        )?;
+        let ns_name =
+            |m: &kube::api::ObjectMeta| (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default());
+        let mut by_svc: HashMap<Key, Vec<EndpointSlice>> = HashMap::new();
+        for s in slices {
+            if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")) {
+                by_svc.entry((s.metadata.namespace.clone().unwrap_or_default(), svc.clone())).or_default().push(s);
+            }
+        }
+        Ok(Listed {
+            services,
+            slices: by_svc,
+            endpoints: endpoints.into_iter().map(|e| (ns_name(&e.metadata), e)).collect(),
+            nodes: nodes.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect(),
+        })
+    }
+}
+
 /// The write floor: list the objects (as informers would), plan every Service with epslice's
 /// pure planners (`endpointslice::plan`, `endpoints::plan`), then send exactly those writes,
 /// `concurrency` at a time per resource. No watches, queues, retries or rate limits.
 pub async fn run_floor(client: &kube::Client, layout: &Layout, concurrency: usize) -> anyhow::Result<FloorRun> {
     let t0 = Instant::now();
-    let (services, pods, slices, endpoints, nodes) = tokio::try_join!(
-        list_all::<Service>(client, layout),
-        list_all::<WatchedPod>(client, layout),
-        list_all::<EndpointSlice>(client, layout),
-        list_all::<Endpoints>(client, layout),
-        async { Ok(Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items) },
-    )?;
-    let nodes: BTreeMap<String, Node> =
-        nodes.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect();
+    let (Listed { services, slices: slices_by_svc, endpoints: eps_by_name, nodes }, pods) =
+        tokio::try_join!(Listed::list(client, layout), list_all::<WatchedPod>(client, layout))?;
     let mut strings = Interner::default();
     let pods: Vec<CachedPod> = pods.into_iter().map(|p| p.into_cached(&mut strings)).collect();
     let mut pods_by_app: HashMap<(String, String), Vec<&CachedPod>> = HashMap::new();
@@ -215,16 +250,6 @@ pub async fn run_floor(client: &kube::Client, layout: &Layout, concurrency: usiz
                 .push(p);
         }
     }
-    let mut slices_by_svc: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
-    for s in &slices {
-        if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")) {
-            slices_by_svc.entry((s.metadata.namespace.clone().unwrap_or_default(), svc.clone())).or_default().push(s);
-        }
-    }
-    let eps_by_name: HashMap<(String, String), &Endpoints> = endpoints
-        .iter()
-        .map(|e| ((e.metadata.namespace.clone().unwrap_or_default(), e.metadata.name.clone().unwrap_or_default()), e))
-        .collect();
     let (mut slice_ops, mut ep_ops) = (Vec::new(), Vec::new());
     let slice_cfg = epslice::endpointslice::Config::default();
     let ep_cfg = epslice::endpoints::Config::default();
@@ -233,18 +258,16 @@ pub async fn run_floor(client: &kube::Client, layout: &Layout, concurrency: usiz
         let selector_app = svc.spec.as_ref().and_then(|s| s.selector.as_ref()).and_then(|s| s.get("app")).cloned();
         let svc_pods: &[&CachedPod] =
             selector_app.and_then(|a| pods_by_app.get(&(key.0.clone(), a))).map(Vec::as_slice).unwrap_or(&[]);
-        let existing: &[&EndpointSlice] = slices_by_svc.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        let existing: Vec<&EndpointSlice> = slices_by_svc.get(&key).map(|v| v.iter().collect()).unwrap_or_default();
         let p = epslice::endpointslice::plan(
-            &epslice::endpointslice::Input::new(svc, svc_pods, &nodes, existing),
+            &epslice::endpointslice::Input::new(svc, svc_pods, &nodes, &existing),
             &slice_cfg,
         );
         slice_ops.extend(p.create.into_iter().map(Op::CreateSlice));
         slice_ops.extend(p.update.into_iter().map(Op::UpdateSlice));
         slice_ops.extend(p.delete.into_iter().map(Op::DeleteSlice));
-        let e = epslice::endpoints::plan(
-            &epslice::endpoints::Input::new(svc, svc_pods, eps_by_name.get(&key).copied()),
-            &ep_cfg,
-        );
+        let e =
+            epslice::endpoints::plan(&epslice::endpoints::Input::new(svc, svc_pods, eps_by_name.get(&key)), &ep_cfg);
         match e.action {
             epslice::endpoints::Action::Nothing => {}
             epslice::endpoints::Action::Create(o) => ep_ops.push(Op::CreateEp(o)),

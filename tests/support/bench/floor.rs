@@ -21,10 +21,8 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::cluster::{BENCH_LABEL, Layout, list_all};
-
-/// `(namespace, name)`.
-type Key = (String, String);
+use super::cluster::{BENCH_LABEL, Layout};
+use super::contender::{Key, Listed};
 
 fn key_of(m: &kube::api::ObjectMeta) -> Key {
     (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
@@ -64,26 +62,14 @@ impl Reactor {
         concurrency: usize,
         timeout: Duration,
     ) -> anyhow::Result<Reactor> {
-        let (services, slices, endpoints, nodes) = tokio::try_join!(
-            list_all::<Service>(client, layout),
-            list_all::<EndpointSlice>(client, layout),
-            list_all::<Endpoints>(client, layout),
-            async { Ok(Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items) },
-        )?;
+        let Listed { services, slices: mut slices_of, endpoints: mut endpoints_of, nodes } =
+            Listed::list(client, layout).await?;
         let mut by_app: HashMap<Key, Vec<Key>> = HashMap::new();
-        let mut slices_of: HashMap<Key, Vec<EndpointSlice>> = HashMap::new();
-        for s in slices {
-            if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name")) {
-                slices_of.entry((s.metadata.namespace.clone().unwrap_or_default(), svc.clone())).or_default().push(s);
-            }
-        }
-        let mut endpoints_of: HashMap<Key, Endpoints> =
-            endpoints.into_iter().map(|e| (key_of(&e.metadata), e)).collect();
         let mut shared = Shared {
             client: client.clone(),
             services: HashMap::new(),
             by_app: HashMap::new(),
-            nodes: nodes.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect(),
+            nodes,
             pods: Mutex::default(),
             strings: Mutex::default(),
             slices: HashMap::new(),

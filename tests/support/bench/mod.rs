@@ -482,7 +482,7 @@ fn write_flips_csv<'a>(
 
 /// The xorshift state of S2 round `round` for `--seed`.
 fn flip_seed(seed: u64, round: usize) -> u64 {
-    seed.max(1).wrapping_add(round as u64 - 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+    seed.max(1).wrapping_add(round.saturating_sub(1) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
